@@ -1,0 +1,200 @@
+"""The kernel subsystems the proxy programs, one small interface each.
+
+Every interface has a real implementation (netlink or a system tool) and an
+in-memory fake; one contract test suite per interface runs against both
+(``tests/contract``), which is what lets the reconciler's tests trust the fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol
+
+from ipvsproxy.model import (
+    Family,
+    RealServer,
+    RealServerKey,
+    RealServerStatus,
+    Stats,
+    VirtualServer,
+    VirtualServerKey,
+)
+
+# ----------------------------------------------------------------- IPVS
+
+
+class AddVirtualServer(NamedTuple):
+    server: VirtualServer
+
+
+class UpdateVirtualServer(NamedTuple):
+    """Change scheduler, flags or persistence timeout in place (no delete+add)."""
+
+    server: VirtualServer
+
+
+class DeleteVirtualServer(NamedTuple):
+    key: VirtualServerKey
+
+
+class AddRealServer(NamedTuple):
+    virtual: VirtualServerKey
+    server: RealServer
+
+
+class UpdateRealServer(NamedTuple):
+    """Change the weight of an existing real server."""
+
+    virtual: VirtualServerKey
+    server: RealServer
+
+
+class DeleteRealServer(NamedTuple):
+    virtual: VirtualServerKey
+    key: RealServerKey
+
+
+IpvsOp = (
+    AddVirtualServer
+    | UpdateVirtualServer
+    | DeleteVirtualServer
+    | AddRealServer
+    | UpdateRealServer
+    | DeleteRealServer
+)
+
+
+class IpvsTable(NamedTuple):
+    """A snapshot of the kernel's IPVS table."""
+
+    virtual_servers: Mapping[VirtualServerKey, VirtualServer]
+    real_servers: Mapping[VirtualServerKey, Sequence[RealServerStatus]]
+
+
+class Ipvs(Protocol):
+    async def dump(self) -> IpvsTable:
+        """Every virtual server with its real servers, in as few round trips as possible."""
+        ...
+
+    async def list_real_servers(self, virtual: VirtualServerKey) -> list[RealServerStatus]: ...
+
+    async def stats(self) -> dict[VirtualServerKey, Stats]: ...
+
+    async def apply(self, ops: Sequence[IpvsOp]) -> None:
+        """Apply ``ops`` in order, batched. Every op is attempted; if any failed,
+        raise IpvsBatchError listing each failed op with its error."""
+        ...
+
+    async def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
+        """As ``ipvsadm --set``: a 0 leaves that timeout as it is."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# ------------------------------------------------------------ addresses
+
+DUMMY_INTERFACE = "kube-ipvs0"
+
+
+class Addresses(Protocol):
+    async def ensure_dummy(self) -> None:
+        """Create kube-ipvs0 (a dummy link, left down as kube-proxy does) if missing."""
+        ...
+
+    async def delete_dummy(self) -> None: ...
+
+    async def bound(self) -> set[str]:
+        """The addresses bound to kube-ipvs0."""
+        ...
+
+    async def bind(self, addresses: Sequence[str]) -> None:
+        """Bind each as /32 or /128 to kube-ipvs0; already bound is fine."""
+        ...
+
+    async def unbind(self, addresses: Sequence[str]) -> None:
+        """Remove each from kube-ipvs0; not bound is fine."""
+        ...
+
+    async def node_addresses(self) -> set[str]:
+        """Every local address that is not on kube-ipvs0 (candidates for NodePort)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# -------------------------------------------------------------- ipsets
+
+
+class IpsetSpec(NamedTuple):
+    name: str
+    type: str  # "hash:ip,port", "bitmap:port", ...
+    family: Family
+    comment: str
+
+
+class Ipsets(Protocol):
+    async def ensure(self, specs: Sequence[IpsetSpec]) -> None:
+        """Create the sets that are missing (one bulk call)."""
+        ...
+
+    async def list_names(self) -> set[str]: ...
+
+    async def entries(self, name: str) -> set[str]:
+        """Entries in ipset's save syntax, e.g. ``10.96.0.10,tcp:53``."""
+        ...
+
+    async def update(self, changes: Mapping[str, tuple[set[str], set[str]]]) -> None:
+        """Per set name: (entries to add, entries to delete), all in one bulk call."""
+        ...
+
+    async def replace(self, name: str, entries: set[str]) -> None:
+        """Atomically make ``name`` hold exactly ``entries`` (fill a temporary set, swap)."""
+        ...
+
+    async def destroy(self, names: Sequence[str]) -> None: ...
+
+
+# ------------------------------------------------------------ iptables
+
+
+class Iptables(Protocol):
+    async def restore(self, family: Family, rules: str) -> None:
+        """One ``iptables-restore --noflush`` of ``rules`` (several tables allowed)."""
+        ...
+
+    async def save(self, family: Family, table: str) -> str: ...
+
+    async def cleanup(self, family: Family) -> None:
+        """Remove the jumps to KUBE-* chains, flush and delete them; nothing else."""
+        ...
+
+
+# ----------------------------------------------------------- conntrack
+
+
+class Conntrack(Protocol):
+    async def delete_udp_to_service(self, address: str, port: int) -> int:
+        """Delete UDP entries whose original destination is address:port. Returns the count."""
+        ...
+
+    async def delete_udp_to_real_server(self, virtual: str, port: int, real: str) -> int:
+        """Delete UDP entries to virtual:port that IPVS sent to ``real``. Returns the count."""
+        ...
+
+
+# -------------------------------------------------------------- sysctls
+
+
+class Sysctls(Protocol):
+    async def get(self, name: str) -> str:
+        """``name`` as under /proc/sys, e.g. ``net/ipv4/vs/conntrack``."""
+        ...
+
+    async def set(self, name: str, value: str) -> None: ...
+
+    async def kernel_release(self) -> str: ...
+
+    async def ensure_modules(self, names: Sequence[str]) -> None:
+        """Load each module that is not yet loaded; raise KernelModuleError naming a missing one."""
+        ...
