@@ -132,3 +132,13 @@ class Stats(NamedTuple):
     packets_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+
+
+class ServiceKey(NamedTuple):
+    """A Service by namespace and name."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
