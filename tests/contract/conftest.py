@@ -14,15 +14,6 @@ import pytest
 from tests.support.netns import fresh_netns
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--dataplane",
-        choices=("fake", "real"),
-        default="fake",
-        help="run the contract suites against the fakes (default) or the real kernel",
-    )
-
-
 @pytest.fixture
 def dataplane_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.config.getoption("--dataplane")
