@@ -65,7 +65,22 @@ FLAG_SCHED_SH_PORT = 0x0010
 # mh reads the same bits as sh: kube-proxy sets 0x10 ("source hash") for mh.
 FLAG_SCHED_MH_PORT = FLAG_SCHED_SH_PORT
 
-SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos")
+SCHEDULERS = (
+    "rr",
+    "wrr",
+    "lc",
+    "wlc",
+    "lblc",
+    "lblcr",
+    "dh",
+    "sh",
+    "sed",
+    "nq",
+    "mh",
+    "fo",
+    "ovf",
+    "twos",
+)
 
 
 class VirtualServerKey(NamedTuple):

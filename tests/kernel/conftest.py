@@ -1,0 +1,44 @@
+"""The kernel test session: says which kernel it runs under, and refuses one without IPVS.
+
+These tests need a kernel with IPVS and dummy links; ``tox -e kernel`` runs them
+under user-mode-linux (tests/vm/in_kernel.py). A session started on a kernel
+without IPVS stops at once with a non-zero status instead of skipping, so a CI
+run can never pass without having exercised the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.netns import fresh_netns
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    release = os.uname().release
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    line = f"kernel under test: {release}"
+    if reporter is not None:
+        reporter.write_line(line)
+    else:
+        print(line, flush=True)
+    subprocess.run(["modprobe", "ip_vs"], check=False, capture_output=True)
+    if not Path("/proc/net/ip_vs").exists():
+        pytest.exit(
+            f"kernel {release} has no IPVS (modprobe ip_vs failed); "
+            "run these tests with tox -e kernel",
+            returncode=3,
+        )
+    if os.geteuid() != 0:
+        pytest.exit("the kernel tests must run as root", returncode=3)
+
+
+@pytest.fixture
+def netns() -> Iterator[int]:
+    """A fresh network namespace for this test; yields its file descriptor."""
+    with fresh_netns() as fd:
+        yield fd
