@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Run the benchmarks: host ones directly, kernel ones together in one boot.
+
+    python tests/bench/run.py [NAME ...]      (NAME: bench_ipvs, bench_kube, ...)
+
+A benchmark is a module tests/bench/bench_*.py with a ``main()`` that prints
+``BENCH <name> <value> <unit>`` lines. One that needs a kernel with IPVS says
+``NEEDS_KERNEL = True``; those all run in a single user-mode-linux boot (or on
+this host with IPVSPROXY_KERNEL=host). Benchmarks never fail on a number: the
+figures are read from the output. This exits non-zero only if one crashed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent.parent
+
+
+def discover(names: list[str]) -> tuple[list[str], list[str]]:
+    host, kernel = [], []
+    for path in sorted(BENCH_DIR.glob("bench_*.py")):
+        if names and path.stem not in names:
+            continue
+        needs_kernel = re.search(r"^NEEDS_KERNEL = True$", path.read_text(), re.M)
+        (kernel if needs_kernel else host).append(path.stem)
+    return host, kernel
+
+
+def run_inside(names: list[str]) -> int:
+    """In one process: import and run each benchmark, reporting crashes."""
+    failed = 0
+    for name in names:
+        print(f"--- {name}", flush=True)
+        started = time.monotonic()
+        try:
+            importlib.import_module(f"tests.bench.{name}").main()
+        except Exception as exc:  # a crash is reported, the others still run
+            failed += 1
+            print(f"--- {name} FAILED: {type(exc).__name__}: {exc}", flush=True)
+        else:
+            print(f"--- {name} done in {time.monotonic() - started:.1f} s", flush=True)
+    return 1 if failed else 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--inside"]:
+        return run_inside(argv[1:])
+    host, kernel = discover(argv)
+    status = 0
+    if host:
+        status |= subprocess.call([sys.executable, __file__, "--inside", *host], cwd=ROOT)
+    if kernel:
+        command = [sys.executable, str(BENCH_DIR / "run.py"), "--inside", *kernel]
+        status |= subprocess.call(
+            [sys.executable, str(ROOT / "tests/vm/in_kernel.py"), "--mem", "2G", "--", *command],
+            cwd=ROOT,
+        )
+    return status
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main(sys.argv[1:]))
