@@ -1,0 +1,200 @@
+"""The ipsets of kube-proxy's IPVS mode: names, types, comments and entry syntax.
+
+The one place that knows them. Names, types and comments are kube-proxy's
+(pkg/proxy/ipvs/ipset.go), so a node switched over from kube-proxy keeps its
+sets. The IPv6 set of each kind is named with ``KUBE-6-`` in place of
+``KUBE-`` and cut to ipset's 31-character limit, exactly as kube-proxy does
+(``KUBE-6-LOAD-BALANCER-SOURCE-CIDR`` becomes ``KUBE-6-LOAD-BALANCER-SOURCE-CID``).
+
+Entries are written in ``ipset save`` syntax, as the kernel lists them back,
+so that desired and observed entries compare equal as strings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import NamedTuple
+
+from ipvsproxy.dataplane.interfaces import IpsetSpec
+from ipvsproxy.model import Family, Protocol
+
+MAX_NAME_LENGTH = 31
+
+
+class SetKind(NamedTuple):
+    """One kind of set; ``base`` is its (IPv4) name."""
+
+    base: str
+    type: str
+    comment: str
+
+
+LOOP_BACK = SetKind(
+    "KUBE-LOOP-BACK",
+    "hash:ip,port,ip",
+    "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose",
+)
+CLUSTER_IP = SetKind(
+    "KUBE-CLUSTER-IP",
+    "hash:ip,port",
+    "Kubernetes service cluster ip + port for masquerade purpose",
+)
+EXTERNAL_IP = SetKind(
+    "KUBE-EXTERNAL-IP",
+    "hash:ip,port",
+    "Kubernetes service external ip + port for masquerade and filter purpose",
+)
+EXTERNAL_IP_LOCAL = SetKind(
+    "KUBE-EXTERNAL-IP-LOCAL",
+    "hash:ip,port",
+    "Kubernetes service external ip + port with externalTrafficPolicy=local",
+)
+LOAD_BALANCER = SetKind("KUBE-LOAD-BALANCER", "hash:ip,port", "Kubernetes service lb portal")
+LOAD_BALANCER_LOCAL = SetKind(
+    "KUBE-LOAD-BALANCER-LOCAL",
+    "hash:ip,port",
+    "Kubernetes service load balancer ip + port with externalTrafficPolicy=local",
+)
+LOAD_BALANCER_FW = SetKind(
+    "KUBE-LOAD-BALANCER-FW",
+    "hash:ip,port",
+    "Kubernetes service load balancer ip + port for load balancer with sourceRange",
+)
+LOAD_BALANCER_SOURCE_IP = SetKind(
+    "KUBE-LOAD-BALANCER-SOURCE-IP",
+    "hash:ip,port,ip",
+    "Kubernetes service load balancer ip + port + source IP for packet filter purpose",
+)
+LOAD_BALANCER_SOURCE_CIDR = SetKind(
+    "KUBE-LOAD-BALANCER-SOURCE-CIDR",
+    "hash:ip,port,net",
+    "Kubernetes service load balancer ip + port + source cidr for packet filter purpose",
+)
+NODE_PORT_TCP = SetKind(
+    "KUBE-NODE-PORT-TCP", "bitmap:port", "Kubernetes nodeport TCP port for masquerade purpose"
+)
+NODE_PORT_LOCAL_TCP = SetKind(
+    "KUBE-NODE-PORT-LOCAL-TCP",
+    "bitmap:port",
+    "Kubernetes nodeport TCP port with externalTrafficPolicy=local",
+)
+NODE_PORT_UDP = SetKind(
+    "KUBE-NODE-PORT-UDP", "bitmap:port", "Kubernetes nodeport UDP port for masquerade purpose"
+)
+NODE_PORT_LOCAL_UDP = SetKind(
+    "KUBE-NODE-PORT-LOCAL-UDP",
+    "bitmap:port",
+    "Kubernetes nodeport UDP port with externalTrafficPolicy=local",
+)
+# SCTP node ports are hash:ip,port (node IP + port), hence kube-proxy's "-HASH" names.
+NODE_PORT_SCTP = SetKind(
+    "KUBE-NODE-PORT-SCTP-HASH",
+    "hash:ip,port",
+    "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'",
+)
+NODE_PORT_LOCAL_SCTP = SetKind(
+    "KUBE-NODE-PORT-LOCAL-SCTP-HASH",
+    "hash:ip,port",
+    "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'",
+)
+HEALTH_CHECK_NODE_PORT = SetKind(
+    "KUBE-HEALTH-CHECK-NODE-PORT", "bitmap:port", "Kubernetes health check node port"
+)
+IPVS_IPS = SetKind("KUBE-IPVS-IPS", "hash:ip", "Addresses on the ipvs interface")
+
+ALL_KINDS: tuple[SetKind, ...] = (
+    LOOP_BACK,
+    CLUSTER_IP,
+    EXTERNAL_IP,
+    EXTERNAL_IP_LOCAL,
+    LOAD_BALANCER,
+    LOAD_BALANCER_LOCAL,
+    LOAD_BALANCER_FW,
+    LOAD_BALANCER_SOURCE_IP,
+    LOAD_BALANCER_SOURCE_CIDR,
+    NODE_PORT_TCP,
+    NODE_PORT_LOCAL_TCP,
+    NODE_PORT_UDP,
+    NODE_PORT_LOCAL_UDP,
+    NODE_PORT_SCTP,
+    NODE_PORT_LOCAL_SCTP,
+    HEALTH_CHECK_NODE_PORT,
+    IPVS_IPS,
+)
+
+NODE_PORT_SETS: dict[Protocol, tuple[SetKind, SetKind]] = {
+    Protocol.TCP: (NODE_PORT_TCP, NODE_PORT_LOCAL_TCP),
+    Protocol.UDP: (NODE_PORT_UDP, NODE_PORT_LOCAL_UDP),
+    Protocol.SCTP: (NODE_PORT_SCTP, NODE_PORT_LOCAL_SCTP),
+}
+
+
+def set_name(kind: SetKind, family: Family) -> str:
+    """The kernel name of ``kind``'s set for ``family``."""
+    if family is Family.V4:
+        return kind.base
+    return kind.base.replace("KUBE-", "KUBE-6-", 1)[:MAX_NAME_LENGTH]
+
+
+def set_spec(kind: SetKind, family: Family) -> IpsetSpec:
+    return IpsetSpec(
+        name=set_name(kind, family), type=kind.type, family=family, comment=kind.comment
+    )
+
+
+def all_specs(family: Family) -> list[IpsetSpec]:
+    """Every set the proxy keeps for ``family``."""
+    return [set_spec(kind, family) for kind in ALL_KINDS]
+
+
+_BY_NAME: dict[str, tuple[SetKind, Family]] = {
+    set_name(kind, family): (kind, family) for kind in ALL_KINDS for family in Family
+}
+
+
+def kind_of(name: str) -> tuple[SetKind, Family] | None:
+    """The kind and family of a set name, or None if it is not one of ours."""
+    return _BY_NAME.get(name)
+
+
+# ------------------------------------------------------------------ entries
+# Addresses passed in are already normalised (ipvsproxy.model.parse_ip).
+
+
+def ip_entry(address: str) -> str:
+    """hash:ip: ``10.96.0.10``."""
+    return address
+
+
+def ip_port_entry(address: str, protocol: Protocol, port: int) -> str:
+    """hash:ip,port: ``10.96.0.10,tcp:53``."""
+    return f"{address},{protocol.value.lower()}:{port}"
+
+
+def ip_port_ip_entry(address: str, protocol: Protocol, port: int, address2: str) -> str:
+    """hash:ip,port,ip: ``10.244.1.5,tcp:8080,10.244.1.5``."""
+    return f"{address},{protocol.value.lower()}:{port},{address2}"
+
+
+def ip_port_net_entry(address: str, protocol: Protocol, port: int, cidr: str) -> str:
+    """hash:ip,port,net: ``203.0.113.7,tcp:443,192.0.2.0/24``.
+
+    ``cidr`` as :func:`normalise_cidr` returns it.
+    """
+    return f"{address},{protocol.value.lower()}:{port},{cidr}"
+
+
+def port_entry(port: int) -> str:
+    """bitmap:port: ``30080``."""
+    return str(port)
+
+
+def normalise_cidr(text: str) -> str:
+    """A CIDR as ipset lists it: host bits cleared, a host prefix (/32, /128) left off.
+
+    Raises ValueError on anything that is not a CIDR or an address.
+    """
+    net = ipaddress.ip_network(text.strip(), strict=False)
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return str(net)
