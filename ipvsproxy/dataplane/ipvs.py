@@ -1,0 +1,399 @@
+"""IPVS over generic netlink: the real ``Ipvs``.
+
+Open with ``ipvs = await NetlinkIpvs.open()`` (or ``async with await NetlinkIpvs.open()``)
+in the network namespace to program; ``await ipvs.close()`` when done.
+
+Everything here is shared with the fake (``fake_ipvs.py``) where behaviour must be
+the same: validation of a whole batch before anything is sent, and how a kernel
+refusal is reported (``IpvsBatchError`` whose entries carry an ``OSError`` with
+the kernel's errno: EEXIST for adding what exists, ESRCH for a missing virtual
+server, ENOENT for a missing real server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+
+from ipvsproxy.dataplane import ipvs_netlink as nl
+from ipvsproxy.dataplane.errors import InvalidValueError as Invalid
+from ipvsproxy.dataplane.errors import (
+    IpvsBatchError,
+    KernelModuleError,
+    SchedulerUnavailableError,
+)
+from ipvsproxy.dataplane.interfaces import (
+    AddRealServer,
+    AddVirtualServer,
+    DeleteRealServer,
+    DeleteVirtualServer,
+    IpvsOp,
+    IpvsTable,
+    UpdateRealServer,
+    UpdateVirtualServer,
+)
+from ipvsproxy.model import (
+    FLAG_HASHED,
+    FLAG_PERSISTENT,
+    Protocol,
+    RealServer,
+    RealServerKey,
+    RealServerStatus,
+    Stats,
+    VirtualServer,
+    VirtualServerKey,
+)
+
+# Flags a virtual server may carry: persistent, one-packet, and the three
+# scheduler flags (for sh and mh: 0x08 fallback, 0x10 hash the source port too;
+# kube-proxy sets 0x10, its "FlagSourceHash", for mh).
+ALLOWED_FLAGS = FLAG_PERSISTENT | 0x0004 | 0x0008 | 0x0010 | 0x0020
+# The kernel keeps the persistence timeout in jiffies in a u32 and lists it as
+# timeout / HZ: beyond 2**32 / 1000 seconds it would not read back (HZ <= 1000).
+MAX_PERSISTENCE_TIMEOUT = 2**32 // 1000
+MAX_WEIGHT = 2**31 - 1  # the kernel refuses a weight that is negative as an int
+MAX_PROTOCOL_TIMEOUT = (2**31 - 1) // 1000  # ip_vs_set_timeout: <= INT_MAX / HZ
+SCHEDULER_NAME = re.compile(r"[a-z][a-z0-9_]{0,14}\Z")  # IP_VS_SCHEDNAME_MAXLEN 16
+DEFAULT_TIMEOUTS = (900, 120, 300)  # the kernel's tcp, tcpfin, udp defaults
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _address(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise Invalid(field, value, "not an address string")
+    try:
+        parsed = ipaddress.ip_address(value)
+    except ValueError:
+        raise Invalid(field, value, "not an IP address") from None
+    if str(parsed) != value:
+        raise Invalid(field, value, f"not in normal form (use {parsed})")
+    if parsed.is_unspecified or parsed.is_multicast:
+        raise Invalid(field, value, "not a unicast address")
+    return value
+
+
+def _int(field: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise Invalid(field, value, f"must be an integer in {low}..{high}")
+
+
+def validate_virtual_key(key: object) -> VirtualServerKey:
+    if not isinstance(key, VirtualServerKey):
+        raise Invalid("virtual_server", key, "not a VirtualServerKey")
+    _address("address", key.address)
+    _int("port", key.port, 1, 65535)
+    if not isinstance(key.protocol, str) or key.protocol not in Protocol.__members__.values():
+        raise Invalid("protocol", key.protocol, "must be TCP, UDP or SCTP")
+    return key
+
+
+def _virtual(server: object) -> None:
+    if not isinstance(server, VirtualServer):
+        raise Invalid("virtual_server", server, "not a VirtualServer")
+    validate_virtual_key(server.key)
+    if not isinstance(server.scheduler, str) or not SCHEDULER_NAME.match(server.scheduler):
+        raise Invalid("scheduler", server.scheduler, "not a scheduler name")
+    _int("flags", server.flags, 0, ALLOWED_FLAGS)
+    if server.flags & ~ALLOWED_FLAGS:
+        raise Invalid("flags", server.flags, f"only bits {ALLOWED_FLAGS:#x} may be set")
+    _int("timeout", server.timeout, 0, MAX_PERSISTENCE_TIMEOUT)
+
+
+def _real(virtual: object, key: object, weight: object | None) -> None:
+    vkey = validate_virtual_key(virtual)
+    if not isinstance(key, RealServerKey):
+        raise Invalid("real_server", key, "not a RealServerKey")
+    address = _address("real_server.address", key.address)
+    _int("real_server.port", key.port, 1, 65535)
+    if (":" in address) != (":" in vkey.address):
+        # Masquerade cannot cross families (the kernel allows that only for tunnels).
+        raise Invalid("real_server.address", address, f"not the address family of {vkey}")
+    if weight is not None:
+        _int("weight", weight, 0, MAX_WEIGHT)
+
+
+def validate_ops(ops: Sequence[IpvsOp]) -> None:
+    """Raise InvalidValueError for the first bad field in ``ops``; check them all first."""
+    for op in ops:
+        if isinstance(op, AddVirtualServer | UpdateVirtualServer):
+            _virtual(op.server)
+        elif isinstance(op, DeleteVirtualServer):
+            validate_virtual_key(op.key)
+        elif isinstance(op, AddRealServer | UpdateRealServer):
+            if not isinstance(op.server, RealServer):
+                raise Invalid("real_server", op.server, "not a RealServer")
+            _real(op.virtual, op.server.key, op.server.weight)
+        elif isinstance(op, DeleteRealServer):
+            _real(op.virtual, op.key, None)
+        else:
+            raise Invalid("op", op, "not an IPVS operation")
+
+
+def validate_timeouts(tcp: int, tcpfin: int, udp: int) -> None:
+    for field, value in (("tcp", tcp), ("tcpfin", tcpfin), ("udp", udp)):
+        _int(field, value, 0, MAX_PROTOCOL_TIMEOUT)
+
+
+def schedulers_of(ops: Iterable[IpvsOp]) -> set[str]:
+    return {
+        op.server.scheduler for op in ops if isinstance(op, AddVirtualServer | UpdateVirtualServer)
+    }
+
+
+def kernel_error(code: int) -> OSError:
+    """How a kernel refusal is reported, by the real implementation and the fake alike."""
+    return OSError(code, os.strerror(code))
+
+
+def failure_of(op: IpvsOp, code: int) -> BaseException:
+    # ENOENT on a virtual server command means the scheduler is missing (a
+    # missing service is ESRCH), e.g. a module that vanished since we checked.
+    if code == errno.ENOENT and isinstance(op, AddVirtualServer | UpdateVirtualServer):
+        return SchedulerUnavailableError(op.server.scheduler)
+    return kernel_error(code)
+
+
+# ----------------------------------------------------------- kernel modules
+
+# Modules are global to the kernel, so one cache for the process.
+_schedulers_present: set[str] = set()
+_schedulers_missing: set[str] = set()
+
+
+async def modprobe(module: str) -> tuple[bool, str]:
+    """Load ``module``; (False, why) when modprobe fails. Raises FileNotFoundError without it."""
+    proc = await asyncio.create_subprocess_exec(
+        "modprobe",
+        module,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await proc.communicate()
+    return proc.returncode == 0, stderr.decode(errors="replace").strip()
+
+
+def _module_loaded(module: str) -> bool:
+    # One stat of sysfs: not worth a thread.
+    return os.path.exists(f"/sys/module/{module}")
+
+
+async def ensure_scheduler(name: str) -> None:
+    """Make sure the kernel has scheduler ``name``: load ip_vs_<name> once if needed."""
+    if name in _schedulers_present:
+        return
+    if name in _schedulers_missing:
+        raise SchedulerUnavailableError(name)
+    if _module_loaded(f"ip_vs_{name}"):
+        _schedulers_present.add(name)
+        return
+    try:
+        ok, _ = await modprobe(f"ip_vs_{name}")
+    except FileNotFoundError:
+        return  # no modprobe here: the kernel's own request_module decides
+    if not ok:
+        _schedulers_missing.add(name)
+        raise SchedulerUnavailableError(name)
+    _schedulers_present.add(name)
+
+
+# --------------------------------------------------------------- messages
+
+
+def _family(address: str) -> int:
+    return nl.AF_INET6 if ":" in address else nl.AF_INET
+
+
+def _svc_key(key: VirtualServerKey) -> bytes:
+    protocol = Protocol(key.protocol).number  # a plain "TCP" string is accepted too
+    return nl.service_key_attrs(_family(key.address), protocol, key.address, key.port)
+
+
+def _svc_full(server: VirtualServer) -> bytes:
+    key = server.key
+    return nl.service_full_attrs(
+        _family(key.address),
+        Protocol(key.protocol).number,
+        key.address,
+        key.port,
+        server.scheduler,
+        server.flags,
+        server.timeout,
+    )
+
+
+def encode_op(op: IpvsOp) -> bytes:
+    """The generic netlink payload of one op (validated beforehand)."""
+    if isinstance(op, AddVirtualServer):
+        return nl.service_message(nl.CMD_NEW_SERVICE, _svc_full(op.server))
+    if isinstance(op, UpdateVirtualServer):  # SET, never pyroute2's "update" (= delete)
+        return nl.service_message(nl.CMD_SET_SERVICE, _svc_full(op.server))
+    if isinstance(op, DeleteVirtualServer):
+        return nl.service_message(nl.CMD_DEL_SERVICE, _svc_key(op.key))
+    if isinstance(op, DeleteRealServer):
+        dest = nl.dest_attrs(_family(op.key.address), op.key.address, op.key.port, None)
+        return nl.dest_message(nl.CMD_DEL_DEST, _svc_key(op.virtual), dest)
+    cmd = nl.CMD_NEW_DEST if isinstance(op, AddRealServer) else nl.CMD_SET_DEST
+    key = op.server.key
+    dest = nl.dest_attrs(_family(key.address), key.address, key.port, op.server.weight)
+    return nl.dest_message(cmd, _svc_key(op.virtual), dest)
+
+
+def decode_service(message: nl.Message) -> tuple[VirtualServer, Stats] | None:
+    """A listed service, or None for one we cannot name (fwmark, other protocols)."""
+    svc = nl.attrs(nl.genl_attrs(message.data).get(nl.CMD_ATTR_SERVICE, b""))
+    if nl.SVC_ADDR not in svc or nl.SVC_PROTOCOL not in svc:
+        return None
+    try:
+        protocol = Protocol.from_number(nl.u16(svc[nl.SVC_PROTOCOL]))
+    except ValueError:
+        return None
+    family = nl.u16(svc[nl.SVC_AF])
+    key = VirtualServerKey(
+        nl.unpack_addr(svc[nl.SVC_ADDR], family), nl.be16(svc[nl.SVC_PORT]), protocol
+    )
+    # Read flags and timeout from the attributes themselves (pyroute2's
+    # from_message leaves them at 0); FLAG_HASHED is the kernel's, not ours.
+    flags = nl.flags_of(svc[nl.SVC_FLAGS]) & ~FLAG_HASHED if nl.SVC_FLAGS in svc else 0
+    timeout = nl.u32(svc[nl.SVC_TIMEOUT]) if nl.SVC_TIMEOUT in svc else 0
+    sched = svc.get(nl.SVC_SCHED_NAME, b"").rstrip(b"\0").decode()
+    return VirtualServer(key, sched, flags, timeout), Stats(*nl.stats_of(svc))
+
+
+def decode_dest(message: nl.Message) -> tuple[RealServerStatus, int]:
+    """A listed real server and its forwarding method (0 = masquerade)."""
+    dest = nl.attrs(nl.genl_attrs(message.data)[nl.CMD_ATTR_DEST])
+    family = nl.u16(dest[nl.DEST_ADDR_FAMILY]) if nl.DEST_ADDR_FAMILY in dest else 0
+    raw = dest[nl.DEST_ADDR]
+    family = family or (nl.AF_INET6 if raw[4:].strip(b"\0") else nl.AF_INET)
+    key = RealServerKey(nl.unpack_addr(raw, family), nl.be16(dest[nl.DEST_PORT]))
+    status = RealServerStatus(
+        RealServer(key, nl.u32(dest[nl.DEST_WEIGHT])),
+        nl.u32(dest[nl.DEST_ACTIVE_CONNS]),
+        nl.u32(dest[nl.DEST_INACT_CONNS]),
+    )
+    return status, nl.u32(dest[nl.DEST_FWD_METHOD]) & nl.FWD_MASK
+
+
+# ------------------------------------------------------------------ the Ipvs
+
+
+class NetlinkIpvs:
+    """The kernel's IPVS table of the network namespace this was opened in."""
+
+    def __init__(self, sock: nl.GenlSocket) -> None:
+        self._sock = sock
+
+    @classmethod
+    async def open(cls) -> NetlinkIpvs:
+        """Open a socket in the caller's network namespace; load ip_vs if needed."""
+        sock = nl.GenlSocket()
+        try:
+            family = await sock.resolve()
+            if family is None:
+                try:
+                    ok, why = await modprobe("ip_vs")
+                except FileNotFoundError:
+                    ok, why = False, "modprobe not found"
+                if not ok:
+                    raise KernelModuleError("ip_vs", why)
+                family = await sock.resolve()
+                if family is None:
+                    raise KernelModuleError("ip_vs", "the IPVS netlink family is still missing")
+            sock.family = family
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    async def __aenter__(self) -> NetlinkIpvs:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._sock.close()
+
+    async def apply(self, ops: Sequence[IpvsOp]) -> None:
+        validate_ops(ops)
+        for name in sorted(schedulers_of(ops)):
+            await ensure_scheduler(name)
+        codes = await self._sock.execute([encode_op(op) for op in ops])
+        failures = [(op, failure_of(op, code)) for op, code in zip(ops, codes, strict=True) if code]
+        if failures:
+            raise IpvsBatchError(failures)
+
+    async def _services(self) -> list[tuple[VirtualServer, Stats]]:
+        [(code, replies)] = await self._sock.requests([nl.genl(nl.CMD_GET_SERVICE, b"")])
+        if code:
+            raise kernel_error(code)
+        services = [s for s in map(decode_service, replies) if s is not None]
+        _schedulers_present.update(server.scheduler for server, _ in services)
+        return services
+
+    async def _dests(self, keys: Sequence[VirtualServerKey]) -> list[list[RealServerStatus]]:
+        payloads = [nl.service_message(nl.CMD_GET_DEST, _svc_key(key)) for key in keys]
+        out = []
+        for code, replies in await self._sock.requests(payloads):
+            if code:
+                raise kernel_error(code)
+            out.append([decode_dest(m)[0] for m in replies])
+        return out
+
+    async def dump(self) -> IpvsTable:
+        servers = [server for server, _ in await self._services()]
+        keys = [server.key for server in servers]
+        dests = await self._dests(keys)
+        return IpvsTable(
+            {server.key: server for server in servers}, dict(zip(keys, dests, strict=True))
+        )
+
+    async def list_real_servers(self, virtual: VirtualServerKey) -> list[RealServerStatus]:
+        validate_virtual_key(virtual)
+        [dests] = await self._dests([virtual])
+        return dests
+
+    async def forwarding_methods(self, virtual: VirtualServerKey) -> dict[RealServerKey, int]:
+        """IP_VS_CONN_F_* forwarding method per real server (0 = masquerade)."""
+        validate_virtual_key(virtual)
+        [(code, replies)] = await self._sock.requests(
+            [nl.service_message(nl.CMD_GET_DEST, _svc_key(virtual))]
+        )
+        if code:
+            raise kernel_error(code)
+        return {status.server.key: fwd for status, fwd in map(decode_dest, replies)}
+
+    async def stats(self) -> dict[VirtualServerKey, Stats]:
+        return {server.key: stats for server, stats in await self._services()}
+
+    async def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
+        validate_timeouts(tcp, tcpfin, udp)
+        if not (tcp or tcpfin or udp):
+            return
+        [code] = await self._sock.execute([nl.config_message(tcp, tcpfin, udp)])
+        if code:
+            raise kernel_error(code)
+
+    async def get_timeouts(self) -> tuple[int, int, int]:
+        """(tcp, tcpfin, udp) in seconds, as ``ipvsadm -L --timeout``."""
+        [(code, replies)] = await self._sock.requests([nl.genl(nl.CMD_GET_CONFIG, b"")], dump=False)
+        if code:
+            raise kernel_error(code)
+        got = nl.genl_attrs(replies[0].data)
+        return (
+            nl.u32(got[nl.CMD_ATTR_TIMEOUT_TCP]),
+            nl.u32(got[nl.CMD_ATTR_TIMEOUT_TCP_FIN]),
+            nl.u32(got[nl.CMD_ATTR_TIMEOUT_UDP]),
+        )
