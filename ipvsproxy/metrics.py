@@ -1,0 +1,233 @@
+"""Prometheus metrics: kube-proxy's names and meanings, and our own under ``ipvsproxy_``.
+
+Everything hangs off one ``Metrics`` object with its own CollectorRegistry
+(never the process-global one), so each test and each proxy instance starts
+from zero. Names, help strings and buckets follow kube-proxy's
+``pkg/proxy/metrics`` so existing dashboards and alerts keep working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ipvsproxy.model import ServiceKey, Stats, VirtualServerKey
+
+
+def _linear(start: float, width: float, count: int) -> list[float]:
+    return [start + i * width for i in range(count)]
+
+
+# kube-proxy: ExponentialBuckets(0.001, 2, 15), 1 ms to about 16 s.
+SYNC_BUCKETS = tuple(0.001 * 2**i for i in range(15))
+# kube-proxy: 0 (its merge() starts from a zero), 0.25 s, 0.5 s, 1..59 s,
+# 60..115 s by 5 s, 120..300 s by 30 s.
+NETWORK_PROGRAMMING_BUCKETS = (
+    0.0,
+    *_linear(0.25, 0.25, 2),
+    *_linear(1, 1, 59),
+    *_linear(60, 5, 12),
+    *_linear(120, 30, 7),
+)
+
+# Keys of the per-service statistics snapshot: which service a virtual server serves.
+StatsSnapshot = Mapping[tuple[ServiceKey, VirtualServerKey], Stats]
+
+
+class ServiceStatsCollector(Collector):
+    """Per-virtual-server IPVS counters, labelled with the Service they belong to.
+
+    The reconciler calls ``update`` with a fresh snapshot after it reads the
+    kernel's statistics; a scrape renders whatever was last given. The counters
+    are the kernel's cumulative ones, so they restart from zero when a virtual
+    server is re-created (Prometheus' rate() handles a reset).
+    """
+
+    _LABELS = ("namespace", "service", "protocol", "address", "port")
+
+    def __init__(self) -> None:
+        self._snapshot: StatsSnapshot = {}
+
+    def update(self, snapshot: StatsSnapshot) -> None:
+        self._snapshot = dict(snapshot)
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._snapshot)
+
+    def _families(self, snapshot: StatsSnapshot | None = None) -> Iterator[Metric]:
+        fams = {
+            "connections": CounterMetricFamily(
+                "ipvsproxy_service_connections",
+                "Connections scheduled by the IPVS virtual server",
+                labels=self._LABELS,
+            ),
+            "packets_in": CounterMetricFamily(
+                "ipvsproxy_service_packets_in",
+                "Packets received by the virtual server",
+                labels=self._LABELS,
+            ),
+            "packets_out": CounterMetricFamily(
+                "ipvsproxy_service_packets_out",
+                "Packets sent by the virtual server",
+                labels=self._LABELS,
+            ),
+            "bytes_in": CounterMetricFamily(
+                "ipvsproxy_service_bytes_in",
+                "Bytes received by the virtual server",
+                labels=self._LABELS,
+            ),
+            "bytes_out": CounterMetricFamily(
+                "ipvsproxy_service_bytes_out",
+                "Bytes sent by the virtual server",
+                labels=self._LABELS,
+            ),
+        }
+        for (svc, vs), stats in sorted((snapshot or {}).items()):
+            labels = [svc.namespace, svc.name, vs.protocol.value, vs.address, str(vs.port)]
+            for field, family in fams.items():
+                family.add_metric(labels, float(getattr(stats, field)))
+        yield from fams.values()
+
+
+class Metrics:
+    """Every metric the proxy exports, on a registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # kube-proxy exports no *_created series; leave them out for the same
+        # scrape output (a process-wide switch in prometheus_client).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        # --- kube-proxy's (pkg/proxy/metrics/metrics.go)
+        self.sync_duration = Histogram(
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            buckets=SYNC_BUCKETS,
+            registry=r,
+        )
+        self.sync_last_timestamp = Gauge(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            registry=r,
+        )
+        self.sync_last_queued_timestamp = Gauge(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+            registry=r,
+        )
+        self.network_programming_duration = Histogram(
+            "kubeproxy_network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds",
+            buckets=NETWORK_PROGRAMMING_BUCKETS,
+            registry=r,
+        )
+        self.endpoint_changes_pending = Gauge(
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules Endpoint changes",
+            registry=r,
+        )
+        self.endpoint_changes_total = Counter(
+            "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+            "Cumulative proxy rules Endpoint changes",
+            registry=r,
+        )
+        self.service_changes_pending = Gauge(
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+            registry=r,
+        )
+        self.service_changes_total = Counter(
+            "kubeproxy_sync_proxy_rules_service_changes_total",
+            "Cumulative proxy rules Service changes",
+            registry=r,
+        )
+        # A gauge despite the name, as in kube-proxy: services whose traffic
+        # policy is Local and that have no local endpoint, by "internal"/"external".
+        self.no_local_endpoints = Gauge(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints",
+            ["traffic_policy"],
+            registry=r,
+        )
+        self.iptables_restore_failures_total = Counter(
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
+            "Cumulative proxy iptables restore failures",
+            registry=r,
+        )
+        self.healthz_total = Counter(
+            "kubeproxy_proxy_healthz_total",
+            "Cumulative proxy healthz HTTP status",
+            ["code"],
+            registry=r,
+        )
+        self.livez_total = Counter(
+            "kubeproxy_proxy_livez_total",
+            "Cumulative proxy livez HTTP status",
+            ["code"],
+            registry=r,
+        )
+        # --- ours
+        self.virtual_servers = Gauge(
+            "ipvsproxy_virtual_servers", "IPVS virtual servers programmed by the proxy", registry=r
+        )
+        self.real_servers = Gauge(
+            "ipvsproxy_real_servers", "IPVS real servers programmed by the proxy", registry=r
+        )
+        self.sync_failures_total = Counter(
+            "ipvsproxy_sync_failures_total",
+            "Failed kernel operations during syncs, by subsystem",
+            ["subsystem"],
+            registry=r,
+        )
+        self.service_stats = ServiceStatsCollector()
+        r.register(self.service_stats)
+
+    # Small helpers so the reconciler states facts, not metric arithmetic.
+
+    def sync_succeeded(self, duration: float, now: float) -> None:
+        """A sync finished without error: its duration, and when (wall clock, seconds)."""
+        self.sync_duration.observe(duration)
+        self.sync_last_timestamp.set(now)
+
+    def sync_queued(self, now: float) -> None:
+        self.sync_last_queued_timestamp.set(now)
+
+    def programmed(self, trigger_times: Iterable[float], now: float) -> None:
+        """Observe network programming latency for each EndpointSlice trigger time.
+
+        Trigger times come from the ``endpoints.kubernetes.io/last-change-trigger-time``
+        annotation; a time in the future (clock skew) is skipped, not recorded as 0.
+        """
+        for t in trigger_times:
+            if t <= now:
+                self.network_programming_duration.observe(now - t)
+
+    def set_pending(self, services: int, endpoints: int) -> None:
+        self.service_changes_pending.set(services)
+        self.endpoint_changes_pending.set(endpoints)
+
+    def set_no_local_endpoints(self, internal: int, external: int) -> None:
+        self.no_local_endpoints.labels("internal").set(internal)
+        self.no_local_endpoints.labels("external").set(external)
+
+    def set_table_size(self, virtual_servers: int, real_servers: int) -> None:
+        self.virtual_servers.set(virtual_servers)
+        self.real_servers.set(real_servers)
+
+    def sync_failed(self, subsystem: str) -> None:
+        """One failed operation in ``subsystem`` (ipvs, ipset, iptables, address, ...)."""
+        self.sync_failures_total.labels(subsystem).inc()
+        if subsystem == "iptables":
+            self.iptables_restore_failures_total.inc()
