@@ -1,0 +1,130 @@
+"""kube-ipvs0 and its addresses, over rtnetlink (pyroute2's AsyncIPRoute).
+
+The dummy link is created down, as kube-proxy leaves it: the kernel treats an address on
+any link as local regardless of the link's state, which is all IPVS needs, and a down link
+adds no routes beyond the local table's. IPv6 addresses are added with IFA_F_NODAD so they
+are usable at once (no duplicate address detection on a link that never sends).
+
+``node_addresses`` follows kube-proxy's NodePort address logic (``GetAllLocalAddressesExcept``
+with ``isValidForSet``): every address of every link but kube-ipvs0, except loopback
+addresses and IPv6 link-local ones (a NodePort on fe80:: would need a zone); IPv4
+link-local addresses are kept, as kube-proxy keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ipvsproxy.dataplane.errors import InvalidValueError
+from ipvsproxy.dataplane.interfaces import DUMMY_INTERFACE
+
+IFA_F_NODAD = 0x02
+_EEXIST, _EADDRNOTAVAIL, _ENODEV = 17, 99, 19
+_BATCH = 256  # requests in flight at once on the one socket
+
+
+def parse_addresses(
+    addresses: Sequence[str],
+) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Validate all first: a bad address fails the call before anything is changed."""
+    out = []
+    for text in addresses:
+        try:
+            out.append(ipaddress.ip_address(text))
+        except ValueError:
+            raise InvalidValueError("address", text, "not an IP address") from None
+    return out
+
+
+def is_node_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return not ip.is_loopback and not (ip.version == 6 and ip.is_link_local)
+
+
+class NetlinkAddresses:
+    """The real Addresses. Create it inside the network namespace it should manage."""
+
+    def __init__(self, interface: str = DUMMY_INTERFACE) -> None:
+        self._interface = interface
+        self._ipr: Any = AsyncIPRoute()
+        self._index: int | None = None
+
+    async def _lookup(self) -> int | None:
+        found = await self._ipr.link_lookup(ifname=self._interface)
+        self._index = found[0] if found else None
+        return self._index
+
+    async def ensure_dummy(self) -> None:
+        if await self._lookup() is not None:
+            return
+        try:
+            await self._ipr.link("add", ifname=self._interface, kind="dummy")
+        except NetlinkError as err:
+            if err.code != _EEXIST:
+                raise
+        await self._lookup()
+
+    async def delete_dummy(self) -> None:
+        index = await self._lookup()
+        if index is None:
+            return
+        try:
+            await self._ipr.link("del", index=index)
+        except NetlinkError as err:
+            if err.code != _ENODEV:
+                raise
+        self._index = None
+
+    async def _dump(self) -> list[tuple[int, str]]:
+        return [
+            (msg["index"], str(ipaddress.ip_address(msg.get("IFA_ADDRESS"))))
+            async for msg in await self._ipr.addr("dump")
+            if msg.get("IFA_ADDRESS")
+        ]
+
+    async def bound(self) -> set[str]:
+        index = await self._lookup()
+        if index is None:
+            return set()
+        return {addr for i, addr in await self._dump() if i == index}
+
+    async def _each(self, cmd: str, addresses: Sequence[str], ignore: int) -> None:
+        ips = parse_addresses(addresses)
+        index = self._index if self._index is not None else await self._lookup()
+        if index is None:
+            if cmd == "del":
+                return
+            raise InvalidValueError("interface", self._interface, "does not exist")
+
+        async def one(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+            extra = {"flags": IFA_F_NODAD} if ip.version == 6 else {}
+            try:
+                await self._ipr.addr(
+                    cmd, index=index, address=str(ip), prefixlen=ip.max_prefixlen, **extra
+                )
+            except NetlinkError as err:
+                if err.code != ignore:
+                    raise
+
+        # Pipeline requests on the one netlink socket instead of one round trip each.
+        for start in range(0, len(ips), _BATCH):
+            await asyncio.gather(*(one(ip) for ip in ips[start : start + _BATCH]))
+
+    async def bind(self, addresses: Sequence[str]) -> None:
+        await self._each("add", addresses, _EEXIST)
+
+    async def unbind(self, addresses: Sequence[str]) -> None:
+        await self._each("del", addresses, _EADDRNOTAVAIL)
+
+    async def node_addresses(self) -> set[str]:
+        index = await self._lookup()
+        return {addr for i, addr in await self._dump() if i != index and is_node_address(addr)}
+
+    async def close(self) -> None:
+        self._ipr.close()

@@ -1,0 +1,124 @@
+"""UDP conntrack cleanup over ctnetlink (pyroute2's AsyncConntrack): no process per entry.
+
+When a UDP service's endpoints change, clients keep sending into conntrack entries that
+still point at a dead real server (UDP has no close). As kube-proxy does, the proxy deletes
+the entries of the service VIP:port, or just those IPVS sent to one removed real server.
+With ``net/ipv4/vs/conntrack=1`` an IPVS-NATed flow has an entry whose original tuple is
+client -> VIP:port and whose reply tuple comes from the real server.
+
+The kernel filters the dump by protocol and port (CTA_FILTER, Linux >= 5.8); addresses are
+compared here, because pyroute2 0.9.7 encodes an IPv6 address filter the kernel never
+matches.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+from pyroute2 import AsyncConntrack
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+from ipvsproxy.dataplane.errors import InvalidValueError
+
+_ENOENT = 2
+
+
+def parse_target(address: str, port: int) -> tuple[str, int]:
+    """(normalised address, AF_*), or InvalidValueError naming the bad field."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise InvalidValueError("address", address, "not an IP address") from None
+    if not 0 < port < 65536:
+        raise InvalidValueError("port", port, "expected 1-65535")
+    return str(ip), socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+def _norm(address: object) -> str:
+    return str(ipaddress.ip_address(str(address)))
+
+
+class NetlinkConntrack:
+    """The real Conntrack. Create it inside the network namespace it should manage."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[int, Any] = {}
+
+    def _socket(self, family: int) -> Any:
+        if family not in self._sockets:
+            self._sockets[family] = AsyncConntrack(nfgen_family=family)
+        return self._sockets[family]
+
+    async def _delete(self, address: str, port: int, real: str | None) -> int:
+        vip, family = parse_target(address, port)
+        ct = self._socket(family)
+        wanted = NFCTAttrTuple(family=family, proto=socket.IPPROTO_UDP, dport=port)
+        doomed = [
+            entry
+            async for entry in await ct.dump_entries(tuple_orig=wanted)
+            if _norm(entry.tuple_orig.daddr) == vip
+            and entry.tuple_orig.dport == port
+            and (real is None or _norm(entry.tuple_reply.saddr) == real)
+        ]
+        deleted = 0
+        for entry in doomed:
+            try:
+                await ct.delete(entry)
+                deleted += 1
+            except NetlinkError as err:
+                if err.code != _ENOENT:  # expired meanwhile: fine
+                    raise
+        return deleted
+
+    async def delete_udp_to_service(self, address: str, port: int) -> int:
+        return await self._delete(address, port, None)
+
+    async def delete_udp_to_real_server(self, virtual: str, port: int, real: str) -> int:
+        real_ip, _ = parse_target(real, port)
+        return await self._delete(virtual, port, real_ip)
+
+    async def close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+
+
+async def insert_udp_entry(
+    client: str,
+    client_port: int,
+    vip: str,
+    port: int,
+    real: str,
+    real_port: int,
+    lifetime: int = 120,
+) -> None:
+    """Create one UDP entry client:cport -> vip:port answered by real:rport (for tests:
+    the contract suite seeds the kernel with it)."""
+    _, family = parse_target(vip, port)
+    ct: Any = AsyncConntrack(nfgen_family=family)
+    try:
+        await ct.entry(
+            "add",
+            timeout=lifetime,
+            tuple_orig=NFCTAttrTuple(
+                family=family,
+                saddr=client,
+                daddr=vip,
+                proto=socket.IPPROTO_UDP,
+                sport=client_port,
+                dport=port,
+            ),
+            tuple_reply=NFCTAttrTuple(
+                family=family,
+                saddr=real,
+                daddr=client,
+                proto=socket.IPPROTO_UDP,
+                sport=real_port,
+                dport=client_port,
+            ),
+        )
+    finally:
+        ct.close()

@@ -1,0 +1,334 @@
+"""In-memory fakes of Addresses, Ipsets, Iptables, Conntrack and Sysctls.
+
+Each behaves as its real counterpart observably does (the contract suites in
+tests/contract run the same tests against both), including the typed errors; each has a
+few test hooks (``add_node_address``, ``add_udp_entry``, ...) to seed what the real kernel
+would already hold.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from ipvsproxy.dataplane.addresses import is_node_address, parse_addresses
+from ipvsproxy.dataplane.conntrack import parse_target
+from ipvsproxy.dataplane.errors import CommandError, InvalidValueError, KernelModuleError
+from ipvsproxy.dataplane.interfaces import IpsetSpec
+from ipvsproxy.dataplane.ipset_specs import create_line, normalize_entry
+from ipvsproxy.dataplane.ipsets import _check_owned
+from ipvsproxy.dataplane.iptables import cleanup as iptables_cleanup
+from ipvsproxy.model import Family
+
+# ------------------------------------------------------------------ addresses
+
+
+class FakeAddresses:
+    def __init__(self, node_addresses: Iterable[str] = ("127.0.0.1", "::1")) -> None:
+        self.dummy: set[str] | None = None  # None: kube-ipvs0 does not exist
+        self.others = {str(ipaddress.ip_address(a)) for a in node_addresses}
+
+    def add_node_address(self, address: str) -> None:
+        """Test hook: an address on some other link of the node."""
+        self.others.add(str(ipaddress.ip_address(address)))
+
+    async def ensure_dummy(self) -> None:
+        if self.dummy is None:
+            self.dummy = set()
+
+    async def delete_dummy(self) -> None:
+        self.dummy = None
+
+    async def bound(self) -> set[str]:
+        return set(self.dummy or ())
+
+    async def bind(self, addresses: Sequence[str]) -> None:
+        ips = parse_addresses(addresses)
+        if self.dummy is None:
+            raise InvalidValueError("interface", "kube-ipvs0", "does not exist")
+        self.dummy.update(str(ip) for ip in ips)
+
+    async def unbind(self, addresses: Sequence[str]) -> None:
+        ips = parse_addresses(addresses)
+        if self.dummy is not None:
+            self.dummy.difference_update(str(ip) for ip in ips)
+
+    async def node_addresses(self) -> set[str]:
+        return {a for a in self.others if is_node_address(a)}
+
+    async def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------- ipsets
+
+
+class FakeIpsets:
+    def __init__(self) -> None:
+        self.sets: dict[str, tuple[IpsetSpec, set[str]]] = {}
+        self.calls = 0  # bulk calls made (one per method call that changes something)
+
+    def _get(self, name: str) -> tuple[IpsetSpec, set[str]]:
+        if name not in self.sets:
+            raise InvalidValueError("ipset name", name, "no such set")
+        return self.sets[name]
+
+    async def ensure(self, specs: Sequence[IpsetSpec]) -> None:
+        _check_owned([s.name for s in specs])
+        for spec in specs:
+            create_line(spec)  # validates type and name
+            old = self.sets.get(spec.name)
+            if old and (old[0].type, old[0].family) != (spec.type, spec.family):
+                raise CommandError(["ipset", "restore"], 1, f"set {spec.name} exists: other type")
+        for spec in specs:
+            self.sets.setdefault(spec.name, (spec, set()))
+        self.calls += 1
+
+    async def list_names(self) -> set[str]:
+        return set(self.sets)
+
+    async def entries(self, name: str) -> set[str]:
+        return set(self._get(name)[1])
+
+    async def update(self, changes: Mapping[str, tuple[set[str], set[str]]]) -> None:
+        planned = []
+        for name, (add, delete) in changes.items():
+            spec, _ = self._get(name)
+            kind, family = spec.type, spec.family
+            planned.append(
+                (
+                    name,
+                    {normalize_entry(kind, family, e) for e in add},
+                    {normalize_entry(kind, family, e) for e in delete},
+                )
+            )
+        for name, add, delete in planned:
+            self.sets[name][1].difference_update(delete)
+            self.sets[name][1].update(add)
+        self.calls += 1
+
+    async def replace(self, name: str, entries: set[str]) -> None:
+        _check_owned([name])
+        spec, _ = self._get(name)
+        self.sets[name] = (spec, {normalize_entry(spec.type, spec.family, e) for e in entries})
+        self.calls += 1
+
+    async def destroy(self, names: Sequence[str]) -> None:
+        _check_owned(names)
+        for name in names:
+            self.sets.pop(name, None)
+        self.calls += 1
+
+
+# ------------------------------------------------------------------- iptables
+
+_BUILTIN = {
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "raw": ("PREROUTING", "OUTPUT"),
+    "security": ("INPUT", "FORWARD", "OUTPUT"),
+}
+_TARGETS = {
+    "ACCEPT",
+    "DROP",
+    "RETURN",
+    "REJECT",
+    "MASQUERADE",
+    "MARK",
+    "SNAT",
+    "DNAT",
+    "LOG",
+    "CONNMARK",
+    "NOTRACK",
+    "CT",
+    "REDIRECT",
+    "TPROXY",
+}
+Table = dict[str, list[str]]  # chain -> rules (the text after "-A CHAIN ")
+
+
+def _jump_target(rule: str) -> str | None:
+    m = re.search(r"(?:^|\s)(?:-j|--jump|-g|--goto)\s+(\S+)", rule)
+    return m.group(1) if m else None
+
+
+class FakeIptables:
+    def __init__(self) -> None:
+        self.tables: dict[tuple[Family, str], Table] = {}
+        self.restores = 0
+
+    def _table(self, family: Family, table: str) -> Table:
+        if table not in _BUILTIN:
+            raise InvalidValueError("iptables table", table)
+        key = (family, table)
+        if key not in self.tables:
+            self.tables[key] = {c: [] for c in _BUILTIN[table]}
+        return self.tables[key]
+
+    async def restore(self, family: Family, rules: str) -> None:
+        self.restores += 1
+        work: Table | None = None
+        name = ""
+        for number, line in enumerate(rules.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+
+            def fail(why: str, n: int = number) -> CommandError:
+                return CommandError(["iptables-restore", "--noflush"], 1, f"line {n}: {why}")
+
+            if line.startswith("*"):
+                name = line[1:]
+                work = {c: list(r) for c, r in self._table(family, name).items()}
+            elif work is None:
+                raise fail("no table")
+            elif line == "COMMIT":
+                self.tables[(family, name)] = work
+                work = None
+            elif line.startswith(":"):
+                chain = line[1:].split()[0]
+                if chain not in _BUILTIN[name]:
+                    work[chain] = []  # declaring a user chain creates or flushes it
+            else:
+                self._apply(work, name, line.split(None, 2), fail)
+        if work is not None:
+            raise CommandError(["iptables-restore"], 1, "missing COMMIT")
+
+    @staticmethod
+    def _apply(
+        work: Table, table: str, words: list[str], fail: Callable[[str], CommandError]
+    ) -> None:
+        op, chain = words[0], words[1] if len(words) > 1 else ""
+        rest = words[2] if len(words) > 2 else ""
+        if chain not in work:
+            raise fail(f"chain {chain} does not exist")
+        if op in ("-A", "-I"):
+            position = 0
+            if op == "-I" and rest.split(None, 1)[0].isdigit():
+                number, _, rest = rest.partition(" ")
+                position = int(number) - 1
+            target = _jump_target(rest)
+            if target and target not in _TARGETS and target not in work:
+                raise fail(f"unknown target {target}")
+            if op == "-A":
+                work[chain].append(rest)
+            else:
+                work[chain].insert(position, rest)
+        elif op == "-D":
+            if rest not in work[chain]:
+                raise fail("Bad rule (does a matching rule exist in that chain?)")
+            work[chain].remove(rest)
+        elif op == "-F":
+            work[chain].clear()
+        elif op == "-X":
+            used = any(_jump_target(r) == chain for rules in work.values() for r in rules)
+            if chain in _BUILTIN[table] or work[chain] or used:
+                raise fail(f"cannot delete chain {chain}")
+            del work[chain]
+        else:
+            raise fail(f"unknown command {op}")
+
+    async def save(self, family: Family, table: str) -> str:
+        chains = self._table(family, table)
+        builtin = list(_BUILTIN[table])
+        users = sorted(c for c in chains if c not in builtin)
+        lines = [f"*{table}"]
+        lines += [f":{c} ACCEPT [0:0]" for c in builtin] + [f":{c} - [0:0]" for c in users]
+        lines += [f"-A {c} {r}" for c in builtin + users for r in chains[c]]
+        return "\n".join([*lines, "COMMIT"]) + "\n"
+
+    async def cleanup(self, family: Family) -> None:
+        await iptables_cleanup(self, family)
+
+
+# ------------------------------------------------------------------ conntrack
+
+
+class FakeConntrack:
+    def __init__(self) -> None:
+        # (client, client port, vip, port, real, real port) of UDP entries
+        self.entries: list[tuple[str, int, str, int, str, int]] = []
+
+    def add_udp_entry(
+        self, client: str, cport: int, vip: str, port: int, real: str, rport: int
+    ) -> None:
+        """Test hook: the kernel's insert_udp_entry."""
+        client, vip, real = (str(ipaddress.ip_address(a)) for a in (client, vip, real))
+        self.entries.append((client, cport, vip, port, real, rport))
+
+    def _delete(self, vip: str, port: int, real: str | None) -> int:
+        keep = [
+            e
+            for e in self.entries
+            if not (e[2] == vip and e[3] == port and (real is None or e[4] == real))
+        ]
+        deleted = len(self.entries) - len(keep)
+        self.entries = keep
+        return deleted
+
+    async def delete_udp_to_service(self, address: str, port: int) -> int:
+        return self._delete(parse_target(address, port)[0], port, None)
+
+    async def delete_udp_to_real_server(self, virtual: str, port: int, real: str) -> int:
+        vip = parse_target(virtual, port)[0]
+        return self._delete(vip, port, parse_target(real, port)[0])
+
+    async def close(self) -> None:
+        pass
+
+
+# -------------------------------------------------------------------- sysctls
+
+
+class FakeSysctls:
+    def __init__(
+        self,
+        release: str = "6.1.0-fake",
+        values: Mapping[str, str] | None = None,
+        available_modules: Iterable[str] = (
+            "ip_vs",
+            "ip_vs_rr",
+            "ip_vs_wrr",
+            "ip_vs_sh",
+            "nf_conntrack",
+        ),
+    ) -> None:
+        self.values = {
+            "net/ipv4/vs/conntrack": "0",
+            "net/ipv4/vs/conn_reuse_mode": "1",
+            "net/ipv4/vs/expire_nodest_conn": "0",
+            "net/ipv4/vs/expire_quiescent_template": "0",
+            "net/ipv4/ip_forward": "0",
+            "net/ipv4/conf/all/arp_ignore": "0",
+            "net/ipv4/conf/all/arp_announce": "0",
+            "kernel/osrelease": release,
+        }
+        self.values.update(values or {})
+        self.available = set(available_modules)
+        self.loaded: set[str] = set()
+        self.modprobes: list[str] = []
+
+    async def get(self, name: str) -> str:
+        if name not in self.values:
+            raise InvalidValueError("sysctl name", name, "no such sysctl")
+        return self.values[name]
+
+    async def set(self, name: str, value: str) -> None:
+        await self.get(name)
+        if not re.fullmatch(r"-?\d+", value.strip()):
+            raise InvalidValueError(f"sysctl {name}", value, "Invalid argument")
+        self.values[name] = value.strip()
+
+    async def kernel_release(self) -> str:
+        return self.values["kernel/osrelease"]
+
+    async def ensure_modules(self, names: Sequence[str]) -> None:
+        for name in names:
+            if name in self.loaded:
+                continue
+            self.modprobes.append(name)
+            if name not in self.available:
+                raise KernelModuleError(name, "modprobe: FATAL: Module not found")
+            self.loaded.add(name)

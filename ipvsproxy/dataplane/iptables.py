@@ -1,0 +1,148 @@
+"""iptables and ip6tables through ``*-restore --noflush`` and ``*-save``.
+
+Backend: a node runs either the legacy (x_tables) or the nft backend of iptables, and
+rules written through the other one are invisible to it. ``detect_backend`` decides as
+kube-proxy's image (iptables-wrapper) does: the backend that already holds kube hints
+(KUBE-IPTABLES-HINT, KUBE-KUBELET-CANARY) wins, then the one holding more rules; when
+neither holds any, nft if it works here (probed by saving through it), else legacy.
+The probe matters under kernels without nf_tables (the project's user-mode-linux kernel),
+where the nft tools cannot program anything.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ipvsproxy.dataplane.errors import CommandError, InvalidValueError
+from ipvsproxy.dataplane.interfaces import Iptables
+from ipvsproxy.dataplane.ipsets import run_command
+from ipvsproxy.dataplane.iptables_rules import (
+    Jump,
+    RulesConfig,
+    build_restore,
+    cleanup_restore,
+    find_jumps,
+)
+from ipvsproxy.model import Family
+
+TABLES = ("nat", "filter", "mangle", "raw", "security")
+_HINTS = re.compile(r"KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY")
+
+
+def _tool(backend: str, family: Family, verb: str) -> str:
+    """e.g. ``ip6tables-legacy-restore``."""
+    return f"{'ip6tables' if family is Family.V6 else 'iptables'}-{backend}-{verb}"
+
+
+async def _save_all(backend: str) -> str | None:
+    """Everything both families' tables of ``backend`` hold, or None if it cannot run."""
+    texts = []
+    for family in (Family.V4, Family.V6):
+        try:
+            texts.append(await run_command([_tool(backend, family, "save")]))
+        except (CommandError, OSError):
+            if family is Family.V4:
+                return None
+    return "\n".join(texts)
+
+
+async def _nft_works() -> bool:
+    """Whether nft iptables can program this kernel: create and delete a probe chain in a
+    table nobody uses for filtering decisions (mangle)."""
+    probe = "*mangle\n:KUBE-PROXY-PROBE - [0:0]\n-X KUBE-PROXY-PROBE\nCOMMIT\n"
+    try:
+        await run_command([_tool("nft", Family.V4, "restore"), "-w", "5", "--noflush"], probe)
+    except (CommandError, OSError):
+        return False
+    return True
+
+
+def choose_backend(legacy: str | None, nft: str | None, nft_works: bool) -> str:
+    """The decision of ``detect_backend`` from the two saves (pure, for tests)."""
+
+    def score(text: str | None) -> tuple[int, int]:
+        if not text:
+            return (0, 0)
+        lines = text.splitlines()
+        return (sum(1 for x in lines if _HINTS.search(x)), sum(1 for x in lines if x[:3] == "-A "))
+
+    if legacy is None:
+        return "nft"
+    if nft is None:
+        return "legacy"
+    lscore, nscore = score(legacy), score(nft)
+    if lscore != nscore and (lscore[0] or nscore[0] or lscore[1] or nscore[1]):
+        return "legacy" if lscore > nscore else "nft"
+    return "nft" if nft_works else "legacy"
+
+
+async def detect_backend() -> str:
+    """ "legacy" or "nft" (see the module docstring)."""
+    legacy, nft = await _save_all("legacy"), await _save_all("nft")
+    works = False
+    if nft is not None and not choose_backend(legacy, nft, False) == "legacy" == choose_backend(
+        legacy, nft, True
+    ):
+        works = await _nft_works()
+    return choose_backend(legacy, nft, works)
+
+
+def _check_table(table: str) -> None:
+    if table not in TABLES:
+        raise InvalidValueError("iptables table", table, f"expected one of {', '.join(TABLES)}")
+
+
+class IptablesCli:
+    """The real Iptables for one backend (``legacy`` or ``nft``); both families."""
+
+    def __init__(self, backend: str) -> None:
+        if backend not in ("legacy", "nft"):
+            raise InvalidValueError("iptables backend", backend, "expected legacy or nft")
+        self.backend = backend
+
+    async def restore(self, family: Family, rules: str) -> None:
+        # -w: wait for the xtables lock other writers (kubelet, CNI plugins) hold.
+        argv = [_tool(self.backend, family, "restore"), "-w", "5", "--noflush"]
+        await run_command(argv, rules)
+
+    async def save(self, family: Family, table: str) -> str:
+        _check_table(table)
+        return await run_command([_tool(self.backend, family, "save"), "-t", table])
+
+    async def cleanup(self, family: Family) -> None:
+        await cleanup(self, family)
+
+
+async def cleanup(iptables: Iptables, family: Family) -> None:
+    """Unlink, flush and delete the proxy's chains in nat and filter; nothing else."""
+    saved = {t: await iptables.save(family, t) for t in ("nat", "filter")}
+    text = cleanup_restore(saved)
+    if text:
+        await iptables.restore(family, text)
+
+
+class RulesSyncer:
+    """Writes the proxy's rules for one family with one restore per sync.
+
+    The first sync (and any with ``verify=True``, e.g. the periodic full resync) first
+    saves nat and filter to find which jumps from the built-in chains exist, so the restore
+    adds missing ones and drops duplicates. Later syncs trust the last successful restore
+    and skip the two saves.
+    """
+
+    def __init__(self, iptables: Iptables, family: Family) -> None:
+        self._iptables = iptables
+        self._family = family
+        self._jumps_ok = False
+
+    async def sync(self, config: RulesConfig, verify: bool = False) -> str:
+        found: dict[Jump, list[str]] | None = None
+        if verify or not self._jumps_ok:
+            found = {}
+            for table in ("nat", "filter"):
+                found |= find_jumps(table, await self._iptables.save(self._family, table))
+        text = build_restore(config, self._family, found)
+        self._jumps_ok = False
+        await self._iptables.restore(self._family, text)
+        self._jumps_ok = True
+        return text

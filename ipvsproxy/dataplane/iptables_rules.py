@@ -1,0 +1,317 @@
+"""The iptables rules of the IPVS proxy, as ``iptables-restore`` text (pure).
+
+The chains and rules are kube-proxy IPVS mode's (``writeIptablesRules`` and
+``iptablesJumpChain`` in ``pkg/proxy/ipvs/proxier.go``), with two differences:
+
+- Every rule is written whether or not its set is empty, so the text depends only on the
+  config: the rule count never grows with the number of services (matching is by ipset).
+- KUBE-IPVS-OUT-FILTER (#119656, load balancer source ranges for node-originated traffic)
+  needs no rule per service. kube-proxy writes one ``-m ipvs --vaddr`` rule per load balancer
+  because IPVS has already rewritten the destination when filter OUTPUT sees the packet.
+  Here nat KUBE-SERVICES, which sees the original destination of a connection's first
+  packet, marks node-originated traffic to ``KUBE-LOAD-BALANCER-FW`` that no source-range
+  set allows, and KUBE-IPVS-OUT-FILTER drops packets with that mark. A dropped first packet
+  never confirms its conntrack entry, so every retry passes nat again and is dropped again.
+  Node access is allowed the way kube-proxy allows it: an ``lbIP,proto:port,lbIP`` entry in
+  KUBE-LOAD-BALANCER-SOURCE-IP (node traffic to a local VIP leaves with the VIP as source).
+
+Jumps from the built-in chains: ``--noflush`` leaves built-in chains alone and appends, so
+re-sending ``-A PREROUTING ... -j KUBE-SERVICES`` on every sync would pile up duplicates.
+The caller passes the jumps it found in ``iptables-save`` (``find_jumps``); the text then
+inserts the missing ones (at position 1, as kube-proxy's EnsureRule(Prepend)) and deletes
+duplicates, so after one restore each jump exists exactly once. Declaring ``:KUBE-X - [0:0]``
+flushes our own chains, which are then rewritten whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from ipvsproxy.dataplane import ipset_specs as S
+from ipvsproxy.dataplane.errors import InvalidValueError
+from ipvsproxy.model import Family
+
+NAT_CHAINS = (
+    "KUBE-SERVICES",
+    "KUBE-POSTROUTING",
+    "KUBE-NODE-PORT",
+    "KUBE-LOAD-BALANCER",
+    "KUBE-MARK-MASQ",
+)
+FILTER_CHAINS = (
+    "KUBE-FORWARD",
+    "KUBE-NODE-PORT",
+    "KUBE-PROXY-FIREWALL",
+    "KUBE-SOURCE-RANGES-FIREWALL",
+    "KUBE-IPVS-FILTER",
+    "KUBE-IPVS-OUT-FILTER",
+)
+# The chains this proxy owns, per table. Only these are ever flushed or deleted: other
+# KUBE-* chains (kubelet's KUBE-FIREWALL, KUBE-KUBELET-CANARY, ...) belong to others.
+OWNED_CHAINS: Mapping[str, tuple[str, ...]] = {"nat": NAT_CHAINS, "filter": FILTER_CHAINS}
+
+
+class Jump(NamedTuple):
+    table: str
+    chain: str  # a built-in chain
+    target: str  # one of ours
+    comment: str
+
+    @property
+    def spec(self) -> str:
+        return f'-m comment --comment "{self.comment}" -j {self.target}'
+
+
+JUMPS = (
+    Jump("nat", "OUTPUT", "KUBE-SERVICES", "kubernetes service portals"),
+    Jump("nat", "PREROUTING", "KUBE-SERVICES", "kubernetes service portals"),
+    Jump("nat", "POSTROUTING", "KUBE-POSTROUTING", "kubernetes postrouting rules"),
+    Jump("filter", "FORWARD", "KUBE-FORWARD", "kubernetes forwarding rules"),
+    Jump("filter", "INPUT", "KUBE-NODE-PORT", "kubernetes health check rules"),
+    Jump("filter", "INPUT", "KUBE-PROXY-FIREWALL", "kube-proxy firewall rules"),
+    Jump("filter", "FORWARD", "KUBE-PROXY-FIREWALL", "kube-proxy firewall rules"),
+    Jump("filter", "INPUT", "KUBE-IPVS-FILTER", "kubernetes ipvs access filter"),
+    Jump("filter", "OUTPUT", "KUBE-IPVS-OUT-FILTER", "kubernetes ipvs access filter"),
+)
+
+# What find_jumps returns: per jump, the saved rule texts (after "-A CHAIN ") that do it.
+FoundJumps = Mapping[Jump, Sequence[str]]
+
+
+class RulesConfig(NamedTuple):
+    masquerade_all: bool = False
+    # --cluster-cidr: traffic to a ClusterIP from outside these is masqueraded. At most one
+    # per family (as kube-proxy's ClusterCIDR local detector); the other family's are ignored.
+    cluster_cidrs: tuple[str, ...] = ()
+    masquerade_bit: int = 14  # kube-proxy's --iptables-masquerade-bit: mark 0x4000
+    # The mark of node-originated traffic to a source-ranged load balancer (see above).
+    no_node_access_bit: int = 15
+    random_fully: bool = True  # MASQUERADE --random-fully (iptables >= 1.6.2)
+
+
+def _mark(bit: int, field: str) -> str:
+    if not 0 <= bit <= 31:
+        raise InvalidValueError(field, bit, "expected 0-31")
+    return f"{1 << bit:#x}"
+
+
+def _local_cidr(config: RulesConfig, family: Family) -> str | None:
+    mine = []
+    for cidr in config.cluster_cidrs:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise InvalidValueError("cluster cidr", cidr, "not a CIDR") from None
+        if net.version == (6 if family is Family.V6 else 4):
+            mine.append(str(net))
+    if len(mine) > 1:
+        raise InvalidValueError("cluster cidr", ",".join(mine), "at most one per family")
+    return mine[0] if mine else None
+
+
+def _set_rule(
+    chain: str, base: str, family: Family, flags: str, target: str, proto: str = ""
+) -> str:
+    spec = next(s for s in S.ipset_specs(family) if s.name == S.set_name(base, family))
+    p = f" -p {proto}" if proto else ""
+    return (
+        f'-A {chain}{p} -m comment --comment "{spec.comment}" '
+        f"-m set --match-set {spec.name} {flags} -j {target}"
+    )
+
+
+def _nat_rules(config: RulesConfig, family: Family) -> list[str]:
+    masq = _mark(config.masquerade_bit, "masquerade bit")
+    lo = "::1/128" if family is Family.V6 else "127.0.0.0/8"
+    r = [f"-A KUBE-SERVICES -s {lo} -j RETURN"]
+    r.append(_set_rule("KUBE-POSTROUTING", S.LOOP_BACK, family, "dst,dst,src", "MASQUERADE"))
+    r.append(_set_rule("KUBE-SERVICES", S.LOAD_BALANCER, family, "dst,dst", "KUBE-LOAD-BALANCER"))
+    r.append(_set_rule("KUBE-LOAD-BALANCER", S.LOAD_BALANCER_LOCAL, family, "dst,dst", "RETURN"))
+    for proto, local, every, flags in (
+        ("tcp", S.NODE_PORT_LOCAL_TCP, S.NODE_PORT_TCP, "dst"),
+        ("udp", S.NODE_PORT_LOCAL_UDP, S.NODE_PORT_UDP, "dst"),
+        ("sctp", S.NODE_PORT_LOCAL_SCTP, S.NODE_PORT_SCTP, "dst,dst"),
+    ):
+        r.append(_set_rule("KUBE-NODE-PORT", local, family, flags, "RETURN", proto))
+        r.append(_set_rule("KUBE-NODE-PORT", every, family, flags, "KUBE-MARK-MASQ", proto))
+    cluster = _set_rule("KUBE-SERVICES", S.CLUSTER_IP, family, "dst,dst", "KUBE-MARK-MASQ")
+    local_cidr = _local_cidr(config, family)
+    if config.masquerade_all:
+        r.append(cluster)
+    elif local_cidr:
+        r.append(cluster.replace(" -j KUBE-MARK-MASQ", f" ! -s {local_cidr} -j KUBE-MARK-MASQ"))
+    else:
+        # Node-originated traffic leaves with a VIP as source (all VIPs are local on kube-ipvs0).
+        r.append(cluster.replace(" dst,dst ", " src,dst "))
+    for base in (S.EXTERNAL_IP, S.EXTERNAL_IP_LOCAL):
+        head = _set_rule("KUBE-SERVICES", base, family, "dst,dst", "X").removesuffix(" -j X")
+        if base == S.EXTERNAL_IP:
+            r.append(f"{head} -j KUBE-MARK-MASQ")
+        # From off the machine (not a bridge, not a local process), or to a local address.
+        r.append(f"{head} -m physdev ! --physdev-is-in -m addrtype ! --src-type LOCAL -j ACCEPT")
+        r.append(f"{head} -m addrtype --dst-type LOCAL -j ACCEPT")
+    r.append(
+        "-A KUBE-SERVICES -m addrtype --src-type LOCAL"
+        f" -m set --match-set {S.set_name(S.LOAD_BALANCER_FW, family)} dst,dst"
+        f" -m set ! --match-set {S.set_name(S.LOAD_BALANCER_SOURCE_CIDR, family)} dst,dst,src"
+        f" -m set ! --match-set {S.set_name(S.LOAD_BALANCER_SOURCE_IP, family)} dst,dst,src"
+        f" -j MARK --or-mark {_mark(config.no_node_access_bit, 'no node access bit')}"
+    )
+    r.append("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT")
+    r.append("-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ")
+    # Accept what IPVS will take, in case a later rule of someone else's would drop it.
+    for base in (S.CLUSTER_IP, S.LOAD_BALANCER):
+        name = S.set_name(base, family)
+        r.append(f"-A KUBE-SERVICES -m set --match-set {name} dst,dst -j ACCEPT")
+    r.append(f"-A KUBE-POSTROUTING -m mark ! --mark {masq}/{masq} -j RETURN")
+    # Clear the mark so a packet that re-traverses the stack is not masqueraded twice.
+    r.append(f"-A KUBE-POSTROUTING -j MARK --xor-mark {masq}")
+    fully = " --random-fully" if config.random_fully else ""
+    r.append(
+        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring'
+        f' SNAT" -j MASQUERADE{fully}'
+    )
+    r.append(f"-A KUBE-MARK-MASQ -j MARK --or-mark {masq}")
+    return r
+
+
+def _filter_rules(config: RulesConfig, family: Family) -> list[str]:
+    masq = _mark(config.masquerade_bit, "masquerade bit")
+    drop = _mark(config.no_node_access_bit, "no node access bit")
+    r = [
+        _set_rule(
+            "KUBE-PROXY-FIREWALL",
+            S.LOAD_BALANCER_FW,
+            family,
+            "dst,dst",
+            "KUBE-SOURCE-RANGES-FIREWALL",
+        ),
+        _set_rule(
+            "KUBE-SOURCE-RANGES-FIREWALL",
+            S.LOAD_BALANCER_SOURCE_CIDR,
+            family,
+            "dst,dst,src",
+            "RETURN",
+        ),
+        _set_rule(
+            "KUBE-SOURCE-RANGES-FIREWALL",
+            S.LOAD_BALANCER_SOURCE_IP,
+            family,
+            "dst,dst,src",
+            "RETURN",
+        ),
+        "-A KUBE-SOURCE-RANGES-FIREWALL -j DROP",
+        f"-A KUBE-IPVS-OUT-FILTER -m mark --mark {drop}/{drop} -j DROP",
+        '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules"'
+        f" -m mark --mark {masq}/{masq} -j ACCEPT",
+        '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule"'
+        " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        _set_rule("KUBE-NODE-PORT", S.HEALTH_CHECK_NODE_PORT, family, "dst", "ACCEPT"),
+    ]
+    # #72236: a VIP on kube-ipvs0 must not expose the node's own ports; only service ports.
+    for base, flags in (
+        (S.LOAD_BALANCER, "dst,dst"),
+        (S.CLUSTER_IP, "dst,dst"),
+        (S.EXTERNAL_IP, "dst,dst"),
+        (S.EXTERNAL_IP_LOCAL, "dst,dst"),
+        (S.HEALTH_CHECK_NODE_PORT, "dst"),
+    ):
+        r.append(
+            f"-A KUBE-IPVS-FILTER -m set --match-set {S.set_name(base, family)} {flags} -j RETURN"
+        )
+    r.append(
+        "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW"
+        f" -m set --match-set {S.set_name(S.IPVS_IPS, family)} dst -j REJECT"
+    )
+    return r
+
+
+def find_jumps(table: str, saved: str) -> dict[Jump, list[str]]:
+    """The rules of ``iptables-save -t table`` output that jump from a built-in chain to ours."""
+    found: dict[Jump, list[str]] = {j: [] for j in JUMPS if j.table == table}
+    for line in saved.splitlines():
+        if not line.startswith("-A "):
+            continue
+        words = line.split()
+        chain, target = words[1], _target(words)
+        for jump in found:
+            if jump.chain == chain and jump.target == target:
+                found[jump].append(line[len(f"-A {chain} ") :])
+    return found
+
+
+def _target(words: Sequence[str]) -> str | None:
+    for i, word in enumerate(words[:-1]):
+        if word in ("-j", "--jump", "-g", "--goto"):
+            return words[i + 1]
+    return None
+
+
+def _jump_fixups(table: str, found: FoundJumps | None) -> list[str]:
+    if found is None:
+        return []
+    lines: list[str] = []
+    for jump in JUMPS:
+        if jump.table != table:
+            continue
+        present = list(found.get(jump, ()))
+        if not present:
+            lines.append(f"-I {jump.chain} 1 {jump.spec}")
+        lines += [f"-D {jump.chain} {rest}" for rest in present[1:]]
+    return lines
+
+
+def build_restore(config: RulesConfig, family: Family, found: FoundJumps | None) -> str:
+    """The whole ``iptables-restore --noflush`` input for ``family``.
+
+    ``found``: the jumps present now (``find_jumps`` over a fresh save of nat and filter);
+    None means "known to be present exactly once" (a previous restore of this process put
+    them there), which lets a sync skip the two saves.
+    """
+    out: list[str] = []
+    for table, chains, rules in (
+        ("nat", NAT_CHAINS, _nat_rules(config, family)),
+        ("filter", FILTER_CHAINS, _filter_rules(config, family)),
+    ):
+        out.append(f"*{table}")
+        out += [f":{c} - [0:0]" for c in chains]
+        out += _jump_fixups(table, found)
+        out += rules
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+def saved_chains(saved: str) -> set[str]:
+    return {line[1:].split()[0] for line in saved.splitlines() if line.startswith(":")}
+
+
+def cleanup_restore(saved: Mapping[str, str]) -> str:
+    """Restore text that unlinks, flushes and deletes our chains, given ``{table: save}``.
+
+    Removes every rule of a chain not ours that jumps to one of ours (ours are then
+    unreferenced and can be deleted), flushes ours (by declaring them) and deletes them.
+    Nothing else is named, so nothing else changes. Empty when there is nothing to do.
+    """
+    out: list[str] = []
+    for table, text in saved.items():
+        owned = set(OWNED_CHAINS.get(table, ()))
+        present = sorted(owned & saved_chains(text))
+        if not present:
+            continue
+        lines = [f"*{table}"]
+        for line in text.splitlines():
+            if line.startswith("-A "):
+                words = line.split()
+                if words[1] not in owned and _target(words) in owned:
+                    lines.append("-D " + line[3:])
+        lines += [f":{c} - [0:0]" for c in present]
+        lines += [f"-X {c}" for c in present]
+        out += [*lines, "COMMIT"]
+    return "\n".join(out) + "\n" if out else ""
+
+
+def rule_count(text: str) -> int:
+    """Rules (``-A``) in restore text: the figure that must not grow with services."""
+    return sum(1 for line in text.splitlines() if line.startswith("-A "))
