@@ -1,0 +1,341 @@
+"""Builders of Kubernetes objects for plan tests, and hypothesis strategies.
+
+Builders make the JSON the API server would send; strategies make both
+objects the API server would accept and arbitrary JSON-ish junk, and
+dataplane states for the diff properties.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from ipvsproxy.model import (
+    Family,
+    Protocol,
+    RealServer,
+    RealServerKey,
+    RealServerStatus,
+    VirtualServer,
+    VirtualServerKey,
+)
+from ipvsproxy.planconfig import PlanConfig
+from ipvsproxy.state import DataplaneState
+
+NODE = "node-a"
+NODE_V4 = "192.168.1.10"
+NODE_V6 = "2001:db8::10"
+CONFIG = PlanConfig(
+    NODE,
+    {
+        Family.V4: frozenset({NODE_V4, "127.0.0.1"}),
+        Family.V6: frozenset({NODE_V6, "::1", "fe80::1"}),
+    },
+)
+V4_ONLY = PlanConfig(
+    NODE, {Family.V4: frozenset({NODE_V4, "127.0.0.1"}), Family.V6: frozenset({"::1"})}
+)
+
+# ------------------------------------------------------------------ builders
+
+
+def port(
+    number: int = 80, name: str = "", protocol: str = "TCP", node_port: int | None = None
+) -> dict[str, Any]:
+    p: dict[str, Any] = {"name": name, "port": number, "protocol": protocol, "targetPort": number}
+    if node_port is not None:
+        p["nodePort"] = node_port
+    return p
+
+
+def service(
+    name: str = "web",
+    *,
+    type: str = "ClusterIP",
+    cluster_ips: tuple[str, ...] = ("10.96.0.10",),
+    ports: list[dict[str, Any]] | None = None,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    lb_ingress: list[dict[str, Any]] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": type,
+        "clusterIP": cluster_ips[0] if cluster_ips else "",
+        "clusterIPs": list(cluster_ips),
+        "ports": ports if ports is not None else [port()],
+    }
+    body.update(spec)
+    svc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": labels or {},
+            "annotations": annotations or {},
+        },
+        "spec": body,
+        "status": {"loadBalancer": {"ingress": lb_ingress or []}},
+    }
+    return svc
+
+
+def endpoint(
+    ip: str,
+    node: str = "node-b",
+    *,
+    ready: bool | None = True,
+    serving: bool | None = None,
+    terminating: bool | None = None,
+    zones: list[str] | None = None,
+    nodes: list[str] | None = None,
+) -> dict[str, Any]:
+    conditions: dict[str, Any] = {}
+    for key, value in (("ready", ready), ("serving", serving), ("terminating", terminating)):
+        if value is not None:
+            conditions[key] = value
+    ep: dict[str, Any] = {"addresses": [ip], "conditions": conditions, "nodeName": node}
+    hints: dict[str, Any] = {}
+    if zones is not None:
+        hints["forZones"] = [{"name": z} for z in zones]
+    if nodes is not None:
+        hints["forNodes"] = [{"name": n} for n in nodes]
+    if hints:
+        ep["hints"] = hints
+    return ep
+
+
+def slice_(
+    endpoints: list[dict[str, Any]],
+    ports: list[tuple[str, int]] | list[tuple[str, int, str]] | None = None,
+    *,
+    name: str = "web-1",
+    address_type: str = "IPv4",
+) -> dict[str, Any]:
+    port_list = []
+    for item in ports if ports is not None else [("", 8080)]:
+        protocol = item[2] if len(item) == 3 else "TCP"
+        port_list.append({"name": item[0], "port": item[1], "protocol": protocol})
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "web"},
+        },
+        "addressType": address_type,
+        "endpoints": endpoints,
+        "ports": port_list,
+    }
+
+
+def node(zone: str | None = None) -> dict[str, Any]:
+    labels = {"topology.kubernetes.io/zone": zone} if zone else {}
+    return {"metadata": {"name": NODE, "labels": labels}}
+
+
+# ---------------------------------------------------------- valid objects
+
+v4 = st.builds(
+    lambda a, b: f"10.{a}.{b}.{(a + b) % 250 + 1}", st.integers(0, 255), st.integers(0, 255)
+)
+v6 = st.builds(lambda a: f"fd00::{a:x}", st.integers(1, 0xFFFF))
+protocols = st.sampled_from(["TCP", "UDP", "SCTP"])
+port_names = st.sampled_from(["", "http", "dns", "metrics"])
+
+
+@st.composite
+def valid_services(draw: st.DrawFn) -> dict[str, Any]:
+    svc_type = draw(st.sampled_from(["ClusterIP", "NodePort", "LoadBalancer"]))
+    families = draw(st.sampled_from([("v4",), ("v6",), ("v4", "v6"), ("v6", "v4")]))
+    ips = tuple(draw(v4 if f == "v4" else v6) for f in families)
+    names = draw(st.lists(port_names, min_size=1, max_size=3, unique=True))
+    ports = []
+    used = set()
+    for name in names:
+        number = draw(st.integers(1, 65535))
+        proto = draw(protocols)
+        if (number, proto) in used:
+            continue
+        used.add((number, proto))
+        node_port = draw(st.integers(30000, 32767)) if svc_type != "ClusterIP" else None
+        ports.append(port(number, name if len(names) > 1 else "", proto, node_port))
+    extra: dict[str, Any] = {}
+    if draw(st.booleans()):
+        extra["externalIPs"] = draw(st.lists(st.one_of(v4, v6), max_size=2, unique=True))
+    if draw(st.booleans()):
+        extra["sessionAffinity"] = "ClientIP"
+        extra["sessionAffinityConfig"] = {
+            "clientIP": {"timeoutSeconds": draw(st.integers(1, 86400))}
+        }
+    if svc_type != "ClusterIP":
+        extra["externalTrafficPolicy"] = draw(st.sampled_from(["Cluster", "Local"]))
+        if extra["externalTrafficPolicy"] == "Local" and svc_type == "LoadBalancer":
+            extra["healthCheckNodePort"] = draw(st.integers(30000, 32767))
+    extra["internalTrafficPolicy"] = draw(st.sampled_from(["Cluster", "Local"]))
+    ingress = []
+    if svc_type == "LoadBalancer":
+        for ip in draw(st.lists(st.one_of(v4, v6), max_size=2, unique=True)):
+            ingress.append({"ip": ip, "ipMode": draw(st.sampled_from(["VIP", "Proxy"]))})
+        if draw(st.booleans()):
+            extra["loadBalancerSourceRanges"] = draw(
+                st.lists(
+                    st.sampled_from(["10.0.0.0/8", "192.168.1.0/24", "0.0.0.0/0", "fd00::/8"]),
+                    max_size=3,
+                )
+            )
+    annotations = {}
+    if draw(st.booleans()):
+        annotations["ipvsproxy.io/scheduler"] = draw(st.sampled_from(["rr", "lc", "mh", "sh"]))
+    return service(
+        type=svc_type,
+        cluster_ips=ips,
+        ports=ports,
+        annotations=annotations,
+        lb_ingress=ingress,
+        **extra,
+    )
+
+
+@st.composite
+def valid_slices(draw: st.DrawFn) -> dict[str, Any]:
+    family = draw(st.sampled_from(["IPv4", "IPv6"]))
+    addresses = draw(st.lists(v4 if family == "IPv4" else v6, max_size=4, unique=True))
+    optional_bool = st.one_of(st.none(), st.booleans())
+    eps = [
+        endpoint(
+            a,
+            draw(st.sampled_from([NODE, "node-b"])),
+            ready=draw(optional_bool),
+            serving=draw(optional_bool),
+            terminating=draw(optional_bool),
+            zones=draw(st.one_of(st.none(), st.lists(st.sampled_from(["z1", "z2"]), max_size=2))),
+            nodes=draw(
+                st.one_of(st.none(), st.lists(st.sampled_from([NODE, "node-b"]), max_size=2))
+            ),
+        )
+        for a in addresses
+    ]
+    ports = draw(st.lists(st.tuples(port_names, st.integers(1, 65535), protocols), max_size=3))
+    return slice_(eps, ports, name=draw(st.sampled_from(["s1", "s2", "s3"])), address_type=family)
+
+
+# ------------------------------------------------------------------- junk
+
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**33), 2**33),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "None",
+            "",
+            "TCP",
+            "UDP",
+            "SCTP",
+            "ICMP",
+            "10.0.0.1",
+            "::1",
+            "10.0.0.0/8",
+            "Local",
+            "ClientIP",
+        ]
+    ),
+)
+json_values = st.recursive(
+    json_leaf,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.text(max_size=8), children, max_size=4),
+    ),
+    max_leaves=20,
+)
+
+
+@st.composite
+def mutated(draw: st.DrawFn, base: st.SearchStrategy[Any]) -> Any:
+    """A valid object with one to three fields (at any depth) replaced by junk."""
+    obj = draw(base)
+    for _ in range(draw(st.integers(1, 3))):
+        obj = _replace_somewhere(draw, obj)
+    return obj
+
+
+def _replace_somewhere(draw: st.DrawFn, obj: Any) -> Any:
+    if isinstance(obj, dict) and obj and draw(st.booleans()):
+        key = draw(st.sampled_from(sorted(obj)))
+        return {**obj, key: _replace_somewhere(draw, obj[key])}
+    if isinstance(obj, list) and obj and draw(st.booleans()):
+        i = draw(st.integers(0, len(obj) - 1))
+        return [*obj[:i], _replace_somewhere(draw, obj[i]), *obj[i + 1 :]]
+    return draw(json_values)
+
+
+# -------------------------------------------------------- dataplane states
+
+vips = st.sampled_from(["10.96.0.1", "10.96.0.2", "fd00::1", NODE_V4])
+reals = st.sampled_from(["10.244.0.1", "10.244.0.2", "10.244.0.3", "fd00:1::1"])
+vs_keys = st.builds(
+    VirtualServerKey, vips, st.sampled_from([53, 80]), st.sampled_from(list(Protocol))
+)
+set_names = st.sampled_from(
+    ["KUBE-CLUSTER-IP", "KUBE-IPVS-IPS", "KUBE-6-CLUSTER-IP", "KUBE-NODE-PORT-TCP"]
+)
+entries = st.sampled_from(["10.96.0.1,tcp:80", "10.96.0.2,udp:53", "30080", "fd00::1,tcp:80"])
+
+
+@st.composite
+def dataplane_states(draw: st.DrawFn, with_connections: bool = True) -> DataplaneState:
+    keys = draw(st.sets(vs_keys, max_size=4))
+    virtual = {
+        k: VirtualServer(
+            k,
+            draw(st.sampled_from(["rr", "lc"])),
+            draw(st.sampled_from([0, 1])),
+            draw(st.sampled_from([0, 10800])),
+        )
+        for k in keys
+    }
+    real = {}
+    for k in keys:
+        servers = {}
+        for address in draw(st.sets(reals, max_size=3)):
+            rkey = RealServerKey(address, draw(st.sampled_from([8080, 9090])))
+            weight = draw(st.sampled_from([0, 1, 1, 2]))
+            active = draw(st.integers(0, 2)) if with_connections else 0
+            inactive = draw(st.integers(0, 1)) if with_connections else 0
+            servers[rkey] = RealServerStatus(RealServer(rkey, weight), active, inactive)
+        real[k] = servers
+    bound = frozenset(draw(st.sets(vips, max_size=3)))
+    ipsets = {
+        name: frozenset(draw(st.sets(entries, min_size=1, max_size=3)))
+        for name in draw(st.sets(set_names))
+    }
+    return DataplaneState(virtual, real, bound, ipsets)
+
+
+# ----------------------------------------------------------------- reading
+
+
+def summary(plan: Any) -> dict[str, list[str]]:
+    """A plan's virtual servers as ``{"TCP 10.96.0.10:80": ["10.244.1.5:8080", ...]}``."""
+    state = plan.state
+    return {
+        str(key): sorted(str(rkey) for rkey in state.servers_of(key))
+        for key in sorted(state.virtual_servers)
+    }
+
+
+def virtual(plan: Any, text: str) -> VirtualServer:
+    """The virtual server whose str() is ``text``, e.g. ``"TCP 10.96.0.10:80"``."""
+    for key, server in plan.state.virtual_servers.items():
+        if str(key) == text:
+            return server  # type: ignore[no-any-return]
+    raise AssertionError(
+        f"no virtual server {text}; have {sorted(map(str, plan.state.virtual_servers))}"
+    )

@@ -1,0 +1,240 @@
+"""plan: NodePort, LoadBalancer, externalIPs, source ranges and traffic policies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ipvsproxy.model import Family
+from ipvsproxy.plan import plan_service
+from ipvsproxy.planconfig import PlanConfig
+from tests.unit.strategies import CONFIG, NODE, NODE_V4, endpoint, port, service, slice_, summary
+
+LOCAL, REMOTE = "10.244.1.5", "10.244.2.6"
+EPS = [slice_([endpoint(LOCAL, NODE), endpoint(REMOTE, "node-b")])]
+BOTH = [f"{LOCAL}:8080", f"{REMOTE}:8080"]
+
+
+def nodeport(protocol: str = "TCP", **spec: Any) -> dict[str, Any]:
+    return service(type="NodePort", ports=[port(80, "", protocol, 30080)], **spec)
+
+
+def test_nodeport_on_every_node_address_but_loopback_and_link_local() -> None:
+    plan = plan_service(nodeport(), EPS, None, CONFIG)
+    assert summary(plan) == {
+        "TCP 10.96.0.10:80": BOTH,
+        f"TCP {NODE_V4}:30080": BOTH,
+    }
+    assert plan.state.bound == {"10.96.0.10"}  # node addresses are never bound
+    assert plan.state.ipsets["KUBE-NODE-PORT-TCP"] == {"30080"}
+    assert "KUBE-NODE-PORT-LOCAL-TCP" not in plan.state.ipsets
+
+
+def test_dual_stack_nodeport_uses_each_familys_node_addresses() -> None:
+    svc = service(
+        type="NodePort", cluster_ips=("10.96.0.10", "fd00::a"), ports=[port(80, "", "UDP", 30053)]
+    )
+    plan = plan_service(svc, [], None, CONFIG)
+    assert set(summary(plan)) == {
+        "UDP 10.96.0.10:80",
+        f"UDP {NODE_V4}:30053",
+        "UDP [fd00::a]:80",
+        "UDP [2001:db8::10]:30053",
+    }
+    assert plan.state.ipsets["KUBE-NODE-PORT-UDP"] == {"30053"}
+    assert plan.state.ipsets["KUBE-6-NODE-PORT-UDP"] == {"30053"}
+
+
+def test_sctp_nodeport_set_holds_node_ip_and_port() -> None:
+    plan = plan_service(nodeport("SCTP"), [], None, CONFIG)
+    assert plan.state.ipsets["KUBE-NODE-PORT-SCTP-HASH"] == {f"{NODE_V4},sctp:30080"}
+
+
+@pytest.mark.parametrize(
+    ("cidrs", "addresses"),
+    [
+        ((), ["10.0.0.5", NODE_V4]),
+        (("10.0.0.0/8",), ["10.0.0.5"]),
+        (("192.168.0.0/16", "10.0.0.5/32"), ["10.0.0.5", NODE_V4]),
+        (("127.0.0.0/8",), []),
+        (("172.16.0.0/12",), []),
+    ],
+)
+def test_nodeport_addresses(cidrs: tuple[str, ...], addresses: list[str]) -> None:
+    config = PlanConfig(
+        NODE, {Family.V4: frozenset({NODE_V4, "10.0.0.5", "127.0.0.1"})}, nodeport_addresses=cidrs
+    )
+    plan = plan_service(nodeport(), [], None, config)
+    got = sorted(k.address for k in plan.state.virtual_servers if k.port == 30080)
+    assert got == addresses
+    assert ("KUBE-NODE-PORT-TCP" in plan.state.ipsets) == bool(addresses)
+
+
+def test_external_ips_get_bound_virtual_servers_unless_the_node_owns_them() -> None:
+    svc = service(externalIPs=["203.0.113.7", NODE_V4, "2001:db8::99"])
+    plan = plan_service(svc, EPS, None, CONFIG)
+    assert summary(plan) == {
+        "TCP 10.96.0.10:80": BOTH,
+        f"TCP {NODE_V4}:80": BOTH,
+        "TCP 203.0.113.7:80": BOTH,
+    }  # the IPv6 external IP has no IPv6 cluster IP, so no IPv6 family here
+    assert plan.state.bound == {"10.96.0.10", "203.0.113.7"}
+    assert plan.state.ipsets["KUBE-EXTERNAL-IP"] == {"203.0.113.7,tcp:80", f"{NODE_V4},tcp:80"}
+    assert plan.state.ipsets["KUBE-IPVS-IPS"] == {"10.96.0.10", "203.0.113.7"}
+
+
+def lb(**spec: Any) -> dict[str, Any]:
+    ingress = spec.pop("ingress", [{"ip": "203.0.113.7", "ipMode": "VIP"}])
+    return service(
+        type="LoadBalancer", ports=[port(443, "", "TCP", 30443)], lb_ingress=ingress, **spec
+    )
+
+
+def test_load_balancer_ingress_ips() -> None:
+    plan = plan_service(lb(), EPS, None, CONFIG)
+    assert summary(plan)["TCP 203.0.113.7:443"] == BOTH
+    assert plan.state.bound == {"10.96.0.10", "203.0.113.7"}
+    assert plan.state.ipsets["KUBE-LOAD-BALANCER"] == {"203.0.113.7,tcp:443"}
+    assert "KUBE-LOAD-BALANCER-FW" not in plan.state.ipsets
+
+
+@pytest.mark.parametrize(
+    ("ingress", "vips"),
+    [
+        ([{"ip": "203.0.113.7"}], ["203.0.113.7"]),
+        ([{"ip": "203.0.113.7", "ipMode": "Proxy"}], []),
+        ([{"hostname": "lb.example.com"}], []),
+        (
+            [{"ip": "203.0.113.7"}, {"ip": "203.0.113.8", "ipMode": "VIP"}],
+            ["203.0.113.7", "203.0.113.8"],
+        ),
+    ],
+)
+def test_ingress_ip_mode(ingress: list[dict[str, Any]], vips: list[str]) -> None:
+    plan = plan_service(lb(ingress=ingress), [], None, CONFIG)
+    assert (
+        sorted(
+            k.address
+            for k in plan.state.virtual_servers
+            if k.port == 443 and k.address.startswith("203")
+        )
+        == vips
+    )
+
+
+def test_ingress_of_a_service_that_is_not_a_load_balancer_is_ignored() -> None:
+    svc = service(
+        type="NodePort", lb_ingress=[{"ip": "203.0.113.7"}], ports=[port(443, "", "TCP", 30443)]
+    )
+    assert "TCP 203.0.113.7:443" not in summary(plan_service(svc, [], None, CONFIG))
+
+
+def test_source_ranges_fill_the_firewall_sets() -> None:
+    plan = plan_service(
+        lb(loadBalancerSourceRanges=["198.51.100.0/24", "10.1.2.3/8", "192.0.2.1/32"]),
+        [],
+        None,
+        CONFIG,
+    )
+    sets = plan.state.ipsets
+    assert sets["KUBE-LOAD-BALANCER-FW"] == {"203.0.113.7,tcp:443"}
+    assert sets["KUBE-LOAD-BALANCER-SOURCE-CIDR"] == {
+        "203.0.113.7,tcp:443,198.51.100.0/24",
+        "203.0.113.7,tcp:443,10.0.0.0/8",
+        "203.0.113.7,tcp:443,192.0.2.1",
+    }
+    assert "KUBE-LOAD-BALANCER-SOURCE-IP" not in sets  # no range covers the node: it is blocked too
+
+
+def test_a_range_covering_the_node_lets_the_node_reach_the_lb_ip() -> None:
+    plan = plan_service(lb(loadBalancerSourceRanges=["192.168.0.0/16"]), [], None, CONFIG)
+    assert plan.state.ipsets["KUBE-LOAD-BALANCER-SOURCE-IP"] == {"203.0.113.7,tcp:443,203.0.113.7"}
+
+
+def test_allow_all_range_means_no_firewall() -> None:
+    plan = plan_service(lb(loadBalancerSourceRanges=["0.0.0.0/0"]), [], None, CONFIG)
+    assert not any(name.startswith("KUBE-LOAD-BALANCER-") for name in plan.state.ipsets)
+
+
+def test_ranges_of_the_other_family_only_block_everything_of_this_family() -> None:
+    plan = plan_service(lb(loadBalancerSourceRanges=["fd00::/8"]), [], None, CONFIG)
+    assert plan.state.ipsets["KUBE-LOAD-BALANCER-FW"] == {"203.0.113.7,tcp:443"}
+    assert "KUBE-LOAD-BALANCER-SOURCE-CIDR" not in plan.state.ipsets
+
+
+def test_ipv6_source_cidr_set_name_is_truncated_like_kube_proxy() -> None:
+    svc = lb(
+        cluster_ips=("fd00::a",),
+        ingress=[{"ip": "2001:db8:f::7"}],
+        loadBalancerSourceRanges=["2001:db8::/32"],
+    )
+    plan = plan_service(svc, [], None, CONFIG)
+    assert plan.state.ipsets["KUBE-6-LOAD-BALANCER-SOURCE-CID"] == {
+        "2001:db8:f::7,tcp:443,2001:db8::/32"
+    }
+    assert plan.state.ipsets["KUBE-6-LOAD-BALANCER-SOURCE-IP"] == {
+        "2001:db8:f::7,tcp:443,2001:db8:f::7"
+    }
+
+
+# ------------------------------------------------------------- traffic policy
+
+
+def test_external_policy_local_sends_external_traffic_to_local_endpoints_only() -> None:
+    svc = lb(externalTrafficPolicy="Local", healthCheckNodePort=32000, externalIPs=["198.51.100.9"])
+    plan = plan_service(svc, EPS, None, CONFIG)
+    assert summary(plan) == {
+        "TCP 10.96.0.10:443": BOTH,
+        f"TCP {NODE_V4}:30443": [f"{LOCAL}:8080"],
+        "TCP 198.51.100.9:443": [f"{LOCAL}:8080"],
+        "TCP 203.0.113.7:443": [f"{LOCAL}:8080"],
+    }
+    sets = plan.state.ipsets
+    assert sets["KUBE-LOAD-BALANCER-LOCAL"] == {"203.0.113.7,tcp:443"}
+    assert sets["KUBE-EXTERNAL-IP-LOCAL"] == {"198.51.100.9,tcp:443"}
+    assert "KUBE-EXTERNAL-IP" not in sets
+    assert sets["KUBE-NODE-PORT-LOCAL-TCP"] == {"30443"}
+    assert sets["KUBE-NODE-PORT-TCP"] == {"30443"}
+    assert sets["KUBE-HEALTH-CHECK-NODE-PORT"] == {"32000"}
+    assert (plan.health_check_node_port, plan.local_endpoints) == (32000, 1)
+
+
+def test_external_policy_local_without_local_endpoints_falls_back_to_all() -> None:
+    eps = [slice_([endpoint(REMOTE, "node-b")])]
+    svc = lb(externalTrafficPolicy="Local", healthCheckNodePort=32000)
+    plan = plan_service(svc, eps, None, CONFIG)
+    assert summary(plan)["TCP 203.0.113.7:443"] == [f"{REMOTE}:8080"]
+    assert plan.local_endpoints == 0
+
+
+def test_external_policy_local_is_ignored_for_a_cluster_ip_service() -> None:
+    plan = plan_service(service(externalTrafficPolicy="Local"), EPS, None, CONFIG)
+    assert summary(plan) == {"TCP 10.96.0.10:80": BOTH}
+
+
+def test_internal_policy_local_sends_cluster_ip_traffic_to_local_endpoints_only() -> None:
+    plan = plan_service(nodeport(internalTrafficPolicy="Local"), EPS, None, CONFIG)
+    assert summary(plan) == {"TCP 10.96.0.10:80": [f"{LOCAL}:8080"], f"TCP {NODE_V4}:30080": BOTH}
+
+
+def test_internal_policy_local_without_local_endpoints_has_no_real_servers() -> None:
+    eps = [slice_([endpoint(REMOTE, "node-b")])]
+    plan = plan_service(service(internalTrafficPolicy="Local"), eps, None, CONFIG)
+    assert summary(plan) == {"TCP 10.96.0.10:80": []}
+
+
+def test_loop_back_set_holds_local_endpoints() -> None:
+    plan = plan_service(
+        service(ports=[port(53, "", "UDP")]),
+        [slice_([endpoint(LOCAL, NODE), endpoint(REMOTE)], [("", 5353, "UDP")])],
+        None,
+        CONFIG,
+    )
+    assert plan.state.ipsets["KUBE-LOOP-BACK"] == {f"{LOCAL},udp:5353,{LOCAL}"}
+
+
+def test_health_check_port_only_for_load_balancer_with_local_policy() -> None:
+    plan = plan_service(lb(healthCheckNodePort=32000), EPS, None, CONFIG)
+    assert plan.health_check_node_port == 0
+    assert "KUBE-HEALTH-CHECK-NODE-PORT" not in plan.state.ipsets
