@@ -14,6 +14,7 @@ import bisect
 import json
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -71,7 +72,9 @@ class ApiServer:
         self.default_watch_timeout = default_watch_timeout
         self.watches: set[WatchConn] = set()
         self.requests: list[tuple[str, str]] = []
-        self._fail: list[int] = []
+        self._fail: list[tuple[int, str]] = []
+        # Called with each API request before it is served (tests use it to act mid-list).
+        self.before_request: Callable[[web.Request], None] | None = None
         self._runner: web.AppRunner | None = None
         self.host = "127.0.0.1"
         self.port = 0
@@ -138,9 +141,10 @@ class ApiServer:
     def expire_continue_tokens(self) -> None:
         self.store.expire_continue_tokens()
 
-    def fail_next(self, count: int, status: int = 500) -> None:
-        """The next `count` API requests (not discovery) fail with `status`."""
-        self._fail.extend([status] * count)
+    def fail_next(self, count: int, status: int = 500, path_contains: str = "") -> None:
+        """The next `count` API requests (not discovery) whose path and query contain
+        `path_contains` fail with `status`."""
+        self._fail.extend([(status, path_contains)] * count)
 
     # ---- direct state access for tests ---------------------------------------------------
 
@@ -198,9 +202,13 @@ class ApiServer:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             return web.json_response(doc)
         target = self._target(parts)
-        if self._fail:
-            code = self._fail.pop(0)
-            raise ApiError(code, "InternalError", "injected failure")
+        if self.before_request is not None:
+            self.before_request(request)
+        for i, (code, needle) in enumerate(self._fail):
+            if needle in request.path_qs:
+                del self._fail[i]
+                reason = "Expired" if code == 410 else "InternalError"
+                raise ApiError(code, reason, "injected failure")
         method = request.method
         if target.name is None:
             if method == "GET":
