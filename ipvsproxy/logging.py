@@ -85,9 +85,20 @@ def configure(fmt: str = "auto", verbosity: int = 0, stream: TextIO | None = Non
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
 
 
+class _NamedLogger:
+    """Resolves the configured logger at each call, so a module-level logger made at
+    import time follows a later ``configure`` (structlog's own lazy proxy cannot
+    carry a field called ``logger``)."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self._fields = fields
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(structlog.get_logger().bind(**self._fields), name)
+
+
 def get_logger(name: str | None = None, **fields: Any) -> FilteringBoundLogger:
     """A structlog logger; ``name`` appears as the ``logger`` field."""
-    log = structlog.get_logger()
     if name is not None:
         fields["logger"] = name
-    return cast(FilteringBoundLogger, log.bind(**fields) if fields else log)
+    return cast(FilteringBoundLogger, _NamedLogger(fields))

@@ -202,3 +202,93 @@ def test_module_entry_point_runs() -> None:
         "ipvsproxy: error: argument --ipvs-udp-timeout: invalid duration 'soon'"
         " (use Go syntax: 30s, 1m, 500ms, 1h30m)"
     )
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "plan"
+
+
+def test_plan_prints_the_table_addresses_and_ipsets(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(
+        capsys, "plan", "-f", str(FIXTURES / "sample.yaml"), "--node", "node-a", "--log-format=json"
+    )
+    assert code == 0
+    blocks = out.split("\n\n")
+    assert blocks[0].splitlines()[2:] == [
+        "TCP  10.96.0.10:53 rr",
+        "  -> 10.244.1.5:53                Masq    1      0          0",
+        "  -> 10.244.2.7:53                Masq    1      0          0",
+        "UDP  10.96.0.10:53 rr",
+        "  -> 10.244.1.5:53                Masq    1      0          0",
+        "  -> 10.244.2.7:53                Masq    1      0          0",
+        "TCP  10.96.5.5:80 lc",
+        "  -> 10.244.1.20:8080             Masq    1      0          0",
+        "TCP  192.168.1.10:30080 lc",
+        "  -> 10.244.1.20:8080             Masq    1      0          0",
+    ]
+    assert blocks[1] == "kube-ipvs0 addresses:\n  10.96.0.10\n  10.96.5.5"
+    assert "  KUBE-NODE-PORT-TCP\n    30080\n" in blocks[2]
+    assert "  KUBE-CLUSTER-IP\n    10.96.0.10,tcp:53\n    10.96.0.10,udp:53\n" in blocks[2]
+
+
+def test_plan_flags_change_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    sample = str(FIXTURES / "sample.yaml")
+    code, out, _ = run_main(
+        capsys, "plan", "-f", sample, "--ipvs-scheduler=wrr", "--nodeport-addresses=10.0.0.0/8"
+    )
+    assert code == 0
+    assert "TCP  10.96.0.10:53 wrr" in out
+    assert "30080" not in out.split("\n\n")[0]  # no node address matches the CIDR
+
+
+def test_plan_skips_malformed_objects_and_keeps_the_rest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run_main(
+        capsys, "plan", "-f", str(FIXTURES / "broken.yaml"), "--log-format=json"
+    )
+    assert code == 0
+    assert "TCP  10.96.7.7:80 rr" in out
+    assert "10.96.999.1" not in out
+    assert ":99999" not in out
+    warnings = [line for line in err.splitlines() if '"level": "warning"' in line]
+    assert any("default/bad-ip" in line for line in warnings)
+    assert any("ConfigMap" in line for line in warnings)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["plan"], "the following arguments are required: -f/--filename"),
+        (["plan", "-f", "/nonexistent.yaml"], "-f /nonexistent.yaml: cannot read"),
+        (["plan", "-f", "{bad}", "--node", "nope"], "--node nope: no Node of that name"),
+        (["plan", "-f", "{bad}", "-f", "{bad}", "--ipvs-scheduler=x"], "unknown scheduler 'x'"),
+    ],
+)
+def test_plan_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    argv = [a.replace("{bad}", str(FIXTURES / "broken.yaml")) for a in argv]
+    code, out, err = run_main(capsys, *argv, "--log-format=json")
+    assert code == 2
+    assert out == ""
+    assert err.splitlines()[-1].startswith("ipvsproxy: error: ")
+    assert message in err.splitlines()[-1]
+
+
+def test_plan_rejects_invalid_yaml(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("kind: Service\nmetadata: {name: [unclosed\n")
+    code, _, err = run_main(capsys, "plan", "-f", str(path), "--log-format=json")
+    assert code == 2
+    assert err.count("\n") == 1
+    assert f"-f {path}: line" in err
+    assert "not valid YAML" in err
+
+
+def test_plan_needs_a_node_name_when_several_are_given(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    files = ["-f", str(FIXTURES / "sample.yaml"), "-f", str(FIXTURES / "broken.yaml")]
+    code, _, err = run_main(capsys, "plan", *files, "--log-format=json")
+    assert code == 2
+    assert "several Nodes" in err
