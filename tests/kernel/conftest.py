@@ -26,7 +26,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         reporter.write_line(line)
     else:
         print(line, flush=True)
-    subprocess.run(["modprobe", "ip_vs"], check=False, capture_output=True)
+    # One process start for every module the suites use (each start is slow here).
+    subprocess.run(
+        ["modprobe", "-a", "ip_vs", "ipv6", "veth", "dummy", "nf_conntrack"],
+        check=False,
+        capture_output=True,
+    )
     if not Path("/proc/net/ip_vs").exists():
         pytest.exit(
             f"kernel {release} has no IPVS (modprobe ip_vs failed); "

@@ -76,3 +76,13 @@ def entered(ns_fd: int) -> Iterator[None]:
             setns(back)
     finally:
         os.close(back)
+
+
+def make_netns() -> int:
+    """Create a new network namespace (loopback up) and return a file descriptor for it.
+
+    The calling thread stays where it was. The namespace lives as long as the
+    descriptor (or a socket or process inside it) does.
+    """
+    with fresh_netns() as fd:
+        return os.dup(fd)
