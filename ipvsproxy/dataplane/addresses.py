@@ -14,7 +14,9 @@ link-local addresses are kept, as kube-proxy keeps them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +47,13 @@ def parse_addresses(
 def is_node_address(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     return not ip.is_loopback and not (ip.version == 6 and ip.is_link_local)
+
+
+def _load_ipv6() -> None:
+    """Where IPv6 is a module not yet loaded, rtnetlink refuses IPv6 addresses (EOPNOTSUPP)
+    without loading it; opening an AF_INET6 socket makes the kernel load it."""
+    with contextlib.suppress(OSError):
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
 
 
 class NetlinkAddresses:
@@ -96,6 +105,8 @@ class NetlinkAddresses:
 
     async def _each(self, cmd: str, addresses: Sequence[str], ignore: int) -> None:
         ips = parse_addresses(addresses)
+        if any(ip.version == 6 for ip in ips):
+            _load_ipv6()
         index = self._index if self._index is not None else await self._lookup()
         if index is None:
             if cmd == "del":

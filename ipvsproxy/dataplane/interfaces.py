@@ -182,6 +182,8 @@ class Conntrack(Protocol):
         """Delete UDP entries to virtual:port that IPVS sent to ``real``. Returns the count."""
         ...
 
+    async def close(self) -> None: ...
+
 
 # -------------------------------------------------------------- sysctls
 

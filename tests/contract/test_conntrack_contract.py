@@ -1,0 +1,75 @@
+"""Contract: Conntrack (FakeConntrack, or NetlinkConntrack over ctnetlink in a fresh netns)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from ipvsproxy.dataplane.conntrack import NetlinkConntrack, insert_udp_entry
+from ipvsproxy.dataplane.errors import InvalidValueError
+from ipvsproxy.dataplane.fakes import FakeConntrack
+from ipvsproxy.dataplane.interfaces import Conntrack
+
+Seed = Callable[[str, int, str, int, str], Awaitable[None]]
+
+
+@pytest.fixture
+async def conntrack(real: bool, netns: None) -> AsyncIterator[Conntrack]:
+    impl = NetlinkConntrack() if real else FakeConntrack()
+    yield impl
+    await impl.close()
+
+
+@pytest.fixture
+def seed(real: bool, conntrack: Conntrack) -> Seed:
+    """Seed one UDP entry client:cport -> vip:port answered by real:port."""
+
+    async def add(client: str, cport: int, vip: str, port: int, backend: str) -> None:
+        if real:
+            await insert_udp_entry(client, cport, vip, port, backend, port)
+        else:
+            assert isinstance(conntrack, FakeConntrack)
+            conntrack.add_udp_entry(client, cport, vip, port, backend, port)
+
+    return add
+
+
+@pytest.mark.parametrize(
+    ("client", "vip", "other_vip", "rs1", "rs2"),
+    [
+        ("10.0.0.1", "10.96.0.10", "10.96.0.11", "10.244.1.5", "10.244.2.6"),
+        ("fd00::1", "fd00:96::10", "fd00:96::11", "fd00:244::5", "fd00:244::6"),
+    ],
+)
+async def test_delete_by_service_and_by_real_server(
+    conntrack: Conntrack, seed: Seed, client: str, vip: str, other_vip: str, rs1: str, rs2: str
+) -> None:
+    await seed(client, 40001, vip, 53, rs1)
+    await seed(client, 40002, vip, 53, rs1)
+    await seed(client, 40003, vip, 53, rs2)
+    await seed(client, 40004, vip, 5353, rs1)  # same VIP, other port
+    await seed(client, 40005, other_vip, 53, rs1)  # other VIP
+    assert await conntrack.delete_udp_to_real_server(vip, 53, rs1) == 2
+    assert await conntrack.delete_udp_to_real_server(vip, 53, rs1) == 0
+    assert await conntrack.delete_udp_to_service(vip, 53) == 1  # only rs2's is left
+    assert await conntrack.delete_udp_to_service(vip, 5353) == 1
+    assert await conntrack.delete_udp_to_service(other_vip, 53) == 1
+    assert await conntrack.delete_udp_to_service(other_vip, 53) == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "field"), [("10.96.0.300", 53, "address"), ("10.96.0.10", 0, "port")]
+)
+async def test_bad_service_is_a_typed_error(
+    conntrack: Conntrack, address: str, port: int, field: str
+) -> None:
+    with pytest.raises(InvalidValueError) as info:
+        await conntrack.delete_udp_to_service(address, port)
+    assert info.value.field == field
+
+
+async def test_bad_real_server_is_a_typed_error(conntrack: Conntrack) -> None:
+    with pytest.raises(InvalidValueError, match="bogus") as info:
+        await conntrack.delete_udp_to_real_server("10.96.0.10", 53, "bogus")
+    assert info.value.field == "address"
