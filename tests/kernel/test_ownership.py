@@ -1,0 +1,68 @@
+"""Every cleanup path of this layer leaves the operator's own state alone (real kernel).
+
+Before: an operator's IPVS service on an address that is not ours (made with ipvsadm), an
+operator's iptables rule and chain, an operator's ipset; plus everything the proxy makes.
+Then every cleanup path runs: iptables cleanup (both families), destroying the KUBE-* sets,
+unbinding our addresses and deleting kube-ipvs0. After: the operator's state is intact.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from ipvsproxy.dataplane.addresses import NetlinkAddresses
+from ipvsproxy.dataplane.ipset_specs import ipset_specs
+from ipvsproxy.dataplane.ipsets import IpsetCli, destroy_owned
+from ipvsproxy.dataplane.iptables import IptablesCli, RulesSyncer, detect_backend
+from ipvsproxy.dataplane.iptables_rules import RulesConfig
+from ipvsproxy.model import Family
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+async def test_cleanup_paths_keep_operator_state(netns: int) -> None:
+    backend = await detect_backend()
+    assert backend == "legacy"  # this kernel has no nf_tables: detection must see that
+    save = f"iptables-{backend}-save"
+    # The operator's state.
+    sh("ipvsadm", "-A", "-t", "192.0.2.50:80", "-s", "rr")
+    sh("ipvsadm", "-a", "-t", "192.0.2.50:80", "-r", "192.0.2.51:80", "-m")
+    sh(f"iptables-{backend}", "-w", "-A", "INPUT", "-s", "192.0.2.9", "-j", "ACCEPT")
+    sh(f"iptables-{backend}", "-w", "-t", "nat", "-N", "OPERATOR")
+    sh(f"iptables-{backend}", "-w", "-t", "nat", "-A", "OUTPUT", "-j", "OPERATOR")
+    sh("ipset", "create", "operator-set", "hash:ip")
+    sh("ipset", "add", "operator-set", "192.0.2.9")
+    before_ipvs = sh("ipvsadm", "-Ln")
+    before_filter, before_nat = sh(save, "-t", "filter"), sh(save, "-t", "nat")
+
+    # Everything of ours.
+    addresses, ipsets, iptables = NetlinkAddresses(), IpsetCli(), IptablesCli(backend)
+    await addresses.ensure_dummy()
+    await addresses.bind(["10.96.0.10", "fd00::10"])
+    specs = ipset_specs(Family.V4) + ipset_specs(Family.V6)
+    await ipsets.ensure(specs)
+    await ipsets.update({"KUBE-CLUSTER-IP": ({"10.96.0.10,tcp:80"}, set())})
+    for family in Family:
+        await RulesSyncer(iptables, family).sync(RulesConfig())
+    assert "KUBE-SERVICES" in sh(save, "-t", "nat")
+
+    # Every cleanup path.
+    for family in Family:
+        await iptables.cleanup(family)
+    assert sorted(await destroy_owned(ipsets)) == sorted(s.name for s in specs)
+    await addresses.unbind(["10.96.0.10", "fd00::10"])
+    await addresses.delete_dummy()
+    await addresses.close()
+
+    assert sh("ipvsadm", "-Ln") == before_ipvs
+    assert "192.0.2.50:80" in before_ipvs
+    body = lambda text: [x for x in text.splitlines() if not x.startswith("#")]  # noqa: E731
+    assert body(sh(save, "-t", "filter")) == body(before_filter)
+    assert body(sh(save, "-t", "nat")) == body(before_nat)
+    assert "-A INPUT -s 192.0.2.9/32 -j ACCEPT" in before_filter
+    assert "KUBE-" not in sh(save) + sh(f"ip6tables-{backend}-save")
+    assert sh("ipset", "list", "-n").split() == ["operator-set"]
+    assert "192.0.2.9" in sh("ipset", "list", "operator-set")
+    assert "kube-ipvs0" not in sh("ip", "link")
