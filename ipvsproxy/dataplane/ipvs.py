@@ -245,9 +245,25 @@ def encode_op(op: IpvsOp) -> bytes:
     return nl.dest_message(cmd, _svc_key(op.virtual), dest)
 
 
-def decode_service(message: nl.Message) -> tuple[VirtualServer, Stats] | None:
+_SERVICE = frozenset({nl.CMD_ATTR_SERVICE})
+_DEST = frozenset({nl.CMD_ATTR_DEST})
+_SERVICE_FIELDS = frozenset(
+    {nl.SVC_AF, nl.SVC_PROTOCOL, nl.SVC_ADDR, nl.SVC_PORT, nl.SVC_SCHED_NAME}
+    | {nl.SVC_FLAGS, nl.SVC_TIMEOUT}
+)
+_SERVICE_STATS = _SERVICE_FIELDS | {nl.SVC_STATS, nl.SVC_STATS64}
+_DEST_FIELDS = frozenset(
+    {nl.DEST_ADDR, nl.DEST_PORT, nl.DEST_FWD_METHOD, nl.DEST_WEIGHT, nl.DEST_ADDR_FAMILY}
+    | {nl.DEST_ACTIVE_CONNS, nl.DEST_INACT_CONNS}
+)
+
+
+def decode_service(
+    message: nl.Message, with_stats: bool = True
+) -> tuple[VirtualServer, Stats] | None:
     """A listed service, or None for one we cannot name (fwmark, other protocols)."""
-    svc = nl.attrs(nl.genl_attrs(message.data).get(nl.CMD_ATTR_SERVICE, b""))
+    nest = nl.genl_attrs(message.data, _SERVICE).get(nl.CMD_ATTR_SERVICE, b"")
+    svc = nl.attrs(nest, wanted=_SERVICE_STATS if with_stats else _SERVICE_FIELDS)
     if nl.SVC_ADDR not in svc or nl.SVC_PROTOCOL not in svc:
         return None
     try:
@@ -263,12 +279,14 @@ def decode_service(message: nl.Message) -> tuple[VirtualServer, Stats] | None:
     flags = nl.flags_of(svc[nl.SVC_FLAGS]) & ~FLAG_HASHED if nl.SVC_FLAGS in svc else 0
     timeout = nl.u32(svc[nl.SVC_TIMEOUT]) if nl.SVC_TIMEOUT in svc else 0
     sched = svc.get(nl.SVC_SCHED_NAME, b"").rstrip(b"\0").decode()
-    return VirtualServer(key, sched, flags, timeout), Stats(*nl.stats_of(svc))
+    stats = Stats(*nl.stats_of(svc)) if with_stats else Stats()
+    return VirtualServer(key, sched, flags, timeout), stats
 
 
 def decode_dest(message: nl.Message) -> tuple[RealServerStatus, int]:
     """A listed real server and its forwarding method (0 = masquerade)."""
-    dest = nl.attrs(nl.genl_attrs(message.data)[nl.CMD_ATTR_DEST])
+    nest = nl.genl_attrs(message.data, _DEST)[nl.CMD_ATTR_DEST]
+    dest = nl.attrs(nest, wanted=_DEST_FIELDS)
     family = nl.u16(dest[nl.DEST_ADDR_FAMILY]) if nl.DEST_ADDR_FAMILY in dest else 0
     raw = dest[nl.DEST_ADDR]
     family = family or (nl.AF_INET6 if raw[4:].strip(b"\0") else nl.AF_INET)
@@ -335,11 +353,12 @@ class NetlinkIpvs:
         if failures:
             raise IpvsBatchError(failures)
 
-    async def _services(self) -> list[tuple[VirtualServer, Stats]]:
+    async def _services(self, with_stats: bool) -> list[tuple[VirtualServer, Stats]]:
         [(code, replies)] = await self._sock.requests([nl.genl(nl.CMD_GET_SERVICE, b"")])
         if code:
             raise kernel_error(code)
-        services = [s for s in map(decode_service, replies) if s is not None]
+        decoded = (decode_service(m, with_stats) for m in replies)
+        services = [s for s in decoded if s is not None]
         _schedulers_present.update(server.scheduler for server, _ in services)
         return services
 
@@ -353,7 +372,7 @@ class NetlinkIpvs:
         return out
 
     async def dump(self) -> IpvsTable:
-        servers = [server for server, _ in await self._services()]
+        servers = [server for server, _ in await self._services(with_stats=False)]
         keys = [server.key for server in servers]
         dests = await self._dests(keys)
         return IpvsTable(
@@ -376,7 +395,7 @@ class NetlinkIpvs:
         return {status.server.key: fwd for status, fwd in map(decode_dest, replies)}
 
     async def stats(self) -> dict[VirtualServerKey, Stats]:
-        return {server.key: stats for server, stats in await self._services()}
+        return {server.key: stats for server, stats in await self._services(with_stats=True)}
 
     async def set_timeouts(self, tcp: int, tcpfin: int, udp: int) -> None:
         validate_timeouts(tcp, tcpfin, udp)

@@ -194,23 +194,31 @@ def config_message(tcp: int, tcpfin: int, udp: int) -> bytes:
 # ------------------------------------------------------------------ decoding
 
 
-def attrs(data: bytes | memoryview, start: int = 0, end: int | None = None) -> dict[int, bytes]:
-    """The attributes in ``data[start:end]`` by type (last one wins)."""
+def attrs(
+    data: bytes, start: int = 0, end: int | None = None, wanted: frozenset[int] | None = None
+) -> dict[int, bytes]:
+    """The attributes in ``data[start:end]`` by type (last one wins); only ``wanted`` if given.
+
+    This loop is most of the cost of a dump, so it copies only what is asked for.
+    """
     out: dict[int, bytes] = {}
     end = len(data) if end is None else end
+    unpack = _NLA.unpack_from
     pos = start
     while pos + 4 <= end:
-        size, kind = _NLA.unpack_from(data, pos)
+        size, kind = unpack(data, pos)
         if size < 4:
             break
-        out[kind & NLA_TYPE_MASK] = bytes(data[pos + 4 : pos + size])
+        kind &= NLA_TYPE_MASK
+        if wanted is None or kind in wanted:
+            out[kind] = data[pos + 4 : pos + size]
         pos += (size + 3) & ~3
     return out
 
 
-def genl_attrs(message: bytes) -> dict[int, bytes]:
+def genl_attrs(message: bytes, wanted: frozenset[int] | None = None) -> dict[int, bytes]:
     """Top-level attributes of one generic netlink message (nlmsghdr included)."""
-    return attrs(message, _NLMSGHDR.size + _GENLHDR.size)
+    return attrs(message, _NLMSGHDR.size + _GENLHDR.size, None, wanted)
 
 
 def u16(raw: bytes) -> int:

@@ -331,6 +331,26 @@ async def test_large_batch(ipvs: Ipvs) -> None:
     assert set((await ipvs.dump()).virtual_servers) == set(keys[1::2])
 
 
+async def test_dump_with_long_real_server_lists(ipvs: Ipvs) -> None:
+    # A service whose real servers overflow one netlink buffer keeps its dump
+    # running, so the dumps pipelined after it are refused (EBUSY) and retried.
+    keys = [VirtualServerKey(f"10.96.0.{i}", 80, Protocol.TCP) for i in range(1, 7)]
+    many = {key: [rs(f"10.1.{i}.{n}", 80) for n in range(1, 201)] for i, key in enumerate(keys)}
+    ops: list[IpvsOp] = []
+    for key in keys:
+        ops.append(AddVirtualServer(VirtualServer(key)))
+        ops += [
+            AddRealServer(key, server)
+            for server in many[key][: 200 if key.address[-1] in "135" else 2]
+        ]
+    await ipvs.apply(ops)
+    _, listed = await table(ipvs)
+    assert {key: len(value) for key, value in listed.items()} == {
+        key: 200 if key.address[-1] in "135" else 2 for key in keys
+    }
+    assert listed[keys[0]] == sorted(status(server) for server in many[keys[0]])
+
+
 async def test_empty_batch(ipvs: Ipvs) -> None:
     await ipvs.apply([])
     assert await table(ipvs) == ({}, {})
