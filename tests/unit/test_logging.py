@@ -6,8 +6,23 @@ import io
 import json
 import logging
 import re
+from collections.abc import Iterator
+
+import pytest
+import structlog
 
 from ipvsproxy import logging as plog
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    # configure() changes process-wide logging: put it back for other tests.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
 
 
 class Tty(io.StringIO):
