@@ -106,7 +106,7 @@ def diff(observed: DataplaneState, desired: DataplaneState) -> list[Op]:
                 ops.append(UpdateRealServer(key, target))
         if (
             key.protocol is Protocol.UDP
-            and want_rs
+            and any(s.server.weight > 0 for s in want_rs.values())
             and not any(s.server.weight > 0 for s in have_rs.values())
         ):
             flushes.append(FlushUdpConntrack(key.address, key.port))

@@ -76,9 +76,19 @@ an allocator of stable marks across Services (not per-Service pure), and
 def plan_service(service: Any, slices: Iterable[Any], node: Any, config: PlanConfig) -> ServicePlan:
     """Plan one Service. Never raises: a bug shows up as ``skip``, not as a crash."""
     try:
-        return _plan(service, list(slices) if slices is not None else [], node, config)
+        return _plan(service, _slice_list(slices), node, config)
     except Exception as err:  # plan must never stop the proxy
         return ServicePlan(service_key(service), skip=f"internal error while planning: {err!r}")
+
+
+def _slice_list(slices: Any) -> list[Any]:
+    """Any iterable of slices as a list; a string, a mapping or a non-iterable as none."""
+    if slices is None or isinstance(slices, str | bytes | dict):
+        return []
+    try:
+        return list(slices)
+    except TypeError:
+        return []
 
 
 def _plan(service: Any, slices: list[Any], node: Any, config: PlanConfig) -> ServicePlan:

@@ -1,0 +1,79 @@
+"""plan, property-based: never raises, on what the API server accepts and on junk,
+and what it returns is a consistent desired state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ipvsproxy import ipsetnames
+from ipvsproxy.diff import diff
+from ipvsproxy.model import Family, family_of
+from ipvsproxy.plan import plan_service
+from ipvsproxy.simulate import apply_ops
+from ipvsproxy.state import DataplaneState, ServicePlan
+from tests.unit.strategies import (
+    CONFIG,
+    V4_ONLY,
+    json_values,
+    mutated,
+    node,
+    valid_services,
+    valid_slices,
+)
+
+configs = st.sampled_from([CONFIG, V4_ONLY])
+nodes = st.one_of(st.none(), st.builds(node, st.sampled_from([None, "z1", "z2"])))
+
+
+def check_consistent(plan: ServicePlan) -> None:
+    assert plan.skip is None or not plan.skip.startswith("internal error"), plan.skip
+    state = plan.state
+    assert set(state.real_servers) == set(state.virtual_servers)
+    for key, server in state.virtual_servers.items():
+        assert server.key == key
+        assert 1 <= key.port <= 65535
+        for rkey, status in state.real_servers[key].items():
+            assert status.server.key == rkey
+            assert status.server.weight == 1
+            assert family_of(rkey.address) is key.family  # never mixes families
+    vips = {key.address for key in state.virtual_servers}
+    assert state.bound <= vips
+    for family in Family:
+        bound = {a for a in state.bound if family_of(a) is family}
+        assert state.entries(ipsetnames.set_name(ipsetnames.IPVS_IPS, family)) == bound
+    for name in state.ipsets:
+        assert ipsetnames.kind_of(name) is not None, name
+    if plan.skip:
+        assert state == DataplaneState()
+    # A plan is programmable from nothing, op by op.
+    assert apply_ops(DataplaneState(), diff(DataplaneState(), state)) == state
+
+
+@settings(max_examples=200, deadline=None)
+@given(valid_services(), st.lists(valid_slices(), max_size=3), nodes, configs)
+def test_plan_of_valid_objects(svc: Any, slices: list[Any], node_obj: Any, config: Any) -> None:
+    plan = plan_service(svc, slices, node_obj, config)
+    check_consistent(plan)
+    assert plan.skip is None or "serves none" in plan.skip
+    if plan.skip is None:
+        assert plan.state.virtual_servers  # every valid port gets its cluster IP server
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    mutated(valid_services()),
+    st.lists(st.one_of(valid_slices(), mutated(valid_slices())), max_size=3),
+    st.one_of(nodes, json_values),
+    configs,
+)
+def test_plan_of_malformed_objects(svc: Any, slices: list[Any], node_obj: Any, config: Any) -> None:
+    check_consistent(plan_service(svc, slices, node_obj, config))
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values, st.one_of(st.none(), json_values), json_values)
+def test_plan_of_arbitrary_json(svc: Any, slices: Any, node_obj: Any) -> None:
+    check_consistent(plan_service(svc, slices, node_obj, CONFIG))
