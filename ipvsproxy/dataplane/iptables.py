@@ -79,11 +79,9 @@ def choose_backend(legacy: str | None, nft: str | None, nft_works: bool) -> str:
 async def detect_backend() -> str:
     """ "legacy" or "nft" (see the module docstring)."""
     legacy, nft = await _save_all("legacy"), await _save_all("nft")
-    works = False
-    if nft is not None and not choose_backend(legacy, nft, False) == "legacy" == choose_backend(
-        legacy, nft, True
-    ):
-        works = await _nft_works()
+    # Probe only when the saves leave the choice open (neither backend holds rules).
+    undecided = choose_backend(legacy, nft, True) != choose_backend(legacy, nft, False)
+    works = undecided and await _nft_works()
     return choose_backend(legacy, nft, works)
 
 
