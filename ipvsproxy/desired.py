@@ -1,0 +1,201 @@
+"""The whole node's desired state, kept up to date one Service at a time (pure).
+
+A sync plans only the Services that changed. ``DesiredIndex`` holds every
+Service's last plan and remembers which Services claim each kernel object, so
+that a change to one Service yields the ``Scope`` it touches: the objects its
+old and new plans name. Diffing the desired and observed states restricted to
+that scope costs as much as the Service itself, whatever the cluster's size,
+and still respects objects two Services share (an external IP bound for both,
+an address in KUBE-IPVS-IPS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from ipvsproxy.model import (
+    RealServerKey,
+    RealServerStatus,
+    ServiceKey,
+    VirtualServer,
+    VirtualServerKey,
+)
+from ipvsproxy.state import DataplaneState, ServicePlan
+
+IpsetEntry = tuple[str, str]  # (set name, entry)
+_Item = TypeVar("_Item")
+
+
+@dataclass
+class Scope:
+    """The kernel objects a sync looks at: everything else is left alone."""
+
+    virtual_servers: set[VirtualServerKey] = field(default_factory=set)
+    addresses: set[str] = field(default_factory=set)
+    entries: set[IpsetEntry] = field(default_factory=set)
+
+    def add_state(self, state: DataplaneState) -> None:
+        self.virtual_servers.update(state.virtual_servers)
+        self.addresses.update(state.bound)
+        for name, entries in state.ipsets.items():
+            self.entries.update((name, entry) for entry in entries)
+
+    def update(self, other: Scope) -> None:
+        self.virtual_servers |= other.virtual_servers
+        self.addresses |= other.addresses
+        self.entries |= other.entries
+
+    def __bool__(self) -> bool:
+        return bool(self.virtual_servers or self.addresses or self.entries)
+
+
+def _entries_of(state: DataplaneState) -> Iterable[IpsetEntry]:
+    for name, entries in state.ipsets.items():
+        for entry in entries:
+            yield name, entry
+
+
+class DesiredIndex:
+    """Every Service's plan, and who claims each virtual server, address and entry."""
+
+    def __init__(self) -> None:
+        self.plans: dict[ServiceKey, ServicePlan] = {}
+        # Owners in claim order: two Services on one externalIP:port is legal in
+        # the API; the first claim wins until it goes away, then the next.
+        self._vs_owners: dict[VirtualServerKey, list[ServiceKey]] = {}
+        self._address_owners: dict[str, set[ServiceKey]] = {}
+        self._entry_owners: dict[IpsetEntry, set[ServiceKey]] = {}
+
+    def set_plan(self, key: ServiceKey, plan: ServicePlan | None) -> Scope:
+        """Record ``key``'s new plan (None: the Service is gone); return what it touched."""
+        scope = Scope()
+        old = self.plans.pop(key, None)
+        if old is not None:
+            scope.add_state(old.state)
+            self._release(key, old.state)
+        if plan is not None:
+            self.plans[key] = plan
+            scope.add_state(plan.state)
+            self._claim(key, plan.state)
+        return scope
+
+    def _claim(self, key: ServiceKey, state: DataplaneState) -> None:
+        for vs in state.virtual_servers:
+            self._vs_owners.setdefault(vs, []).append(key)
+        for address in state.bound:
+            self._address_owners.setdefault(address, set()).add(key)
+        for entry in _entries_of(state):
+            self._entry_owners.setdefault(entry, set()).add(key)
+
+    def _release(self, key: ServiceKey, state: DataplaneState) -> None:
+        for vs in state.virtual_servers:
+            owners = self._vs_owners[vs]
+            owners.remove(key)
+            if not owners:
+                del self._vs_owners[vs]
+        for address in state.bound:
+            _discard(self._address_owners, address, key)
+        for entry in _entries_of(state):
+            _discard(self._entry_owners, entry, key)
+
+    def vs_conflicts(self) -> dict[VirtualServerKey, list[ServiceKey]]:
+        """Virtual servers more than one Service asks for (to be reported)."""
+        return {vs: owners for vs, owners in self._vs_owners.items() if len(owners) > 1}
+
+    def desired(self, scope: Scope | None = None) -> DataplaneState:
+        """The desired state, restricted to ``scope`` (None: everything)."""
+        vs_keys = self._vs_owners.keys() if scope is None else scope.virtual_servers
+        addresses = self._address_owners.keys() if scope is None else scope.addresses
+        entries = self._entry_owners.keys() if scope is None else scope.entries
+        virtual: dict[VirtualServerKey, VirtualServer] = {}
+        real: dict[VirtualServerKey, Mapping[RealServerKey, RealServerStatus]] = {}
+        for vs in vs_keys:
+            owners = self._vs_owners.get(vs)
+            if owners:
+                state = self.plans[owners[0]].state
+                virtual[vs] = state.virtual_servers[vs]
+                real[vs] = state.servers_of(vs)
+        sets: dict[str, set[str]] = {}
+        for name, entry in entries:
+            if (name, entry) in self._entry_owners:
+                sets.setdefault(name, set()).add(entry)
+        return DataplaneState(
+            virtual_servers=virtual,
+            real_servers=real,
+            bound=frozenset(a for a in addresses if a in self._address_owners),
+            ipsets={name: frozenset(found) for name, found in sets.items()},
+        )
+
+
+def _discard(owners: dict[_Item, set[ServiceKey]], item: _Item, key: ServiceKey) -> None:
+    holders = owners.get(item)
+    if holders is not None:
+        holders.discard(key)
+        if not holders:
+            del owners[item]
+
+
+class ObservedMirror:
+    """What the proxy knows the kernel holds of its own objects, mutable and indexed.
+
+    Filled from a full dump at each resync and kept current by writing back the
+    result of every applied diff, so a sync reads the kernel only at resyncs and
+    when draining real servers.
+    """
+
+    def __init__(self, state: DataplaneState | None = None) -> None:
+        self.virtual_servers: dict[VirtualServerKey, VirtualServer] = {}
+        self.real_servers: dict[VirtualServerKey, Mapping[RealServerKey, RealServerStatus]] = {}
+        self.bound: set[str] = set()
+        self.entries: dict[str, set[str]] = {}
+        if state is not None:
+            self.reset(state)
+
+    def reset(self, state: DataplaneState) -> None:
+        self.virtual_servers = dict(state.virtual_servers)
+        self.real_servers = {vs: dict(state.servers_of(vs)) for vs in state.virtual_servers}
+        self.bound = set(state.bound)
+        self.entries = {name: set(entries) for name, entries in state.ipsets.items()}
+
+    def state(self, scope: Scope | None = None) -> DataplaneState:
+        """The observed state, restricted to ``scope`` (None: everything)."""
+        if scope is None:
+            vs_keys: Iterable[VirtualServerKey] = self.virtual_servers
+            addresses: Iterable[str] = self.bound
+            sets = {name: frozenset(entries) for name, entries in self.entries.items()}
+        else:
+            vs_keys = [vs for vs in scope.virtual_servers if vs in self.virtual_servers]
+            addresses = [a for a in scope.addresses if a in self.bound]
+            found: dict[str, set[str]] = {}
+            for name, entry in scope.entries:
+                if entry in self.entries.get(name, ()):
+                    found.setdefault(name, set()).add(entry)
+            sets = {name: frozenset(entries) for name, entries in found.items()}
+        return DataplaneState(
+            virtual_servers={vs: self.virtual_servers[vs] for vs in vs_keys},
+            real_servers={vs: self.real_servers.get(vs, {}) for vs in vs_keys},
+            bound=frozenset(addresses),
+            ipsets=sets,
+        )
+
+    def write_back(self, scope: Scope, state: DataplaneState) -> None:
+        """Replace what the mirror holds inside ``scope`` with ``state``."""
+        for vs in scope.virtual_servers:
+            if vs in state.virtual_servers:
+                self.virtual_servers[vs] = state.virtual_servers[vs]
+                self.real_servers[vs] = dict(state.servers_of(vs))
+            else:
+                self.virtual_servers.pop(vs, None)
+                self.real_servers.pop(vs, None)
+        for address in scope.addresses:
+            if address in state.bound:
+                self.bound.add(address)
+            else:
+                self.bound.discard(address)
+        for name, entry in scope.entries:
+            if entry in state.entries(name):
+                self.entries.setdefault(name, set()).add(entry)
+            else:
+                self.entries.get(name, set()).discard(entry)

@@ -1,0 +1,100 @@
+"""Which part of what the kernel holds is the proxy's own (pure).
+
+The proxy owns the addresses on kube-ipvs0, every KUBE-* ipset entry, and the
+virtual servers it made: those on an address bound to kube-ipvs0, and those on
+another local address (NodePorts, an external or load-balancer IP the node
+already has) whose port the proxy recorded in its own ipsets. The record is
+the kernel's, so ownership survives a restart of the proxy, and an operator's
+own virtual server on a node address (say 192.0.2.10:80, with no KUBE-*
+entry) is never touched. ``--ipvs-exclude-cidrs`` removes virtual servers from
+ownership whatever else holds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+
+from ipvsproxy import ipsetnames
+from ipvsproxy.dataplane.interfaces import IpvsTable
+from ipvsproxy.model import (
+    Family,
+    Protocol,
+    RealServerKey,
+    RealServerStatus,
+    VirtualServerKey,
+)
+from ipvsproxy.state import DataplaneState
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Sets whose hash:ip,port entries record a virtual server on a local address.
+_ADDRESS_PORT_KINDS = (
+    ipsetnames.CLUSTER_IP,
+    ipsetnames.EXTERNAL_IP,
+    ipsetnames.LOAD_BALANCER,
+)
+
+
+def recorded_keys(
+    entries: Mapping[str, Iterable[str]],
+) -> tuple[set[str], set[tuple[Protocol, int]]]:
+    """From the proxy's ipsets: the ``ip,proto:port`` entries, and the (protocol, port)
+    pairs of NodePorts (bitmap sets hold bare ports; SCTP's hash set holds ip,sctp:port)."""
+    address_ports: set[str] = set()
+    node_ports: set[tuple[Protocol, int]] = set()
+    for family in Family:
+        for kind in _ADDRESS_PORT_KINDS:
+            address_ports.update(entries.get(ipsetnames.set_name(kind, family), ()))
+        for protocol, kinds in ipsetnames.NODE_PORT_SETS.items():
+            for kind in kinds:
+                for entry in entries.get(ipsetnames.set_name(kind, family), ()):
+                    port = entry.rsplit(":", 1)[-1]
+                    if port.isdigit():
+                        node_ports.add((protocol, int(port)))
+    return address_ports, node_ports
+
+
+def is_owned(
+    key: VirtualServerKey,
+    bound: Iterable[str] | set[str],
+    address_ports: set[str],
+    node_ports: set[tuple[Protocol, int]],
+    exclude: Sequence[Network] = (),
+) -> bool:
+    if exclude:
+        ip = ipaddress.ip_address(key.address)
+        if any(ip in net for net in exclude):
+            return False
+    if key.address in bound:
+        return True
+    if (key.protocol, key.port) in node_ports:
+        return True
+    return ipsetnames.ip_port_entry(key.address, key.protocol, key.port) in address_ports
+
+
+def owned_state(
+    table: IpvsTable,
+    bound: set[str],
+    entries: Mapping[str, set[str]],
+    exclude: Sequence[Network] = (),
+) -> DataplaneState:
+    """The proxy's own part of the kernel, as diff's ``observed``."""
+    address_ports, node_ports = recorded_keys(entries)
+    virtual = {
+        key: vs
+        for key, vs in table.virtual_servers.items()
+        if is_owned(key, bound, address_ports, node_ports, exclude)
+    }
+    real: dict[VirtualServerKey, dict[RealServerKey, RealServerStatus]] = {
+        key: {status.server.key: status for status in table.real_servers.get(key, ())}
+        for key in virtual
+    }
+    sets = {
+        name: frozenset(found)
+        for name, found in entries.items()
+        if found and ipsetnames.kind_of(name) is not None
+    }
+    return DataplaneState(
+        virtual_servers=virtual, real_servers=real, bound=frozenset(bound), ipsets=sets
+    )

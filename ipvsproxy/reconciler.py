@@ -1,0 +1,333 @@
+"""The reconciler: turns cluster changes into kernel changes, one dirty Service at a time.
+
+The watchers call ``service_changed``/``endpoints_changed``/``node_changed``
+as changes arrive; each marks work and wakes the loop. The loop:
+
+* waits until every watcher has delivered its first complete list, then does a
+  first full sync that adopts what the kernel holds (no flush: real servers
+  keep their connections across a restart of the proxy);
+* runs a sync at most once per ``min_sync_period``, coalescing bursts; a sync
+  plans and diffs only the dirty Services (``DesiredIndex`` gives the scope),
+  so its cost does not grow with the cluster;
+* every ``sync_period`` runs a full sync: re-reads the kernel and heals drift
+  (a virtual server deleted behind the proxy's back comes back);
+* every ``drain_period`` re-reads the real servers left at weight 0 by graceful
+  termination and deletes those whose connections have reached 0.
+
+A failed sync leaves the mirror of the kernel in doubt, so the next sync after
+one is a full one, retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from ipvsproxy import ipsetnames
+from ipvsproxy.dataplane.executor import Dataplane, SyncError, execute
+from ipvsproxy.dataplane.interfaces import IpsetSpec
+from ipvsproxy.desired import DesiredIndex, ObservedMirror, Scope
+from ipvsproxy.diff import Op, diff
+from ipvsproxy.model import Family, RealServerStatus, ServiceKey, family_of
+from ipvsproxy.observe import owned_state
+from ipvsproxy.plan import plan_service
+from ipvsproxy.planconfig import PlanConfig
+from ipvsproxy.simulate import apply_ops
+from ipvsproxy.state import ServicePlan
+
+log = structlog.get_logger(__name__)
+
+Obj = dict[str, Any]
+
+
+class ClusterView(Protocol):
+    """What the reconciler reads of the cluster (the watchers' cache)."""
+
+    @property
+    def services(self) -> Mapping[ServiceKey, Obj]: ...
+
+    def slices_for(self, key: ServiceKey) -> list[Obj]: ...
+
+    @property
+    def node(self) -> Obj | None: ...
+
+
+class SyncObserver(Protocol):
+    """Told about syncs: metrics, health, events, the health-check servers."""
+
+    def change_queued(self, kind: str, trigger_time: float | None) -> None: ...
+
+    async def synced(self, result: SyncResult) -> None: ...
+
+    def sync_failed(self, error: SyncError) -> None: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    node_name: str
+    scheduler: str = "rr"
+    min_sync_period: float = 1.0
+    sync_period: float = 30.0
+    drain_period: float = 2.0
+    nodeport_addresses: tuple[str, ...] = ()
+    cluster_cidrs: tuple[str, ...] = ()
+    masquerade_all: bool = False
+    exclude_cidrs: tuple[str, ...] = ()
+    families: frozenset[Family] | None = None
+
+
+@dataclass
+class SyncResult:
+    """What one sync did, for logs, metrics and health."""
+
+    full: bool
+    services: int
+    ops: Sequence[Op]
+    duration: float
+    trigger_times: list[float] = field(default_factory=list)
+    plans: Mapping[ServiceKey, ServicePlan] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for op in self.ops:
+            name = type(op).__name__
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+
+class Reconciler:
+    def __init__(
+        self,
+        cluster: ClusterView,
+        dataplane: Dataplane,
+        settings: Settings,
+        observer: SyncObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cluster = cluster
+        self.dataplane = dataplane
+        self.settings = settings
+        self.observer = observer
+        self.clock = clock
+        self.index = DesiredIndex()
+        self.mirror = ObservedMirror()
+        self.plan_config = PlanConfig(node_name=settings.node_name, scheduler=settings.scheduler)
+        self._exclude = [ipaddress.ip_network(c, strict=False) for c in settings.exclude_cidrs]
+        self._dirty: set[ServiceKey] = set()
+        self._trigger_times: list[float] = []
+        self._replan_all = False
+        self._full_due = True
+        self._draining: set[Any] = set()
+        self._wake = asyncio.Event()
+        self._last_sync_start = -float("inf")
+        self._next_full = 0.0
+        self._failures = 0
+        self.syncs = 0
+
+    # ---------------------------------------------------------------- listener
+    def service_changed(self, key: ServiceKey) -> None:
+        self._mark(key, "service", None)
+
+    def endpoints_changed(self, key: ServiceKey, trigger_time: float | None) -> None:
+        self._mark(key, "endpoints", trigger_time)
+
+    def node_changed(self) -> None:
+        # Zone labels (topology) and eligibility: every plan may change.
+        self._replan_all = True
+        self._wake.set()
+
+    def _mark(self, key: ServiceKey, kind: str, trigger_time: float | None) -> None:
+        self._dirty.add(key)
+        if trigger_time is not None:
+            self._trigger_times.append(trigger_time)
+        if self.observer is not None:
+            self.observer.change_queued(kind, trigger_time)
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._dirty)
+
+    # --------------------------------------------------------------- the loop
+    async def run(self, synced: Callable[[], Any]) -> None:
+        """Sync forever. ``synced`` is awaited first: the watchers' first complete lists."""
+        await synced()
+        await self.prepare()
+        while True:
+            await self._wait_for_work()
+            await self.sync_once()
+
+    async def _wait_for_work(self) -> None:
+        while True:
+            now = self.clock()
+            if self._full_due or now >= self._next_full:
+                break
+            if self._dirty or self._replan_all:
+                break
+            deadline = self._next_full
+            if self._draining:
+                deadline = min(deadline, self._last_sync_start + self.settings.drain_period)
+                if now >= deadline:
+                    break
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, deadline - now))
+        # Bounded frequency: bursts that arrive within min_sync_period coalesce.
+        wait = self._last_sync_start + self.settings.min_sync_period - self.clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def prepare(self) -> None:
+        """Make sure the fixed parts exist: kube-ipvs0 and every KUBE-* set."""
+        await self.dataplane.addresses.ensure_dummy()
+        await self.dataplane.ipsets.ensure(self._ipset_specs())
+
+    def _ipset_specs(self) -> list[IpsetSpec]:
+        families = self.settings.families or frozenset(Family)
+        return [spec for family in sorted(families) for spec in ipsetnames.all_specs(family)]
+
+    async def sync_once(self) -> SyncResult | None:
+        """One sync: full if due, else the dirty Services, else draining real servers."""
+        self._last_sync_start = self.clock()
+        full = self._full_due or self._last_sync_start >= self._next_full
+        try:
+            result = await (self._full_sync() if full else self._partial_sync())
+        except SyncError as err:
+            self._failures += 1
+            self._full_due = True
+            backoff = min(self.settings.sync_period, 2.0 ** min(self._failures, 5))
+            self._last_sync_start = self.clock() + backoff - self.settings.min_sync_period
+            log.warning("sync failed", error=str(err), retry_in_s=backoff)
+            if self.observer is not None:
+                self.observer.sync_failed(err)
+            return None
+        self._failures = 0
+        self.syncs += 1
+        if self.observer is not None:
+            await self.observer.synced(result)
+        return result
+
+    async def _read_node_addresses(self) -> None:
+        found: dict[Family, set[str]] = {}
+        for address in await self.dataplane.addresses.node_addresses():
+            found.setdefault(family_of(address), set()).add(address)
+        node_addresses = {family: frozenset(a) for family, a in found.items()}
+        if node_addresses != self.plan_config.node_addresses:
+            s = self.settings
+            self.plan_config = PlanConfig(
+                node_name=s.node_name,
+                node_addresses=node_addresses,
+                nodeport_addresses=s.nodeport_addresses,
+                scheduler=s.scheduler,
+                cluster_cidrs=s.cluster_cidrs,
+                masquerade_all=s.masquerade_all,
+                families=s.families,
+            )
+            self._replan_all = True
+
+    async def _observe(self) -> None:
+        table = await self.dataplane.ipvs.dump()
+        bound = await self.dataplane.addresses.bound()
+        names = await self.dataplane.ipsets.list_names()
+        entries = {}
+        for name in names:
+            if ipsetnames.kind_of(name) is not None:
+                entries[name] = await self.dataplane.ipsets.entries(name)
+        self.mirror.reset(owned_state(table, bound, entries, self._exclude))
+
+    def _replan(self, keys: set[ServiceKey]) -> tuple[Scope, dict[ServiceKey, ServicePlan]]:
+        scope = Scope()
+        plans: dict[ServiceKey, ServicePlan] = {}
+        node = self.cluster.node
+        for key in keys:
+            service = self.cluster.services.get(key)
+            plan = None
+            if service is not None:
+                plan = plan_service(service, self.cluster.slices_for(key), node, self.plan_config)
+                plans[key] = plan
+            scope.update(self.index.set_plan(key, plan))
+        return scope, plans
+
+    def _take_dirty(self) -> tuple[set[ServiceKey], list[float]]:
+        keys, self._dirty = self._dirty, set()
+        times, self._trigger_times = self._trigger_times, []
+        if self._replan_all:
+            self._replan_all = False
+            keys |= set(self.cluster.services) | set(self.index.plans)
+        return keys, times
+
+    async def _full_sync(self) -> SyncResult:
+        started = self.clock()
+        self._full_due = False
+        self._next_full = started + self.settings.sync_period
+        await self.prepare()
+        await self._read_node_addresses()
+        keys, times = self._take_dirty()
+        # Services that vanished while the proxy was down or behind are planned as gone.
+        keys |= set(self.cluster.services) ^ set(self.index.plans)
+        _, plans = self._replan(keys)
+        await self._observe()
+        observed = self.mirror.state()
+        ops = diff(observed, self.index.desired())
+        await self._apply(Scope(), observed, ops, whole=True)
+        return SyncResult(True, len(keys), ops, self.clock() - started, times, plans)
+
+    async def _partial_sync(self) -> SyncResult:
+        started = self.clock()
+        keys, times = self._take_dirty()
+        scope, plans = self._replan(keys)
+        if self._draining and started >= self._last_drain_check + self.settings.drain_period:
+            scope.update(await self._refresh_draining())
+        observed = self.mirror.state(scope)
+        ops = diff(observed, self.index.desired(scope))
+        await self._apply(scope, observed, ops, whole=False)
+        return SyncResult(False, len(keys), ops, self.clock() - started, times, plans)
+
+    _last_drain_check = -float("inf")
+
+    async def _refresh_draining(self) -> Scope:
+        """Re-read the connection counts of virtual servers with real servers at weight 0."""
+        self._last_drain_check = self.clock()
+        scope = Scope()
+        for key in list(self._draining):
+            if key not in self.mirror.virtual_servers:
+                continue
+            statuses = await self.dataplane.ipvs.list_real_servers(key)
+            self.mirror.real_servers[key] = {s.server.key: s for s in statuses}
+            scope.virtual_servers.add(key)
+        return scope
+
+    async def _apply(self, scope: Scope, observed: Any, ops: Sequence[Op], whole: bool) -> None:
+        try:
+            await execute(self.dataplane, ops)
+        except SyncError:
+            # The kernel may hold part of it: re-read it on the next (full) sync.
+            raise
+        after = apply_ops(observed, ops)
+        if whole:
+            self.mirror.reset(after)
+        else:
+            self.mirror.write_back(scope, after)
+        self._track_draining(after.real_servers, scope if not whole else None)
+
+    def _track_draining(
+        self, real_servers: Mapping[Any, Mapping[Any, RealServerStatus]], scope: Scope | None
+    ) -> None:
+        if scope is None:
+            self._draining = set()
+        else:
+            self._draining -= scope.virtual_servers
+        desired = self.index.desired(
+            Scope(virtual_servers=set(real_servers)) if scope is not None else None
+        )
+        for key, servers in real_servers.items():
+            wanted = desired.servers_of(key)
+            if any(rkey not in wanted for rkey in servers):
+                self._draining.add(key)
