@@ -32,15 +32,17 @@ import structlog
 
 from ipvsproxy import ipsetnames
 from ipvsproxy.dataplane.executor import Dataplane, SyncError, execute
-from ipvsproxy.dataplane.interfaces import IpsetSpec
+from ipvsproxy.dataplane.iptables import RulesSyncer
+from ipvsproxy.dataplane.iptables_rules import RulesConfig
 from ipvsproxy.desired import DesiredIndex, ObservedMirror, Scope
 from ipvsproxy.diff import Op, diff
 from ipvsproxy.model import Family, RealServerStatus, ServiceKey, family_of
+from ipvsproxy.model import Protocol as IpProtocol
 from ipvsproxy.observe import owned_state
 from ipvsproxy.plan import plan_service
 from ipvsproxy.planconfig import PlanConfig
 from ipvsproxy.simulate import apply_ops
-from ipvsproxy.state import ServicePlan
+from ipvsproxy.state import DataplaneState, ServicePlan
 
 log = structlog.get_logger(__name__)
 
@@ -129,6 +131,8 @@ class Reconciler:
         self._last_sync_start = -float("inf")
         self._next_full = 0.0
         self._failures = 0
+        self._rules: dict[Family, RulesSyncer] = {}
+        self._last_drain_check = -float("inf")
         self.syncs = 0
 
     # ---------------------------------------------------------------- listener
@@ -159,7 +163,6 @@ class Reconciler:
     async def run(self, synced: Callable[[], Any]) -> None:
         """Sync forever. ``synced`` is awaited first: the watchers' first complete lists."""
         await synced()
-        await self.prepare()
         while True:
             await self._wait_for_work()
             await self.sync_once()
@@ -185,13 +188,23 @@ class Reconciler:
             await asyncio.sleep(wait)
 
     async def prepare(self) -> None:
-        """Make sure the fixed parts exist: kube-ipvs0 and every KUBE-* set."""
+        """Make sure the fixed parts exist and are right: kube-ipvs0, every KUBE-* set,
+        and the constant iptables rules (rewritten at each full sync, which heals drift)."""
         await self.dataplane.addresses.ensure_dummy()
-        await self.dataplane.ipsets.ensure(self._ipset_specs())
-
-    def _ipset_specs(self) -> list[IpsetSpec]:
-        families = self.settings.families or frozenset(Family)
-        return [spec for family in sorted(families) for spec in ipsetnames.all_specs(family)]
+        families = sorted(self.plan_config.served_families)
+        await self.dataplane.ipsets.ensure(
+            [spec for family in families for spec in ipsetnames.all_specs(family)]
+        )
+        rules = RulesConfig(
+            masquerade_all=self.settings.masquerade_all,
+            cluster_cidrs=self.settings.cluster_cidrs,
+        )
+        for family in families:
+            syncer = self._rules.setdefault(family, RulesSyncer(self.dataplane.iptables, family))
+            try:
+                await syncer.sync(rules, verify=True)
+            except Exception as err:
+                raise SyncError({"iptables": err}) from err
 
     async def sync_once(self) -> SyncResult | None:
         """One sync: full if due, else the dirty Services, else draining real servers."""
@@ -267,8 +280,8 @@ class Reconciler:
         started = self.clock()
         self._full_due = False
         self._next_full = started + self.settings.sync_period
-        await self.prepare()
         await self._read_node_addresses()
+        await self.prepare()
         keys, times = self._take_dirty()
         # Services that vanished while the proxy was down or behind are planned as gone.
         keys |= set(self.cluster.services) ^ set(self.index.plans)
@@ -284,25 +297,26 @@ class Reconciler:
         keys, times = self._take_dirty()
         scope, plans = self._replan(keys)
         if self._draining and started >= self._last_drain_check + self.settings.drain_period:
-            scope.update(await self._refresh_draining())
+            self._last_drain_check = started
+            scope.virtual_servers |= self._draining
+        desired = self.index.desired(scope)
+        await self._refresh_removals(scope, desired)
         observed = self.mirror.state(scope)
-        ops = diff(observed, self.index.desired(scope))
+        ops = diff(observed, desired)
         await self._apply(scope, observed, ops, whole=False)
         return SyncResult(False, len(keys), ops, self.clock() - started, times, plans)
 
-    _last_drain_check = -float("inf")
-
-    async def _refresh_draining(self) -> Scope:
-        """Re-read the connection counts of virtual servers with real servers at weight 0."""
-        self._last_drain_check = self.clock()
-        scope = Scope()
-        for key in list(self._draining):
-            if key not in self.mirror.virtual_servers:
+    async def _refresh_removals(self, scope: Scope, desired: DataplaneState) -> None:
+        """Re-read the live connection counts wherever a TCP or SCTP real server is about
+        to go: graceful termination decides on the kernel's counts, not the mirror's."""
+        for key in scope.virtual_servers:
+            held = self.mirror.real_servers.get(key)
+            if not held or key.protocol is IpProtocol.UDP:
                 continue
-            statuses = await self.dataplane.ipvs.list_real_servers(key)
-            self.mirror.real_servers[key] = {s.server.key: s for s in statuses}
-            scope.virtual_servers.add(key)
-        return scope
+            wanted = desired.servers_of(key)
+            if any(rkey not in wanted for rkey in held):
+                statuses = await self.dataplane.ipvs.list_real_servers(key)
+                self.mirror.real_servers[key] = {s.server.key: s for s in statuses}
 
     async def _apply(self, scope: Scope, observed: Any, ops: Sequence[Op], whole: bool) -> None:
         try:

@@ -1,0 +1,248 @@
+"""The reconciler on the contract-tested fakes: incremental syncs, adoption, draining, drift."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from ipvsproxy.dataplane.executor import Dataplane
+from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
+from ipvsproxy.dataplane.fakes import (
+    FakeAddresses,
+    FakeConntrack,
+    FakeIpsets,
+    FakeIptables,
+    FakeSysctls,
+)
+from ipvsproxy.dataplane.interfaces import (
+    AddRealServer,
+    AddVirtualServer,
+    DeleteVirtualServer,
+    UpdateRealServer,
+)
+from ipvsproxy.kube.cache import ClusterCache
+from ipvsproxy.model import (
+    Family,
+    Protocol,
+    RealServer,
+    RealServerKey,
+    ServiceKey,
+    VirtualServer,
+    VirtualServerKey,
+)
+from ipvsproxy.reconciler import Reconciler, Settings
+from tests.unit.strategies import endpoint, port, service
+
+NODE_IP = "192.168.1.10"
+
+
+def slice_for(name: str, ips: list[str], target: int = 8080, proto: str = "TCP") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"{name}-1",
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": name},
+        },
+        "addressType": "IPv4",
+        "endpoints": [endpoint(ip) for ip in ips],
+        "ports": [{"name": "", "port": target, "protocol": proto}],
+    }
+
+
+class World:
+    """A cluster cache, the fakes, and a reconciler wired together as in the proxy."""
+
+    def __init__(self, ipvs: FakeIpvs | None = None, **settings: Any) -> None:
+        self.ipvs = ipvs or FakeIpvs()
+        self.addresses = FakeAddresses(node_addresses=("127.0.0.1", NODE_IP))
+        self.ipsets = FakeIpsets()
+        self.iptables = FakeIptables()
+        self.conntrack = FakeConntrack()
+        self.dataplane = Dataplane(
+            self.ipvs, self.addresses, self.ipsets, self.iptables, self.conntrack, FakeSysctls()
+        )
+        defaults: dict[str, Any] = {"node_name": "node-a", "min_sync_period": 0.0}
+        self.reconciler = Reconciler(
+            ClusterCache(), self.dataplane, Settings(**(defaults | settings))
+        )
+        self.cache = ClusterCache(listener=self.reconciler)
+        self.reconciler.cluster = self.cache
+
+    def add_service(self, name: str, ip: str, ips: list[str], proto: str = "TCP") -> None:
+        svc = service(name, cluster_ips=(ip,), ports=[port(80, protocol=proto)])
+        svc["spec"]["ports"][0]["targetPort"] = 8080
+        self.cache.service_store.upsert(svc)
+        self.cache.slice_store.upsert(slice_for(name, ips, proto=proto))
+
+    def set_endpoints(self, name: str, ips: list[str], proto: str = "TCP") -> None:
+        self.cache.slice_store.upsert(slice_for(name, ips, proto=proto))
+
+    async def table(self) -> dict[VirtualServerKey, set[tuple[str, int]]]:
+        dump = await self.ipvs.dump()
+        return {
+            key: {(s.server.key.address, s.server.weight) for s in dump.real_servers[key]}
+            for key in dump.virtual_servers
+        }
+
+
+def vs(ip: str, proto: Protocol = Protocol.TCP) -> VirtualServerKey:
+    return VirtualServerKey(ip, 80, proto)
+
+
+async def test_first_sync_programs_services_and_binds_their_addresses() -> None:
+    world = World()
+    world.add_service("web", "10.96.0.10", ["10.244.1.2", "10.244.2.2"])
+    result = await world.reconciler.sync_once()
+    assert result is not None
+    assert result.full
+    assert await world.table() == {vs("10.96.0.10"): {("10.244.1.2", 1), ("10.244.2.2", 1)}}
+    assert await world.addresses.bound() == {"10.96.0.10"}
+    assert await world.ipsets.entries("KUBE-CLUSTER-IP") == {"10.96.0.10,tcp:80"}
+    assert "KUBE-SERVICES" in await world.iptables.save(Family.V4, "nat")
+
+
+async def test_a_change_touches_only_its_own_services_kernel_objects() -> None:
+    world = World()
+    for i in range(50):
+        world.add_service(f"svc{i}", f"10.96.0.{i + 1}", [f"10.244.{i}.2"])
+    await world.reconciler.sync_once()
+    world.ipvs.applied.clear()
+
+    world.set_endpoints("svc7", ["10.244.7.2", "10.244.7.3"])
+    result = await world.reconciler.sync_once()
+    assert result is not None
+    assert not result.full
+    assert result.services == 1
+    assert world.ipvs.applied == [
+        AddRealServer(vs("10.96.0.8"), RealServer(RealServerKey("10.244.7.3", 8080)))
+    ]
+
+
+async def test_graceful_termination_drains_tcp_then_deletes() -> None:
+    world = World(drain_period=0.0)
+    world.add_service("web", "10.96.0.10", ["10.244.1.2", "10.244.2.2"])
+    await world.reconciler.sync_once()
+    world.ipvs.set_connections(vs("10.96.0.10"), RealServerKey("10.244.2.2", 8080), 1)
+
+    world.set_endpoints("web", ["10.244.1.2"])
+    await world.reconciler.sync_once()
+    assert await world.table() == {vs("10.96.0.10"): {("10.244.1.2", 1), ("10.244.2.2", 0)}}
+
+    # Still connected: the drain check keeps it at weight 0.
+    await world.reconciler.sync_once()
+    assert ("10.244.2.2", 0) in (await world.table())[vs("10.96.0.10")]
+
+    world.ipvs.set_connections(vs("10.96.0.10"), RealServerKey("10.244.2.2", 8080), 0)
+    await world.reconciler.sync_once()
+    assert await world.table() == {vs("10.96.0.10"): {("10.244.1.2", 1)}}
+
+
+async def test_udp_real_servers_go_at_once_and_their_conntrack_entries_too() -> None:
+    world = World()
+    world.add_service("dns", "10.96.0.53", ["10.244.1.2", "10.244.2.2"], proto="UDP")
+    await world.reconciler.sync_once()
+    key = vs("10.96.0.53", Protocol.UDP)
+    world.ipvs.set_connections(key, RealServerKey("10.244.2.2", 8080), 3)
+    world.conntrack.add_udp_entry("10.0.0.1", 4000, "10.96.0.53", 80, "10.244.2.2", 8080)
+    world.conntrack.add_udp_entry("10.0.0.1", 4001, "10.96.0.53", 80, "10.244.1.2", 8080)
+
+    world.set_endpoints("dns", ["10.244.1.2"], proto="UDP")
+    await world.reconciler.sync_once()
+    assert await world.table() == {key: {("10.244.1.2", 1)}}
+    assert await world.conntrack.delete_udp_to_real_server("10.96.0.53", 80, "10.244.2.2") == 0
+    assert await world.conntrack.delete_udp_to_real_server("10.96.0.53", 80, "10.244.1.2") == 1
+
+
+async def test_start_up_adopts_the_kernel_and_restores_weights_left_at_zero() -> None:
+    """A restart mid-termination left a desired real server at weight 0 (upstream #92019)."""
+    ipvs = FakeIpvs()
+    key = vs("10.96.0.10")
+    await ipvs.apply(
+        [
+            AddVirtualServer(VirtualServer(key)),
+            AddRealServer(key, RealServer(RealServerKey("10.244.1.2", 8080), weight=0)),
+        ]
+    )
+    ipvs.set_connections(key, RealServerKey("10.244.1.2", 8080), 5)
+    world = World(ipvs)
+    await world.addresses.ensure_dummy()
+    await world.addresses.bind(["10.96.0.10"])
+    world.add_service("web", "10.96.0.10", ["10.244.1.2"])
+    await world.reconciler.sync_once()
+    assert world.ipvs.applied[-1] == UpdateRealServer(
+        key, RealServer(RealServerKey("10.244.1.2", 8080), weight=1)
+    )
+    # Adopted, not re-created: the connections it carried are still counted.
+    (status,) = await world.ipvs.list_real_servers(key)
+    assert status.active_connections == 5
+
+
+async def test_full_resync_heals_drift_and_spares_what_is_not_ours() -> None:
+    world = World()
+    world.add_service("web", "10.96.0.10", ["10.244.1.2"])
+    await world.reconciler.sync_once()
+    operator = VirtualServerKey(NODE_IP, 8443, Protocol.TCP)
+    await world.ipvs.apply(
+        [AddVirtualServer(VirtualServer(operator)), DeleteVirtualServer(vs("10.96.0.10"))]
+    )
+    world.reconciler._full_due = True
+    await world.reconciler.sync_once()
+    table = await world.table()
+    assert table[vs("10.96.0.10")] == {("10.244.1.2", 1)}
+    assert operator in table
+
+
+async def test_a_deleted_service_leaves_the_kernel() -> None:
+    world = World()
+    world.add_service("web", "10.96.0.10", ["10.244.1.2"])
+    await world.reconciler.sync_once()
+    svc = world.cache.services[ServiceKey("default", "web")]
+    world.cache.service_store.delete(svc)
+    await world.reconciler.sync_once()
+    assert await world.table() == {}
+    assert await world.addresses.bound() == set()
+    assert await world.ipsets.entries("KUBE-CLUSTER-IP") == set()
+
+
+async def test_a_failed_sync_makes_the_next_one_full() -> None:
+    world = World()
+    world.add_service("web", "10.96.0.10", ["10.244.1.2"])
+    await world.reconciler.sync_once()
+    world.ipvs.available_schedulers.discard("lc")
+    svc = world.cache.services[ServiceKey("default", "web")]
+    broken = {
+        **svc,
+        "metadata": {**svc["metadata"], "annotations": {"ipvsproxy.io/scheduler": "lc"}},
+    }
+    world.cache.service_store.upsert(broken)
+    assert await world.reconciler.sync_once() is None
+    world.ipvs.available_schedulers.add("lc")
+    world.reconciler._last_sync_start = -1e9
+    result = await world.reconciler.sync_once()
+    assert result is not None
+    assert result.full
+    (server,) = (await world.ipvs.dump()).virtual_servers.values()
+    assert server.scheduler == "lc"
+
+
+async def test_bursts_coalesce_and_nothing_happens_before_the_watches_synced() -> None:
+    world = World(min_sync_period=0.2)
+    synced = asyncio.Event()
+    task = asyncio.create_task(world.reconciler.run(synced.wait))
+    world.add_service("web", "10.96.0.10", ["10.244.1.2"])
+    await asyncio.sleep(0.05)
+    assert world.reconciler.syncs == 0
+    assert await world.table() == {}
+    synced.set()
+    await asyncio.sleep(0.05)
+    for i in range(30):
+        world.set_endpoints("web", ["10.244.1.2", f"10.244.9.{i + 1}"])
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert 2 <= world.reconciler.syncs <= 4
+    assert await world.table() == {vs("10.96.0.10"): {("10.244.1.2", 1), ("10.244.9.30", 1)}}
