@@ -49,6 +49,7 @@ class Dataplane:
     async def close(self) -> None:
         await self.ipvs.close()
         await self.addresses.close()
+        await self.conntrack.close()
 
 
 class SyncError(Exception):

@@ -59,12 +59,14 @@ class Pod:
         closes (so the test decides how long a connection lives)."""
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.write(f"{self.name}\n".encode())
+            answer = f"{self.name}\n".encode()
+            writer.write(answer)
             # Cancelled when the test ends with the connection open: not an error.
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.drain()
-                while await reader.read(1024):
-                    pass
+                while await reader.readline():
+                    writer.write(answer)  # every line asked is answered, while it lives
+                    await writer.drain()
             writer.close()
 
         sock = self.open_socket(family, socket.SOCK_STREAM)
@@ -169,6 +171,14 @@ class TcpConnection:
             line = await asyncio.wait_for(self.reader.readline(), self.timeout)
             self._name = line.decode().strip()
         return self._name
+
+    async def ask(self) -> str:
+        """Ask again over the same connection (it is still served by the same pod)."""
+        await self.name()
+        self.writer.write(b"again\n")
+        await self.writer.drain()
+        line = await asyncio.wait_for(self.reader.readline(), self.timeout)
+        return line.decode().strip()
 
     def close(self) -> None:
         sock = self.writer.get_extra_info("socket")

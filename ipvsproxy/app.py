@@ -1,0 +1,206 @@
+"""The running proxy: kernel checks, HTTP servers, watchers and the reconciler, wired together.
+
+``run`` and ``cleanup`` are the CLI's entry points. Stopping (SIGTERM, SIGINT)
+leaves the dataplane in place, so traffic keeps flowing while the proxy is
+restarted; only ``--cleanup`` removes what the proxy owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import socket
+from collections.abc import AsyncIterator
+
+import structlog
+
+from ipvsproxy import __version__, ipsetnames
+from ipvsproxy.config import Config
+from ipvsproxy.dataplane.addresses import NetlinkAddresses
+from ipvsproxy.dataplane.conntrack import NetlinkConntrack
+from ipvsproxy.dataplane.errors import DataplaneError
+from ipvsproxy.dataplane.executor import Dataplane
+from ipvsproxy.dataplane.interfaces import AddVirtualServer, DeleteVirtualServer
+from ipvsproxy.dataplane.ipsets import IpsetCli
+from ipvsproxy.dataplane.iptables import IptablesCli, detect_backend
+from ipvsproxy.dataplane.ipvs import NetlinkIpvs
+from ipvsproxy.dataplane.sysctl import IPVS_MODULES, ProcSysctls, apply_ipvs_sysctls
+from ipvsproxy.http.health import ProxyHealth, make_health_app
+from ipvsproxy.http.metrics_server import make_metrics_app
+from ipvsproxy.http.serve import start_at
+from ipvsproxy.http.service_health import ServiceHealthServers
+from ipvsproxy.kube.cache import ClusterCache
+from ipvsproxy.kube.client import EventPoster, make_api_client
+from ipvsproxy.kube.watcher import ClusterWatcher
+from ipvsproxy.metrics import Metrics
+from ipvsproxy.model import Family, Protocol, VirtualServer, VirtualServerKey
+from ipvsproxy.observe import owned_state
+from ipvsproxy.observer import ProxyObserver
+from ipvsproxy.reconciler import Reconciler, Settings
+
+log = structlog.get_logger("ipvsproxy")
+
+# kube-proxy validates --ipvs-scheduler by creating a throwaway virtual server in
+# TEST-NET-2 (RFC 5737), an address no real service can have.
+SCHEDULER_PROBE = VirtualServerKey("198.51.100.0", 20000, Protocol.TCP)
+
+
+def node_name(config: Config) -> str:
+    return (config.hostname_override or socket.gethostname()).strip().lower()
+
+
+async def open_dataplane() -> Dataplane:
+    """The real dataplane of the calling thread's network namespace."""
+    return Dataplane(
+        ipvs=await NetlinkIpvs.open(),
+        addresses=NetlinkAddresses(),
+        ipsets=IpsetCli(),
+        iptables=IptablesCli(await detect_backend()),
+        conntrack=NetlinkConntrack(),
+        sysctls=ProcSysctls(),
+    )
+
+
+async def prepare_kernel(dataplane: Dataplane, config: Config) -> None:
+    """Modules, the scheduler, sysctls and timeouts; raise DataplaneError naming what is missing."""
+    scheduler = f"ip_vs_{config.ipvs_scheduler}"
+    await dataplane.sysctls.ensure_modules([*IPVS_MODULES, scheduler])
+    probe = VirtualServer(SCHEDULER_PROBE, config.ipvs_scheduler)
+    await dataplane.ipvs.apply([AddVirtualServer(probe)])
+    await dataplane.ipvs.apply([DeleteVirtualServer(SCHEDULER_PROBE)])
+    release = await dataplane.sysctls.kernel_release()
+    changed = await apply_ipvs_sysctls(dataplane.sysctls, release, config.ipvs_strict_arp)
+    if changed:
+        log.info(
+            "sysctls set", **{name.replace("/", "."): value for name, value in changed.items()}
+        )
+    await dataplane.ipvs.set_timeouts(
+        int(config.ipvs_tcp_timeout), int(config.ipvs_tcpfin_timeout), int(config.ipvs_udp_timeout)
+    )
+
+
+def settings_from(config: Config) -> Settings:
+    return Settings(
+        node_name=node_name(config),
+        scheduler=config.ipvs_scheduler,
+        min_sync_period=config.ipvs_min_sync_period,
+        sync_period=config.ipvs_sync_period,
+        nodeport_addresses=config.nodeport_addresses,
+        cluster_cidrs=config.cluster_cidrs,
+        masquerade_all=config.masquerade_all,
+        exclude_cidrs=config.ipvs_exclude_cidrs,
+    )
+
+
+@contextlib.asynccontextmanager
+async def stop_signals() -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def serve(config: Config) -> int:
+    try:
+        dataplane = await open_dataplane()
+        await prepare_kernel(dataplane, config)
+    except DataplaneError as err:
+        log.error("cannot program this kernel", error=str(err))
+        return 1
+    metrics = Metrics()
+    health = ProxyHealth(config.health_timeout)
+    try:
+        health_server = await start_at(
+            make_health_app(health, metrics), config.healthz_bind_address, "healthz-bind-address"
+        )
+        metrics_server = await start_at(
+            make_metrics_app(metrics), config.metrics_bind_address, "metrics-bind-address"
+        )
+    except OSError as err:
+        log.error("cannot listen", error=str(err))
+        await dataplane.close()
+        return 1
+    api = await make_api_client(config.kubeconfig)
+    name = node_name(config)
+    events = EventPoster(api, host=name)
+    service_health = ServiceHealthServers(health)
+    cache = ClusterCache()
+    reconciler = Reconciler(cache, dataplane, settings_from(config))
+    reconciler.observer = ProxyObserver(
+        metrics,
+        health,
+        ipvs=dataplane.ipvs,
+        service_health=service_health,
+        events=events,
+        services=lambda: cache.services,
+        plans=lambda: reconciler.index.plans,
+    )
+    cache.listener = reconciler
+    watcher = ClusterWatcher(api, name, reconciler, events=events, cache=cache)
+    log.info("starting", node=name, scheduler=config.ipvs_scheduler, version=__version__)
+    async with stop_signals() as stop:
+        watcher.start()
+        sync_task = asyncio.create_task(reconciler.run(watcher.wait_synced), name="reconciler")
+        stop_task = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait({sync_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (sync_task, stop_task):
+            task.cancel()
+        await asyncio.gather(sync_task, stop_task, return_exceptions=True)
+    status = 0
+    if sync_task in done and not sync_task.cancelled() and sync_task.exception() is not None:
+        log.error("reconciler stopped", error=repr(sync_task.exception()))
+        status = 1
+    # Stop watching and serving; the kernel keeps what was programmed.
+    await watcher.stop()
+    await service_health.close()
+    await health_server.close()
+    await metrics_server.close()
+    await api.close()
+    await dataplane.close()
+    log.info("stopped; the dataplane stays in place (ipvsproxy --cleanup removes it)")
+    return status
+
+
+async def remove_everything(dataplane: Dataplane, config: Config) -> dict[str, int]:
+    """Delete what the proxy owns, and nothing else: its virtual servers, kube-ipvs0,
+    its iptables chains, then its ipsets (rules that use a set must go before the set)."""
+    names = await dataplane.ipsets.list_names()
+    entries = {n: await dataplane.ipsets.entries(n) for n in names if ipsetnames.kind_of(n)}
+    bound = await dataplane.addresses.bound()
+    exclude = [ipaddress.ip_network(c, strict=False) for c in config.ipvs_exclude_cidrs]
+    owned = owned_state(await dataplane.ipvs.dump(), bound, entries, exclude)
+    await dataplane.ipvs.apply([DeleteVirtualServer(key) for key in owned.virtual_servers])
+    await dataplane.addresses.delete_dummy()
+    for family in Family:
+        with contextlib.suppress(DataplaneError):
+            await dataplane.iptables.cleanup(family)
+    ours = sorted(n for n in names if ipsetnames.kind_of(n))
+    await dataplane.ipsets.destroy(ours)
+    return {"virtual_servers": len(owned.virtual_servers), "ipsets": len(ours)}
+
+
+async def _cleanup(config: Config) -> int:
+    try:
+        dataplane = await open_dataplane()
+        removed = await remove_everything(dataplane, config)
+    except DataplaneError as err:
+        log.error("cleanup failed", error=str(err))
+        return 1
+    await dataplane.close()
+    log.info("cleaned up", **removed)
+    return 0
+
+
+def run(config: Config) -> int:
+    return asyncio.run(serve(config))
+
+
+def cleanup(config: Config) -> int:
+    return asyncio.run(_cleanup(config))
