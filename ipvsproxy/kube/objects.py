@@ -68,6 +68,10 @@ def _dict(obj: Any, what: str) -> Obj:
     return obj
 
 
+def _or_empty(v: Any) -> Any:
+    return {} if v is None else v
+
+
 def _list(v: Any, what: str) -> list[Any]:
     if v is None:
         return []
@@ -117,7 +121,7 @@ def trim_service(obj: Any) -> Obj:
         ours = {k: v for k, v in ann.items() if k.startswith(OWN_ANNOTATION_PREFIX)}
         if ours:
             meta["annotations"] = ours
-    spec_in = _dict(obj.get("spec") or {}, "spec")
+    spec_in = _dict(_or_empty(obj.get("spec")), "spec")
     spec: Obj = {}
     for k in _SERVICE_SPEC_FIELDS:
         v = spec_in.get(k)
@@ -147,30 +151,43 @@ def trim_service(obj: Any) -> Obj:
     return out
 
 
+_conditions: dict[Any, Obj] = {}
+
+
 def _endpoint(e: Any) -> Obj:
-    e = _dict(e, "endpoints[]")
-    addrs = _list(e.get("addresses"), "endpoints[].addresses")
-    out: Obj = {"addresses": list(addrs)}
+    # The hot loop of a big list (five or more per slice): plain type checks, no helpers.
+    if type(e) is not dict:
+        raise MalformedObject("endpoints[] is not an object")
+    addrs = e.get("addresses")
+    if type(addrs) is not list:
+        if addrs is not None:
+            raise MalformedObject("endpoints[].addresses is not a list")
+        addrs = []
     cond = e.get("conditions")
-    if cond is not None:
-        cond = _dict(cond, "endpoints[].conditions")
-        key = (cond.get("ready"), cond.get("serving"), cond.get("terminating"))
-        out["conditions"] = _share(
-            ("cond", key),
-            {
-                k: v
-                for k, v in zip(("ready", "serving", "terminating"), key, strict=True)
-                if v is not None
-            },
-        )
+    if cond is None:
+        ckey: Any = None
+    elif type(cond) is dict:
+        ckey = (cond.get("ready"), cond.get("serving"), cond.get("terminating"))
+        if not all(v is None or type(v) is bool for v in ckey):
+            raise MalformedObject("endpoints[].conditions are not booleans")
     else:
-        out["conditions"] = _share(("cond", None), {})
-    for k in ("nodeName", "zone"):
-        v = e.get(k)
-        if v is not None:
-            out[k] = _str(v)
+        raise MalformedObject("endpoints[].conditions is not an object")
+    shared = _conditions.get(ckey)
+    if shared is None:
+        # At most 27 combinations: each is one shared, read-only dict.
+        names = ("ready", "serving", "terminating")
+        pairs = zip(names, ckey, strict=True) if ckey is not None else ()
+        shared = {k: v for k, v in pairs if v is not None}
+        _conditions[ckey] = shared
+    out: Obj = {"addresses": addrs[:], "conditions": shared}
+    node = e.get("nodeName")
+    if node is not None:
+        out["nodeName"] = _str(node)
+    zone = e.get("zone")
+    if zone is not None:
+        out["zone"] = _str(zone)
     hints = e.get("hints")
-    if isinstance(hints, dict) and hints:
+    if hints:
         out["hints"] = hints
     return out
 
@@ -202,11 +219,11 @@ def trim_node(obj: Any) -> Obj:
     meta = _metadata(obj, namespaced=False)
     raw_meta = obj["metadata"]
     meta["labels"] = dict(_labels(raw_meta))
-    spec_in = _dict(obj.get("spec") or {}, "spec")
+    spec_in = _dict(_or_empty(obj.get("spec")), "spec")
     spec = {
         k: spec_in[k] for k in ("taints", "podCIDR", "podCIDRs", "unschedulable") if k in spec_in
     }
-    status_in = _dict(obj.get("status") or {}, "status")
+    status_in = _dict(_or_empty(obj.get("status")), "status")
     status: Obj = {}
     if "addresses" in status_in:
         status["addresses"] = _list(status_in["addresses"], "status.addresses")

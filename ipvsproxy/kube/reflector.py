@@ -15,10 +15,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +78,23 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while a page is parsed (synchronously: no await inside).
+
+    Parsing builds hundreds of thousands of containers, each allocation counting toward a
+    collection that then walks the whole, growing cache: with the GC on, json.loads of a
+    10,000-slice list took 3.6x as long here. Nothing parsed here forms cycles.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Reflector:
@@ -141,6 +160,12 @@ class Reflector:
                     retry_in_s=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
+            except Exception:
+                # A bug must not end the reflector for good: log it, back off, relist.
+                delay = backoff.next_delay()
+                self._log.exception("reflector failed", retry_in_s=round(delay, 2))
+                need_list = True
+                await asyncio.sleep(delay)
 
     def _timeout(self, *, watch: bool) -> aiohttp.ClientTimeout:
         s = self.settings
@@ -153,7 +178,8 @@ class Reflector:
     def _accept(self, raw: Any) -> Obj | None:
         try:
             return self._trim(raw)
-        except MalformedObject as e:
+        except (MalformedObject, TypeError, KeyError, AttributeError) as e:
+            # Whatever the shape, a bad object is skipped: it must never stop the watch.
             meta = raw.get("metadata") if isinstance(raw, dict) else None
             self._log.warning(
                 "skipping malformed object",
@@ -193,12 +219,13 @@ class Reflector:
                 continue
             if resp.status != 200:
                 raise ApiStatusError(resp.status, body)
-            page = json.loads(body)
-            del body
-            for raw in page.get("items") or ():
-                obj = self._accept(raw)
-                if obj is not None:
-                    items.append(obj)
+            with _gc_paused():
+                page = json.loads(body)
+                del body
+                for raw in page.get("items") or ():
+                    obj = self._accept(raw)
+                    if obj is not None:
+                        items.append(obj)
             meta = page.get("metadata") or {}
             token = meta.get("continue") or None
             if not token:

@@ -13,8 +13,8 @@ import base64
 import bisect
 import json
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web

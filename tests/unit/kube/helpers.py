@@ -57,5 +57,5 @@ def converged(server: ApiServer, w: ClusterWatcher) -> bool:
 
 async def eventually(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
-        while not cond():
+        while not cond():  # noqa: ASYNC110 - polls state that has no event
             await asyncio.sleep(0.02)

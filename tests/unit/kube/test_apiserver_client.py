@@ -61,7 +61,8 @@ async def test_models_round_trip(apiserver: ApiServer, api: client.ApiClient) ->
         ),
     )
     created = await core.create_namespaced_service("ns1", body)
-    assert created.metadata.namespace == "ns1" and created.metadata.uid
+    assert created.metadata.namespace == "ns1"
+    assert created.metadata.uid
     with pytest.raises(ApiException) as e:
         await core.create_namespaced_service("ns1", body)
     assert e.value.status == 409

@@ -160,7 +160,7 @@ async def test_watch_prints_changes(apiserver: ApiServer, kubeconfig: Path) -> N
     try:
         async with asyncio.timeout(20):
             assert (await proc.stdout.readline()).decode().strip() == "service/first"
-            while not any("watch=true" in p.lower() for _, p in apiserver.requests):
+            while not any("watch=true" in p.lower() for _, p in apiserver.requests):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             apiserver.put(service("second", ip="10.96.0.2"))
             assert (await proc.stdout.readline()).decode().strip() == "service/second"

@@ -45,12 +45,11 @@ class Guard:
 
     def endpoints_changed(self, key: ServiceKey, trigger_time: float | None) -> None:
         assert self.watcher is not None
-        if not self.watcher.cache.slices_for(key):
-            if any(
-                ns == key.namespace and name.startswith(key.name + "-")
-                for ns, name in server_slices(self.server)
-            ):
-                self.violations.append(f"endpoints of {key} dropped while they exist")
+        if not self.watcher.cache.slices_for(key) and any(
+            ns == key.namespace and name.startswith(key.name + "-")
+            for ns, name in server_slices(self.server)
+        ):
+            self.violations.append(f"endpoints of {key} dropped while they exist")
 
     def node_changed(self) -> None:
         pass
