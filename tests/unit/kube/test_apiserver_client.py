@@ -4,14 +4,20 @@ parsing and the server's list/watch rules checked directly."""
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from ipvsproxy.kube.client import make_api_client
 from tests.apiserver import ApiServer
 from tests.apiserver.selectors import SelectorError, parse_field_selector, parse_label_selector
-from tests.unit.kube.conftest import endpoint_slice, service
+from tests.unit.kube.conftest import endpoint_slice, service, write_kubeconfig
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(
@@ -190,3 +196,40 @@ async def test_booleans_and_namespaced_paths(apiserver: ApiServer, api: client.A
         f"{apiserver.url}/api/v1/namespaces/x/services?watch=false"
     )
     assert (await resp.json())["kind"] == "ServiceList"
+
+
+async def test_runs_as_a_process_with_a_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "state.yaml"
+    state.write_text(
+        yaml.safe_dump_all(
+            [service("from-file", ip="10.96.4.4"), endpoint_slice("from-file-1", "from-file")]
+        )
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.apiserver",
+        "--port",
+        "0",
+        "--state",
+        str(state),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(20):
+            line = (await proc.stdout.readline()).decode()
+        assert line.startswith("listening on http://127.0.0.1:")
+        url = line.split()[-1]
+        api = await make_api_client(str(write_kubeconfig(tmp_path / "kc", url)))
+        try:
+            lst = await client.CoreV1Api(api).list_service_for_all_namespaces()
+            assert [(s.metadata.name, s.spec.cluster_ip) for s in lst.items] == [
+                ("from-file", "10.96.4.4")
+            ]
+        finally:
+            await api.close()
+    finally:
+        proc.terminate()
+        await proc.wait()
