@@ -18,7 +18,18 @@ from typing import NamedTuple
 from ipvsproxy.dataplane.interfaces import IpsetSpec
 from ipvsproxy.model import Family, Protocol
 
-MAX_NAME_LENGTH = 31
+MAX_NAME_LENGTH = 31  # IPSET_MAXNAMELEN - 1
+# Every KUBE-* set is the proxy's (cleanup destroys them all); IPv6 names swap this prefix.
+OWNED_PREFIX = "KUBE-"
+_V6_PREFIX = "KUBE-6-"
+
+# The set types the proxy uses.
+HASH_IP = "hash:ip"
+HASH_IP_PORT = "hash:ip,port"
+HASH_IP_PORT_IP = "hash:ip,port,ip"
+HASH_IP_PORT_NET = "hash:ip,port,net"
+BITMAP_PORT = "bitmap:port"
+TYPES = (HASH_IP, HASH_IP_PORT, HASH_IP_PORT_IP, HASH_IP_PORT_NET, BITMAP_PORT)
 
 
 class SetKind(NamedTuple):
@@ -31,76 +42,76 @@ class SetKind(NamedTuple):
 
 LOOP_BACK = SetKind(
     "KUBE-LOOP-BACK",
-    "hash:ip,port,ip",
+    HASH_IP_PORT_IP,
     "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose",
 )
 CLUSTER_IP = SetKind(
     "KUBE-CLUSTER-IP",
-    "hash:ip,port",
+    HASH_IP_PORT,
     "Kubernetes service cluster ip + port for masquerade purpose",
 )
 EXTERNAL_IP = SetKind(
     "KUBE-EXTERNAL-IP",
-    "hash:ip,port",
+    HASH_IP_PORT,
     "Kubernetes service external ip + port for masquerade and filter purpose",
 )
 EXTERNAL_IP_LOCAL = SetKind(
     "KUBE-EXTERNAL-IP-LOCAL",
-    "hash:ip,port",
+    HASH_IP_PORT,
     "Kubernetes service external ip + port with externalTrafficPolicy=local",
 )
-LOAD_BALANCER = SetKind("KUBE-LOAD-BALANCER", "hash:ip,port", "Kubernetes service lb portal")
+LOAD_BALANCER = SetKind("KUBE-LOAD-BALANCER", HASH_IP_PORT, "Kubernetes service lb portal")
 LOAD_BALANCER_LOCAL = SetKind(
     "KUBE-LOAD-BALANCER-LOCAL",
-    "hash:ip,port",
+    HASH_IP_PORT,
     "Kubernetes service load balancer ip + port with externalTrafficPolicy=local",
 )
 LOAD_BALANCER_FW = SetKind(
     "KUBE-LOAD-BALANCER-FW",
-    "hash:ip,port",
+    HASH_IP_PORT,
     "Kubernetes service load balancer ip + port for load balancer with sourceRange",
 )
 LOAD_BALANCER_SOURCE_IP = SetKind(
     "KUBE-LOAD-BALANCER-SOURCE-IP",
-    "hash:ip,port,ip",
+    HASH_IP_PORT_IP,
     "Kubernetes service load balancer ip + port + source IP for packet filter purpose",
 )
 LOAD_BALANCER_SOURCE_CIDR = SetKind(
     "KUBE-LOAD-BALANCER-SOURCE-CIDR",
-    "hash:ip,port,net",
+    HASH_IP_PORT_NET,
     "Kubernetes service load balancer ip + port + source cidr for packet filter purpose",
 )
 NODE_PORT_TCP = SetKind(
-    "KUBE-NODE-PORT-TCP", "bitmap:port", "Kubernetes nodeport TCP port for masquerade purpose"
+    "KUBE-NODE-PORT-TCP", BITMAP_PORT, "Kubernetes nodeport TCP port for masquerade purpose"
 )
 NODE_PORT_LOCAL_TCP = SetKind(
     "KUBE-NODE-PORT-LOCAL-TCP",
-    "bitmap:port",
+    BITMAP_PORT,
     "Kubernetes nodeport TCP port with externalTrafficPolicy=local",
 )
 NODE_PORT_UDP = SetKind(
-    "KUBE-NODE-PORT-UDP", "bitmap:port", "Kubernetes nodeport UDP port for masquerade purpose"
+    "KUBE-NODE-PORT-UDP", BITMAP_PORT, "Kubernetes nodeport UDP port for masquerade purpose"
 )
 NODE_PORT_LOCAL_UDP = SetKind(
     "KUBE-NODE-PORT-LOCAL-UDP",
-    "bitmap:port",
+    BITMAP_PORT,
     "Kubernetes nodeport UDP port with externalTrafficPolicy=local",
 )
 # SCTP node ports are hash:ip,port (node IP + port), hence kube-proxy's "-HASH" names.
 NODE_PORT_SCTP = SetKind(
     "KUBE-NODE-PORT-SCTP-HASH",
-    "hash:ip,port",
+    HASH_IP_PORT,
     "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'",
 )
 NODE_PORT_LOCAL_SCTP = SetKind(
     "KUBE-NODE-PORT-LOCAL-SCTP-HASH",
-    "hash:ip,port",
+    HASH_IP_PORT,
     "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'",
 )
 HEALTH_CHECK_NODE_PORT = SetKind(
-    "KUBE-HEALTH-CHECK-NODE-PORT", "bitmap:port", "Kubernetes health check node port"
+    "KUBE-HEALTH-CHECK-NODE-PORT", BITMAP_PORT, "Kubernetes health check node port"
 )
-IPVS_IPS = SetKind("KUBE-IPVS-IPS", "hash:ip", "Addresses on the ipvs interface")
+IPVS_IPS = SetKind("KUBE-IPVS-IPS", HASH_IP, "Addresses on the ipvs interface")
 
 ALL_KINDS: tuple[SetKind, ...] = (
     LOOP_BACK,
@@ -133,7 +144,7 @@ def set_name(kind: SetKind, family: Family) -> str:
     """The kernel name of ``kind``'s set for ``family``."""
     if family is Family.V4:
         return kind.base
-    return kind.base.replace("KUBE-", "KUBE-6-", 1)[:MAX_NAME_LENGTH]
+    return (_V6_PREFIX + kind.base.removeprefix(OWNED_PREFIX))[:MAX_NAME_LENGTH]
 
 
 def set_spec(kind: SetKind, family: Family) -> IpsetSpec:
@@ -166,14 +177,19 @@ def ip_entry(address: str) -> str:
     return address
 
 
+def protocol_text(protocol: Protocol) -> str:
+    """A protocol as entries spell it: ``tcp``, ``udp``, ``sctp``."""
+    return protocol.value.lower()
+
+
 def ip_port_entry(address: str, protocol: Protocol, port: int) -> str:
     """hash:ip,port: ``10.96.0.10,tcp:53``."""
-    return f"{address},{protocol.value.lower()}:{port}"
+    return f"{address},{protocol_text(protocol)}:{port}"
 
 
 def ip_port_ip_entry(address: str, protocol: Protocol, port: int, address2: str) -> str:
     """hash:ip,port,ip: ``10.244.1.5,tcp:8080,10.244.1.5``."""
-    return f"{address},{protocol.value.lower()}:{port},{address2}"
+    return f"{ip_port_entry(address, protocol, port)},{address2}"
 
 
 def ip_port_net_entry(address: str, protocol: Protocol, port: int, cidr: str) -> str:
@@ -181,7 +197,7 @@ def ip_port_net_entry(address: str, protocol: Protocol, port: int, cidr: str) ->
 
     ``cidr`` as :func:`normalise_cidr` returns it.
     """
-    return f"{address},{protocol.value.lower()}:{port},{cidr}"
+    return f"{ip_port_entry(address, protocol, port)},{cidr}"
 
 
 def port_entry(port: int) -> str:
@@ -194,7 +210,11 @@ def normalise_cidr(text: str) -> str:
 
     Raises ValueError on anything that is not a CIDR or an address.
     """
-    net = ipaddress.ip_network(text.strip(), strict=False)
+    return network_text(ipaddress.ip_network(text.strip(), strict=False))
+
+
+def network_text(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """A network as ipset lists it: a host prefix (/32, /128) left off."""
     if net.prefixlen == net.max_prefixlen:
         return str(net.network_address)
     return str(net)

@@ -29,7 +29,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from ipvsproxy.dataplane import ipset_specs as S
+from ipvsproxy import ipsetnames as S
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.model import Family
 
@@ -112,13 +112,12 @@ def _local_cidr(config: RulesConfig, family: Family) -> str | None:
 
 
 def _set_rule(
-    chain: str, base: str, family: Family, flags: str, target: str, proto: str = ""
+    chain: str, kind: S.SetKind, family: Family, flags: str, target: str, proto: str = ""
 ) -> str:
-    spec = next(s for s in S.ipset_specs(family) if s.name == S.set_name(base, family))
     p = f" -p {proto}" if proto else ""
     return (
-        f'-A {chain}{p} -m comment --comment "{spec.comment}" '
-        f"-m set --match-set {spec.name} {flags} -j {target}"
+        f'-A {chain}{p} -m comment --comment "{kind.comment}" '
+        f"-m set --match-set {S.set_name(kind, family)} {flags} -j {target}"
     )
 
 
@@ -145,9 +144,9 @@ def _nat_rules(config: RulesConfig, family: Family) -> list[str]:
     else:
         # Node-originated traffic leaves with a VIP as source (all VIPs are local on kube-ipvs0).
         r.append(cluster.replace(" dst,dst ", " src,dst "))
-    for base in (S.EXTERNAL_IP, S.EXTERNAL_IP_LOCAL):
-        head = _set_rule("KUBE-SERVICES", base, family, "dst,dst", "X").removesuffix(" -j X")
-        if base == S.EXTERNAL_IP:
+    for kind in (S.EXTERNAL_IP, S.EXTERNAL_IP_LOCAL):
+        head = _set_rule("KUBE-SERVICES", kind, family, "dst,dst", "X").removesuffix(" -j X")
+        if kind == S.EXTERNAL_IP:
             r.append(f"{head} -j KUBE-MARK-MASQ")
         # From off the machine (not a bridge, not a local process), or to a local address.
         r.append(f"{head} -m physdev ! --physdev-is-in -m addrtype ! --src-type LOCAL -j ACCEPT")
@@ -162,8 +161,8 @@ def _nat_rules(config: RulesConfig, family: Family) -> list[str]:
     r.append("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT")
     r.append("-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ")
     # Accept what IPVS will take, in case a later rule of someone else's would drop it.
-    for base in (S.CLUSTER_IP, S.LOAD_BALANCER):
-        name = S.set_name(base, family)
+    for kind in (S.CLUSTER_IP, S.LOAD_BALANCER):
+        name = S.set_name(kind, family)
         r.append(f"-A KUBE-SERVICES -m set --match-set {name} dst,dst -j ACCEPT")
     r.append(f"-A KUBE-POSTROUTING -m mark ! --mark {masq}/{masq} -j RETURN")
     # Clear the mark so a packet that re-traverses the stack is not masqueraded twice.
@@ -211,7 +210,7 @@ def _filter_rules(config: RulesConfig, family: Family) -> list[str]:
         _set_rule("KUBE-NODE-PORT", S.HEALTH_CHECK_NODE_PORT, family, "dst", "ACCEPT"),
     ]
     # #72236: a VIP on kube-ipvs0 must not expose the node's own ports; only service ports.
-    for base, flags in (
+    for kind, flags in (
         (S.LOAD_BALANCER, "dst,dst"),
         (S.CLUSTER_IP, "dst,dst"),
         (S.EXTERNAL_IP, "dst,dst"),
@@ -219,7 +218,7 @@ def _filter_rules(config: RulesConfig, family: Family) -> list[str]:
         (S.HEALTH_CHECK_NODE_PORT, "dst"),
     ):
         r.append(
-            f"-A KUBE-IPVS-FILTER -m set --match-set {S.set_name(base, family)} {flags} -j RETURN"
+            f"-A KUBE-IPVS-FILTER -m set --match-set {S.set_name(kind, family)} {flags} -j RETURN"
         )
     r.append(
         "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW"

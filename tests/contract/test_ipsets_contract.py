@@ -9,8 +9,8 @@ import pytest
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.fakes import FakeIpsets
 from ipvsproxy.dataplane.interfaces import Ipsets, IpsetSpec
-from ipvsproxy.dataplane.ipset_specs import ipset_specs
 from ipvsproxy.dataplane.ipsets import IpsetCli, destroy_owned
+from ipvsproxy.ipsetnames import all_specs
 from ipvsproxy.model import Family
 
 
@@ -20,7 +20,7 @@ def ipsets(real: bool, netns: None) -> Ipsets:
 
 
 async def test_ensure_creates_kube_proxy_sets_for_both_families(ipsets: Ipsets) -> None:
-    specs = ipset_specs(Family.V4) + ipset_specs(Family.V6)
+    specs = all_specs(Family.V4) + all_specs(Family.V6)
     await ipsets.ensure(specs)
     await ipsets.ensure(specs)  # idempotent
     names = await ipsets.list_names()
@@ -46,7 +46,7 @@ async def test_ensure_creates_kube_proxy_sets_for_both_families(ipsets: Ipsets) 
 async def test_entries_read_back_in_save_syntax(
     ipsets: Ipsets, base: str, family: Family, given: str, saved: str
 ) -> None:
-    await ipsets.ensure(ipset_specs(family))
+    await ipsets.ensure(all_specs(family))
     await ipsets.update({base: ({given}, set())})
     assert await ipsets.entries(base) == {saved}
     await ipsets.update({base: (set(), {given})})
@@ -54,7 +54,7 @@ async def test_entries_read_back_in_save_syntax(
 
 
 async def test_update_adds_and_deletes_in_one_call_across_sets(ipsets: Ipsets) -> None:
-    await ipsets.ensure(ipset_specs(Family.V4))
+    await ipsets.ensure(all_specs(Family.V4))
     await ipsets.update({"KUBE-CLUSTER-IP": ({"10.96.0.1,tcp:443", "10.96.0.10,udp:53"}, set())})
     await ipsets.update(
         {
@@ -77,7 +77,7 @@ async def test_update_adds_and_deletes_in_one_call_across_sets(ipsets: Ipsets) -
     ],
 )
 async def test_bad_entry_raises_and_changes_nothing(ipsets: Ipsets, entry: str, field: str) -> None:
-    await ipsets.ensure(ipset_specs(Family.V4))
+    await ipsets.ensure(all_specs(Family.V4))
     await ipsets.update({"KUBE-CLUSTER-IP": ({"10.96.0.1,tcp:443"}, set())})
     with pytest.raises(InvalidValueError) as info:
         await ipsets.update(
@@ -94,13 +94,13 @@ async def test_bad_entry_raises_and_changes_nothing(ipsets: Ipsets, entry: str, 
 
 
 async def test_replace_makes_set_hold_exactly_and_leaves_no_temporary(ipsets: Ipsets) -> None:
-    await ipsets.ensure(ipset_specs(Family.V6))
+    await ipsets.ensure(all_specs(Family.V6))
     await ipsets.update({"KUBE-6-CLUSTER-IP": ({"fd00::1,tcp:443", "fd00::2,tcp:80"}, set())})
     await ipsets.replace("KUBE-6-CLUSTER-IP", {"fd00::2,tcp:80", "fd00::3,udp:53"})
     assert await ipsets.entries("KUBE-6-CLUSTER-IP") == {"fd00::2,tcp:80", "fd00::3,udp:53"}
     await ipsets.replace("KUBE-6-CLUSTER-IP", set())
     assert await ipsets.entries("KUBE-6-CLUSTER-IP") == set()
-    assert await ipsets.list_names() == {s.name for s in ipset_specs(Family.V6)}
+    assert await ipsets.list_names() == {s.name for s in all_specs(Family.V6)}
 
 
 async def test_unknown_set_is_a_typed_error(ipsets: Ipsets) -> None:
@@ -111,7 +111,7 @@ async def test_unknown_set_is_a_typed_error(ipsets: Ipsets) -> None:
 
 
 async def test_destroy_only_touches_kube_sets(ipsets: Ipsets) -> None:
-    await ipsets.ensure(ipset_specs(Family.V4))
+    await ipsets.ensure(all_specs(Family.V4))
     with pytest.raises(InvalidValueError, match="operator-set"):
         await ipsets.destroy(["operator-set"])
     with pytest.raises(InvalidValueError, match="operator-set"):
@@ -119,6 +119,6 @@ async def test_destroy_only_touches_kube_sets(ipsets: Ipsets) -> None:
     await ipsets.destroy(["KUBE-CLUSTER-IP", "KUBE-NOT-THERE"])
     assert "KUBE-CLUSTER-IP" not in await ipsets.list_names()
     assert sorted(await destroy_owned(ipsets)) == sorted(
-        s.name for s in ipset_specs(Family.V4) if s.name != "KUBE-CLUSTER-IP"
+        s.name for s in all_specs(Family.V4) if s.name != "KUBE-CLUSTER-IP"
     )
     assert await ipsets.list_names() == set()

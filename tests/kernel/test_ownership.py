@@ -11,10 +11,10 @@ from __future__ import annotations
 import subprocess
 
 from ipvsproxy.dataplane.addresses import NetlinkAddresses
-from ipvsproxy.dataplane.ipset_specs import ipset_specs
 from ipvsproxy.dataplane.ipsets import IpsetCli, destroy_owned
 from ipvsproxy.dataplane.iptables import IptablesCli, RulesSyncer, detect_backend
 from ipvsproxy.dataplane.iptables_rules import RulesConfig
+from ipvsproxy.ipsetnames import all_specs
 from ipvsproxy.model import Family
 
 
@@ -41,7 +41,7 @@ async def test_cleanup_paths_keep_operator_state(netns: int) -> None:
     addresses, ipsets, iptables = NetlinkAddresses(), IpsetCli(), IptablesCli(backend)
     await addresses.ensure_dummy()
     await addresses.bind(["10.96.0.10", "fd00::10"])
-    specs = ipset_specs(Family.V4) + ipset_specs(Family.V6)
+    specs = all_specs(Family.V4) + all_specs(Family.V6)
     await ipsets.ensure(specs)
     await ipsets.update({"KUBE-CLUSTER-IP": ({"10.96.0.10,tcp:80"}, set())})
     for family in Family:

@@ -36,6 +36,7 @@ def test_every_name_fits_and_is_unique() -> None:
     names = [spec.name for family in Family for spec in sets.all_specs(family)]
     assert len(names) == len(set(names)) == 2 * len(sets.ALL_KINDS)
     assert all(len(n) <= 31 and n.startswith("KUBE-") for n in names)
+    assert all(kind.type in sets.TYPES for kind in sets.ALL_KINDS)
     assert sets.kind_of("KUBE-SOMETHING-ELSE") is None
 
 
