@@ -1,4 +1,4 @@
-"""The pure rule text, the backend choice and the virtual-server ownership helper."""
+"""The pure rule text and the backend choice."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from ipvsproxy.dataplane.iptables_rules import (
     find_jumps,
     rule_count,
 )
-from ipvsproxy.dataplane.ownership import is_owned_virtual_server
-from ipvsproxy.model import Family, Protocol, VirtualServerKey
+from ipvsproxy.model import Family
 
 
 def _lines(text: str, prefix: str) -> list[str]:
@@ -167,17 +166,3 @@ def test_cleanup_names_only_our_chains_and_jumps_to_them() -> None:
 )
 def test_backend_choice(legacy: str | None, nft: str | None, works: bool, expected: str) -> None:
     assert choose_backend(legacy, nft, works) == expected
-
-
-def test_virtual_server_ownership() -> None:
-    tcp = Protocol.TCP
-    bound = {"10.96.0.10", "fd00::10"}
-    node_ports = {VirtualServerKey("192.0.2.7", 30080, tcp)}
-    owned = lambda k, ex=(): is_owned_virtual_server(k, bound, node_ports, ex)  # noqa: E731
-    assert owned(VirtualServerKey("10.96.0.10", 80, tcp))
-    assert owned(VirtualServerKey("fd00::10", 80, Protocol.UDP))
-    assert owned(VirtualServerKey("192.0.2.7", 30080, tcp))
-    assert not owned(VirtualServerKey("192.0.2.7", 22, tcp))  # operator's on a node address
-    assert not owned(VirtualServerKey("10.1.2.3", 80, tcp))
-    assert not owned(VirtualServerKey("10.96.0.10", 80, tcp), ("10.96.0.0/24", "fd00::/8"))
-    assert owned(VirtualServerKey("10.96.0.10", 80, tcp), ("fd00::/8",))
