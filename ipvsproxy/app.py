@@ -21,7 +21,7 @@ from ipvsproxy.config import Config
 from ipvsproxy.dataplane.addresses import NetlinkAddresses
 from ipvsproxy.dataplane.conntrack import NetlinkConntrack
 from ipvsproxy.dataplane.errors import DataplaneError
-from ipvsproxy.dataplane.executor import Dataplane
+from ipvsproxy.dataplane.executor import Dataplane, read_owned
 from ipvsproxy.dataplane.interfaces import AddVirtualServer, DeleteVirtualServer
 from ipvsproxy.dataplane.ipsets import IpsetCli
 from ipvsproxy.dataplane.iptables import IptablesCli, detect_backend
@@ -36,7 +36,6 @@ from ipvsproxy.kube.client import EventPoster, make_api_client
 from ipvsproxy.kube.watcher import ClusterWatcher
 from ipvsproxy.metrics import Metrics
 from ipvsproxy.model import Family, Protocol, VirtualServer, VirtualServerKey
-from ipvsproxy.observe import owned_state
 from ipvsproxy.observer import ProxyObserver
 from ipvsproxy.reconciler import Reconciler, Settings
 
@@ -171,17 +170,14 @@ async def serve(config: Config) -> int:
 async def remove_everything(dataplane: Dataplane, config: Config) -> dict[str, int]:
     """Delete what the proxy owns, and nothing else: its virtual servers, kube-ipvs0,
     its iptables chains, then its ipsets (rules that use a set must go before the set)."""
-    names = await dataplane.ipsets.list_names()
-    entries = {n: await dataplane.ipsets.entries(n) for n in names if ipsetnames.kind_of(n)}
-    bound = await dataplane.addresses.bound()
     exclude = [ipaddress.ip_network(c, strict=False) for c in config.ipvs_exclude_cidrs]
-    owned = owned_state(await dataplane.ipvs.dump(), bound, entries, exclude)
+    owned = await read_owned(dataplane, exclude)
     await dataplane.ipvs.apply([DeleteVirtualServer(key) for key in owned.virtual_servers])
     await dataplane.addresses.delete_dummy()
     for family in Family:
         with contextlib.suppress(DataplaneError):
             await dataplane.iptables.cleanup(family)
-    ours = sorted(n for n in names if ipsetnames.kind_of(n))
+    ours = sorted(n for n in await dataplane.ipsets.list_names() if ipsetnames.kind_of(n))
     await dataplane.ipsets.destroy(ours)
     return {"virtual_servers": len(owned.virtual_servers), "ipsets": len(ours)}
 

@@ -31,14 +31,13 @@ from typing import Any, Protocol
 import structlog
 
 from ipvsproxy import ipsetnames
-from ipvsproxy.dataplane.executor import Dataplane, SyncError, execute
+from ipvsproxy.dataplane.executor import Dataplane, SyncError, execute, read_owned
 from ipvsproxy.dataplane.iptables import RulesSyncer
 from ipvsproxy.dataplane.iptables_rules import RulesConfig
 from ipvsproxy.desired import DesiredIndex, ObservedMirror, Scope
 from ipvsproxy.diff import Op, diff
 from ipvsproxy.model import Family, RealServerStatus, ServiceKey, family_of
 from ipvsproxy.model import Protocol as IpProtocol
-from ipvsproxy.observe import owned_state
 from ipvsproxy.plan import plan_service
 from ipvsproxy.planconfig import PlanConfig
 from ipvsproxy.simulate import apply_ops
@@ -246,14 +245,7 @@ class Reconciler:
             self._replan_all = True
 
     async def _observe(self) -> None:
-        table = await self.dataplane.ipvs.dump()
-        bound = await self.dataplane.addresses.bound()
-        names = await self.dataplane.ipsets.list_names()
-        entries = {}
-        for name in names:
-            if ipsetnames.kind_of(name) is not None:
-                entries[name] = await self.dataplane.ipsets.entries(name)
-        self.mirror.reset(owned_state(table, bound, entries, self._exclude))
+        self.mirror.reset(await read_owned(self.dataplane, self._exclude))
 
     def _replan(self, keys: set[ServiceKey]) -> tuple[Scope, dict[ServiceKey, ServicePlan]]:
         scope = Scope()
@@ -279,7 +271,6 @@ class Reconciler:
     async def _full_sync(self) -> SyncResult:
         started = self.clock()
         self._full_due = False
-        self._next_full = started + self.settings.sync_period
         await self._read_node_addresses()
         await self.prepare()
         keys, times = self._take_dirty()
@@ -290,6 +281,8 @@ class Reconciler:
         observed = self.mirror.state()
         ops = diff(observed, self.index.desired())
         await self._apply(Scope(), observed, ops, whole=True)
+        # Counted from the end: a resync slower than the period must not run back to back.
+        self._next_full = self.clock() + self.settings.sync_period
         return SyncResult(True, len(keys), ops, self.clock() - started, times, plans)
 
     async def _partial_sync(self) -> SyncResult:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from ipvsproxy import ipsetnames
 from ipvsproxy.dataplane.interfaces import (
     Addresses,
     Conntrack,
@@ -31,6 +32,8 @@ from ipvsproxy.diff import (
     Op,
     UnbindAddresses,
 )
+from ipvsproxy.observe import Network, owned_state
+from ipvsproxy.state import DataplaneState
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +53,15 @@ class Dataplane:
         await self.ipvs.close()
         await self.addresses.close()
         await self.conntrack.close()
+
+
+async def read_owned(dataplane: Dataplane, exclude: Sequence[Network]) -> DataplaneState:
+    """What the kernel holds of the proxy's own (see ipvsproxy.observe), in four reads."""
+    table = await dataplane.ipvs.dump()
+    bound = await dataplane.addresses.bound()
+    saved = await dataplane.ipsets.save_all()
+    entries = {name: found for name, found in saved.items() if ipsetnames.kind_of(name)}
+    return owned_state(table, bound, entries, exclude)
 
 
 class SyncError(Exception):

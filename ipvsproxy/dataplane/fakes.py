@@ -91,6 +91,9 @@ class FakeIpsets:
     async def entries(self, name: str) -> set[str]:
         return set(self._get(name)[1])
 
+    async def save_all(self) -> dict[str, set[str]]:
+        return {name: set(entries) for name, (_, entries) in self.sets.items()}
+
     async def update(self, changes: Mapping[str, tuple[set[str], set[str]]]) -> None:
         planned = []
         for name, (add, delete) in changes.items():

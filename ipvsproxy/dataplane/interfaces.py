@@ -144,6 +144,10 @@ class Ipsets(Protocol):
         """Entries in ipset's save syntax, e.g. ``10.96.0.10,tcp:53``."""
         ...
 
+    async def save_all(self) -> dict[str, set[str]]:
+        """Every set's entries, read in one bulk call (as ``ipset save``)."""
+        ...
+
     async def update(self, changes: Mapping[str, tuple[set[str], set[str]]]) -> None:
         """Per set name: (entries to add, entries to delete), all in one bulk call."""
         ...

@@ -108,6 +108,11 @@ class IpsetCli:
             raise InvalidValueError("ipset name", name, err.stderr.strip()) from None
         return parse_save(out).get(name, ("", set()))[1]
 
+    async def save_all(self) -> dict[str, set[str]]:
+        # One process for every set: each process start counts (a resync reads them all).
+        saved = parse_save(await run_command([self._ipset, "save"]))
+        return {name: entries for name, (_, entries) in saved.items()}
+
     async def update(self, changes: Mapping[str, tuple[set[str], set[str]]]) -> None:
         lines: list[str] = []
         for name, (add, delete) in changes.items():

@@ -66,6 +66,23 @@ async def test_update_adds_and_deletes_in_one_call_across_sets(ipsets: Ipsets) -
     assert await ipsets.entries("KUBE-NODE-PORT-UDP") == {"30053"}
 
 
+async def test_save_all_reads_every_set_at_once(ipsets: Ipsets) -> None:
+    await ipsets.ensure(all_specs(Family.V4) + all_specs(Family.V6))
+    await ipsets.update(
+        {
+            "KUBE-CLUSTER-IP": ({"10.96.0.1,tcp:443"}, set()),
+            "KUBE-6-CLUSTER-IP": ({"fd00::1,tcp:443"}, set()),
+            "KUBE-NODE-PORT-TCP": ({"30080"}, set()),
+        }
+    )
+    saved = await ipsets.save_all()
+    assert set(saved) == await ipsets.list_names()
+    assert saved["KUBE-CLUSTER-IP"] == {"10.96.0.1,tcp:443"}
+    assert saved["KUBE-6-CLUSTER-IP"] == {"fd00::1,tcp:443"}
+    assert saved["KUBE-NODE-PORT-TCP"] == {"30080"}
+    assert saved["KUBE-IPVS-IPS"] == set()
+
+
 @pytest.mark.parametrize(
     ("entry", "field"),
     [

@@ -15,7 +15,7 @@ from ipvsproxy.model import (
 def test_parse_ip_normalises_so_values_from_anywhere_compare_equal() -> None:
     assert parse_ip("fd00:0::0010") == "fd00::10"
     assert parse_ip("10.96.0.10") == "10.96.0.10"
-    with pytest.raises(ValueError, match="10.96.0.300"):
+    with pytest.raises(ValueError, match=r"10\.96\.0\.300"):
         parse_ip("10.96.0.300")
 
 
