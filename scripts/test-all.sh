@@ -10,22 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(
-  user-mode-linux gcc libc6-dev kmod mount   # the kernel test runner (tests/vm)
-  iproute2 ipvsadm ipset iptables conntrack  # what the dataplane drives, and tests read back
-  python3 python3-venv                       # tox and its environments
-  systemd                                    # systemd-analyze verify of packaging/systemd
-)
-command -v kubectl >/dev/null || packages+=(kubernetes-client)  # a real client for tests/apiserver
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if (( ${#missing[@]} )); then
-  echo "test-all: installing Debian packages: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/setup.sh
 
 if [[ ! -x .venv-tox/bin/tox ]]; then
   python3 -m venv .venv-tox
