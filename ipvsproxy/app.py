@@ -140,6 +140,7 @@ async def serve(config: Config) -> int:
         events=events,
         services=lambda: cache.services,
         plans=lambda: reconciler.index.plans,
+        node=lambda: cache.node,
     )
     cache.listener = reconciler
     watcher = ClusterWatcher(api, name, reconciler, events=events, cache=cache)

@@ -37,7 +37,7 @@ class ProxyObserver:
         events: EventSink | None = None,
         services: Callable[[], Mapping[ServiceKey, Any]] = dict,
         plans: Callable[[], Mapping[ServiceKey, ServicePlan]] = dict,
-        pending: Callable[[], int] = lambda: 0,
+        node: Callable[[], Mapping[str, Any] | None] = lambda: None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics
@@ -47,7 +47,7 @@ class ProxyObserver:
         self.events = events
         self.services = services
         self.plans = plans
-        self.pending = pending
+        self.node = node
         self.wall = wall
         self._reported: dict[ServiceKey, tuple[str, ...]] = {}
         self._pending_services = 0
@@ -67,6 +67,8 @@ class ProxyObserver:
     async def synced(self, result: SyncResult) -> None:
         now = self.wall()
         self.health.updated()
+        # A node being deleted (or drained by the autoscaler) fails /healthz.
+        self.health.sync_node(self.node())
         self.metrics.sync_succeeded(result.duration, now)
         self.metrics.programmed(result.trigger_times, now)
         self._pending_services = self._pending_endpoints = 0

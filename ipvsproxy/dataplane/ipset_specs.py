@@ -28,11 +28,6 @@ from ipvsproxy.model import Family, Protocol
 
 _PROTOCOLS = tuple(ipsetnames.protocol_text(p) for p in Protocol)
 
-# Kept for callers outside the dataplane that still import them from here
-# (tests/bench/bench_ipset.py, tests/contract/test_iptables_contract.py).
-ipset_specs = ipsetnames.all_specs
-CLUSTER_IP = ipsetnames.set_name(ipsetnames.CLUSTER_IP, Family.V4)
-
 
 def is_owned(name: str) -> bool:
     return name.startswith(ipsetnames.OWNED_PREFIX)

@@ -14,10 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ipvsproxy.dataplane.ipset_specs import CLUSTER_IP, ipset_specs
+from ipvsproxy import ipsetnames
 from ipvsproxy.dataplane.ipsets import IpsetCli
 from ipvsproxy.model import Family
 from tests.support.netns import fresh_netns
+
+NEEDS_KERNEL = True
+CLUSTER_IP = ipsetnames.set_name(ipsetnames.CLUSTER_IP, Family.V4)
 
 COUNT = 10_000
 
@@ -30,7 +33,7 @@ def entries(count: int) -> set[str]:
 
 async def run() -> None:
     ipsets = IpsetCli()
-    await ipsets.ensure(ipset_specs(Family.V4))
+    await ipsets.ensure(ipsetnames.all_specs(Family.V4))
     wanted = entries(COUNT)
     start = time.perf_counter()
     await ipsets.update({CLUSTER_IP: (wanted, set())})

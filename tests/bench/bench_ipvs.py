@@ -39,6 +39,8 @@ from ipvsproxy.model import (
 )
 from tests.support.netns import fresh_netns
 
+NEEDS_KERNEL = True
+
 
 def table(services: int) -> list[tuple[VirtualServer, list[RealServer]]]:
     out = []

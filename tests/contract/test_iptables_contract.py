@@ -11,10 +11,10 @@ import pytest
 from ipvsproxy.dataplane.errors import CommandError
 from ipvsproxy.dataplane.fakes import FakeIpsets, FakeIptables
 from ipvsproxy.dataplane.interfaces import Ipsets, Iptables
-from ipvsproxy.dataplane.ipset_specs import ipset_specs
 from ipvsproxy.dataplane.ipsets import IpsetCli
 from ipvsproxy.dataplane.iptables import IptablesCli, RulesSyncer, detect_backend
 from ipvsproxy.dataplane.iptables_rules import JUMPS, OWNED_CHAINS, RulesConfig, find_jumps
+from ipvsproxy.ipsetnames import all_specs
 from ipvsproxy.model import Family
 
 FAMILIES = [Family.V4, Family.V6]
@@ -34,7 +34,7 @@ async def iptables(real: bool, netns: None) -> Iptables:
 @pytest.fixture
 async def ipsets(real: bool, netns: None) -> Ipsets:
     sets: Ipsets = IpsetCli() if real else FakeIpsets()
-    await sets.ensure(ipset_specs(Family.V4) + ipset_specs(Family.V6))
+    await sets.ensure(all_specs(Family.V4) + all_specs(Family.V6))
     return sets
 
 
