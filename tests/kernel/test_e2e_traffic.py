@@ -8,6 +8,7 @@ the node, so kernel state never leaks between tests.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ async def env(netns: int) -> AsyncIterator[Env]:
     client = await network.add_pod("client", 100)
     for pod in pods:
         await pod.serve_tcp(8080)
+        await pod.serve_tcp(8080, socket.AF_INET6)
         await pod.serve_udp(5353)
     cluster = await Cluster.open()
     try:
@@ -154,3 +156,20 @@ async def test_source_ranges_block_a_client_outside_them(env: Env) -> None:
     assert await tcp_ask(lb, 80, allowed) in {"pod1", "pod2"}
     with pytest.raises((OSError, asyncio.TimeoutError)):
         await tcp_ask(lb, 80, env.client, timeout=1.0)
+
+
+async def test_dual_stack_service_answers_on_both_families(env: Env) -> None:
+    vip6 = "fd00:96::10"
+    env.cluster.apply(
+        service_object(
+            "web", VIP, [(80, 8080, "TCP")], clusterIPs=[VIP, vip6], ipFamilies=["IPv4", "IPv6"]
+        ),
+        slice_object("web", [(p.ip, True) for p in env.pods], [("p80", 8080, "TCP")]),
+        slice_object("web", [(p.ip6, True) for p in env.pods], [("p80", 8080, "TCP")], suffix="6"),
+    )
+    await env.cluster.sync()
+    assert await env.cluster.dataplane.addresses.bound() == {VIP, vip6}
+    v6 = [await tcp_ask(vip6, 80, env.client) for _ in range(4)]
+    v4 = [await tcp_ask(VIP, 80, env.client) for _ in range(4)]
+    assert Counter(v6) == {"pod1": 2, "pod2": 2}
+    assert Counter(v4) == {"pod1": 2, "pod2": 2}
