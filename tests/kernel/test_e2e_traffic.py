@@ -173,3 +173,20 @@ async def test_dual_stack_service_answers_on_both_families(env: Env) -> None:
     v4 = [await tcp_ask(VIP, 80, env.client) for _ in range(4)]
     assert Counter(v6) == {"pod1": 2, "pod2": 2}
     assert Counter(v4) == {"pod1": 2, "pod2": 2}
+
+
+async def test_a_restarted_proxy_adopts_the_kernel_and_drops_no_connection(env: Env) -> None:
+    web(env)
+    await env.cluster.sync()
+    held = await tcp_open(VIP, 80, env.client)
+    serving = await held.name()
+    # A new reconciler knows nothing: only the kernel remembers (as after a restart).
+    restarted = Cluster(env.cluster.dataplane)
+    web(Env(restarted, env.pods, env.client))
+    result = await restarted.sync()
+    try:
+        assert result.full
+        assert result.ops == []  # adopted as it is: nothing flushed, nothing re-created
+        assert await held.ask() == serving
+    finally:
+        held.close()
