@@ -190,3 +190,26 @@ async def test_a_restarted_proxy_adopts_the_kernel_and_drops_no_connection(env: 
         assert await held.ask() == serving
     finally:
         held.close()
+
+
+@pytest.mark.parametrize(("ranges", "node_allowed"), [(["10.244.1.2/32"], False),
+                                                      (["10.244.100.1/32"], True)])  # fmt: skip
+async def test_source_ranges_hold_for_traffic_from_the_node_too(
+    env: Env, ranges: list[str], node_allowed: bool
+) -> None:
+    """Upstream #119656: kube-proxy let the node itself past loadBalancerSourceRanges. The node
+    may pass only when a range covers one of its addresses (10.244.100.1 is one)."""
+    lb = "198.51.100.7"
+    web(
+        env,
+        type="LoadBalancer",
+        nodePorts=[30081],
+        loadBalancerSourceRanges=ranges,
+        status={"loadBalancer": {"ingress": [{"ip": lb}]}},
+    )
+    await env.cluster.sync()
+    if node_allowed:
+        assert await tcp_ask(lb, 80) in {"pod1", "pod2"}
+    else:
+        with pytest.raises((OSError, asyncio.TimeoutError)):
+            await tcp_ask(lb, 80, timeout=1.0)
