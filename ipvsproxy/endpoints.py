@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from ipvsproxy.fields import as_bool, as_dict, as_list, as_port, as_str
-from ipvsproxy.model import Family, Protocol, RealServerKey, family_of, parse_ip
+from ipvsproxy.fields import as_bool, as_dict, as_ip, as_list, as_port, as_protocol, as_str
+from ipvsproxy.model import Family, Protocol, RealServerKey, family_of
 
 PortKey = tuple[Family, str, Protocol]
 _FAMILIES = {"IPv4": Family.V4, "IPv6": Family.V6}
@@ -73,9 +73,9 @@ def _index_slice(
             problems.append(f"EndpointSlice {name}: a port is not an object")
             continue
         port_name = port.get("name") or ""
-        proto_text = port.get("protocol") or "TCP"
+        protocol = as_protocol(port.get("protocol") or "TCP")
         number = as_port(port.get("port"))
-        if not isinstance(port_name, str) or proto_text not in Protocol.__members__:
+        if not isinstance(port_name, str) or protocol is None:
             problems.append(f"EndpointSlice {name}: bad port {_short(port)}")
             continue
         if number is None:
@@ -83,7 +83,7 @@ def _index_slice(
             if port.get("port") is not None:
                 problems.append(f"EndpointSlice {name}: bad port number {port.get('port')!r}")
             continue
-        ports.append((port_name, Protocol(proto_text), number))
+        ports.append((port_name, protocol, number))
     if not ports:
         return
     endpoints = [
@@ -112,11 +112,8 @@ def _endpoint(
         return None
     # Like kube-proxy, only the first address counts (the API allows exactly one).
     text = addresses[0]
-    try:
-        if not isinstance(text, str):
-            raise ValueError
-        address = parse_ip(text)
-    except ValueError:
+    address = as_ip(text)
+    if address is None:
         problems.append(f"EndpointSlice {slice_name}: bad endpoint address {_short(text)}")
         return None
     if family_of(address) is not family:

@@ -5,7 +5,10 @@ malformed field breaks and keep the rest.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+
+from ipvsproxy.model import Protocol
 
 
 def as_dict(value: Any) -> dict[str, Any] | None:
@@ -37,3 +40,28 @@ def as_port(value: Any) -> int | None:
 
 def as_bool(value: Any, default: bool) -> bool:
     return value if isinstance(value, bool) else default
+
+
+def as_protocol(value: Any) -> Protocol | None:
+    """ "TCP", "UDP" or "SCTP" as a Protocol; anything else (a list too: it is
+    unhashable, so it cannot even be looked up) as None."""
+    if isinstance(value, str) and value in Protocol.__members__:
+        return Protocol(value)
+    return None
+
+
+def as_ip(value: Any) -> str | None:
+    """An address as a normalised string, or None.
+
+    An IPv6 zone ("fe80::1%eth0") is refused: the API server rejects it, and
+    neither an ipset entry nor an IPVS address can carry one.
+    """
+    if not isinstance(value, str):
+        return None
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return None
+    return str(ip)

@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ipvsproxy.fields import as_dict, as_int, as_list, as_port, as_str
+from ipvsproxy.fields import as_dict, as_int, as_ip, as_list, as_port, as_protocol, as_str
 from ipvsproxy.ipsetnames import normalise_cidr
 from ipvsproxy.model import (
     FLAG_PERSISTENT,
@@ -20,7 +20,6 @@ from ipvsproxy.model import (
     Protocol,
     ServiceKey,
     family_of,
-    parse_ip,
 )
 
 SCHEDULER_ANNOTATION = "ipvsproxy.io/scheduler"
@@ -109,11 +108,8 @@ def _read_cluster_ips(spec: dict[str, Any], out: ServiceSpec) -> None:
         out.skip = "headless (clusterIP None)"
         return
     for text in ips:
-        try:
-            if not isinstance(text, str):
-                raise ValueError
-            ip = parse_ip(text)
-        except ValueError:
+        ip = as_ip(text)
+        if ip is None:
             out.problems.append(f"bad cluster IP {text!r}")
             continue
         family = family_of(ip)
@@ -135,21 +131,24 @@ def _read_ports(spec: dict[str, Any], out: ServiceSpec) -> None:
             continue
         name = port.get("name") or ""
         label = f"port {name!r}" if name else f"port {port.get('port')!r}"
-        protocol = port.get("protocol") or "TCP"
+        raw_protocol = port.get("protocol") or "TCP"
+        protocol = as_protocol(raw_protocol)
         number = as_port(port.get("port"))
         if not isinstance(name, str):
             out.problems.append(f"{label}: name is not a string")
             continue
-        if protocol not in Protocol.__members__:
-            out.problems.append(f"{label}: unknown protocol {protocol!r}")
+        if protocol is None:
+            out.problems.append(f"{label}: unknown protocol {raw_protocol!r}")
             continue
         if number is None:
             out.problems.append(f"{label}: port {port.get('port')!r} is not in 1-65535")
             continue
-        if (number, Protocol(protocol)) in seen_numbers or name in seen_names:
-            out.problems.append(f"{label}: duplicate port {number}/{protocol} or name, ignored")
+        if (number, protocol) in seen_numbers or name in seen_names:
+            out.problems.append(
+                f"{label}: duplicate port {number}/{protocol.value} or name, ignored"
+            )
             continue
-        seen_numbers.add((number, Protocol(protocol)))
+        seen_numbers.add((number, protocol))
         seen_names.add(name)
         node_port = 0
         raw_node_port = port.get("nodePort")
@@ -157,7 +156,7 @@ def _read_ports(spec: dict[str, Any], out: ServiceSpec) -> None:
             node_port = as_port(raw_node_port) or 0
             if not node_port:
                 out.problems.append(f"{label}: bad nodePort {raw_node_port!r}, NodePort skipped")
-        out.ports.append(Port(name, Protocol(protocol), number, node_port))
+        out.ports.append(Port(name, protocol, number, node_port))
 
 
 def _read_policies(spec: dict[str, Any], out: ServiceSpec) -> None:
@@ -201,11 +200,8 @@ def _read_scheduler(meta: dict[str, Any], spec: dict[str, Any], out: ServiceSpec
 def _read_ips(raw: Any, what: str, problems: list[str]) -> list[str]:
     ips: list[str] = []
     for text in as_list(raw):
-        try:
-            if not isinstance(text, str):
-                raise ValueError
-            ip = parse_ip(text)
-        except ValueError:
+        ip = as_ip(text)
+        if ip is None:
             problems.append(f"bad address {text!r} in {what}")
             continue
         if ip not in ips:
@@ -240,8 +236,8 @@ def _read_load_balancer(spec: dict[str, Any], status: dict[str, Any], out: Servi
     out.source_ranges = []
     for text in as_list(ranges):
         try:
-            if not isinstance(text, str):
-                raise ValueError
+            if not isinstance(text, str) or "%" in text:
+                raise ValueError  # "%": an IPv6 zone, which no ipset entry can hold
             cidr = normalise_cidr(text)
         except ValueError:
             out.problems.append(f"bad CIDR {text!r} in loadBalancerSourceRanges")

@@ -26,6 +26,9 @@ EPS = [slice_([endpoint("10.244.1.5")], [("http", 8080), ("bad", 9090)])]
         (port(80, "bad"), "duplicate"),  # same number and protocol as http
         (port(81, "http"), "duplicate"),  # same name
         ("80", "not an object"),
+        # Unhashable protocols once crashed plan (internal error) instead.
+        ({"name": "bad", "port": 81, "protocol": ["TCP"]}, "unknown protocol"),
+        ({"name": "bad", "port": 81, "protocol": {"TCP": 1}}, "unknown protocol"),
         ({"name": 7, "port": 81}, "name is not a string"),
     ],
 )
@@ -132,3 +135,51 @@ def test_junk_slices(slices: Any) -> None:
 )
 def test_junk_node(node_obj: Any) -> None:
     assert plan_service(service(), [], node_obj, CONFIG).skip is None
+
+
+@pytest.mark.parametrize("protocol", [["TCP"], {"TCP": 1}, 6])
+def test_slice_port_with_bad_protocol_skips_only_that_port(protocol: Any) -> None:
+    eps = slice_([endpoint("10.244.1.5")], [("http", 8080)])
+    eps["ports"].append({"name": "http", "port": 9090, "protocol": protocol})
+    plan = plan_service(service(ports=[GOOD_PORT]), [eps], None, CONFIG)
+    assert plan.skip is None
+    assert summary(plan) == {"TCP 10.96.0.10:80": ["10.244.1.5:8080"]}
+    assert len(plan.problems) == 1, plan.problems
+    assert "bad port" in plan.problems[0]
+
+
+# An IPv6 zone: the API server rejects it, and neither ipset nor IPVS can carry it.
+ZONED = "fe80::1%eth0"
+
+
+def test_zoned_cluster_ip_is_bad() -> None:
+    plan = plan_service(service(cluster_ips=("10.96.0.10", ZONED)), [], None, CONFIG)
+    assert list(summary(plan)) == ["TCP 10.96.0.10:80"]
+    assert ZONED in plan.problems[0]
+
+
+def test_zoned_external_ip_and_lb_ip_are_bad() -> None:
+    svc = service(
+        type="LoadBalancer",
+        ports=[port(443, "", "TCP", 30443)],
+        externalIPs=[ZONED],
+        lb_ingress=[{"ip": ZONED}, {"ip": "203.0.113.7"}],
+        loadBalancerSourceRanges=["fe80::%eth0/64", "10.0.0.0/8"],
+    )
+    plan = plan_service(svc, [], None, CONFIG)
+    assert sorted(k.address for k in plan.state.virtual_servers if k.port == 443) == [
+        "10.96.0.10",
+        "203.0.113.7",
+    ]
+    assert plan.state.ipsets["KUBE-LOAD-BALANCER-SOURCE-CIDR"] == {"203.0.113.7,tcp:443,10.0.0.0/8"}
+    assert len(plan.problems) == 3, plan.problems
+    assert "fe80::%eth0/64" in plan.problems[2]
+
+
+def test_zoned_endpoint_is_bad() -> None:
+    svc = service(cluster_ips=("fd00::10",))
+    eps = slice_([endpoint(ZONED), endpoint("fd00:1::5")], address_type="IPv6")
+    plan = plan_service(svc, [eps], None, CONFIG)
+    assert summary(plan) == {"TCP [fd00::10]:80": ["[fd00:1::5]:8080"]}
+    assert len(plan.problems) == 1, plan.problems
+    assert "bad endpoint address" in plan.problems[0]

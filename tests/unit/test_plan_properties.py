@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ipvsproxy import ipsetnames
@@ -39,6 +39,12 @@ def check_consistent(plan: ServicePlan) -> None:
             assert status.server.key == rkey
             assert status.server.weight == 1
             assert family_of(rkey.address) is key.family  # never mixes families
+    # No IPv6 zone ("fe80::1%eth0") anywhere: the kernel objects cannot carry one.
+    addresses = [k.address for k in state.virtual_servers] + [
+        r.address for servers in state.real_servers.values() for r in servers
+    ]
+    assert not any("%" in text for text in [*addresses, *state.bound]), addresses
+    assert not any("%" in e for entries in state.ipsets.values() for e in entries)
     vips = {key.address for key in state.virtual_servers}
     assert state.bound <= vips
     for family in Family:
@@ -73,7 +79,18 @@ def test_plan_of_malformed_objects(svc: Any, slices: list[Any], node_obj: Any, c
     check_consistent(plan_service(svc, slices, node_obj, config))
 
 
+# Inputs that once crashed plan (internal error): a protocol that is a list or
+# a dict is unhashable, and looking it up among Protocol's members raised.
+UNHASHABLE_SERVICE_PROTOCOL = {"spec": {"clusterIP": "10.0.0.1", "ports": [{"protocol": ["x"]}]}}
+UNHASHABLE_SLICE_PROTOCOL = [{"addressType": "IPv4", "ports": [{"port": 80, "protocol": {"a": 1}}]}]
+
+
 @settings(max_examples=400, deadline=None)
 @given(json_values, st.one_of(st.none(), json_values), json_values)
+@example(UNHASHABLE_SERVICE_PROTOCOL, None, None)
+@example(
+    {"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}}, UNHASHABLE_SLICE_PROTOCOL, None
+)
+@example({"spec": {"clusterIP": "fe80::1%eth0", "ports": [{"port": 80}]}}, None, None)
 def test_plan_of_arbitrary_json(svc: Any, slices: Any, node_obj: Any) -> None:
     check_consistent(plan_service(svc, slices, node_obj, CONFIG))
