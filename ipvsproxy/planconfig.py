@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -16,12 +16,45 @@ def _is_host_only(address: str) -> bool:
     return ip.is_loopback or (ip.version == 6 and ip.is_link_local)
 
 
+def _normalised_addresses(raw: Mapping[Family, Iterable[str]]) -> dict[Family, frozenset[str]]:
+    """``node_addresses`` with each address normalised (``2001:DB8::A`` -> ``2001:db8::a``,
+    an IPv6 zone dropped) and under its own family; ValueError naming the field on
+    anything that is not an address."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"PlanConfig.node_addresses: not a mapping: {raw!r}")
+    found: dict[Family, set[str]] = {}
+    for family, addresses in raw.items():
+        if not isinstance(family, Family):
+            raise ValueError(f"PlanConfig.node_addresses: key {family!r} is not a Family")
+        found.setdefault(family, set())
+        if isinstance(addresses, str | bytes):
+            raise ValueError(
+                f"PlanConfig.node_addresses[{family.name}]: a string, not a set: {addresses!r}"
+            )
+        for text in addresses:
+            try:
+                if not isinstance(text, str):
+                    raise ValueError
+                ip = ipaddress.ip_address(text.strip().split("%", 1)[0])
+            except ValueError:
+                raise ValueError(
+                    f"PlanConfig.node_addresses[{family.name}]: {text!r} is not an IP address"
+                ) from None
+            address = str(ip)
+            found.setdefault(family_of(address), set()).add(address)
+    return {family: frozenset(addresses) for family, addresses in found.items()}
+
+
 @dataclass(frozen=True)
 class PlanConfig:
     """Node facts and flags for plan.
 
-    ``node_addresses``: the local addresses minus kube-ipvs0's, per family, as
-    normalised strings (``Addresses.node_addresses()`` split by family).
+    ``node_addresses``: the local addresses minus kube-ipvs0's, per family
+    (``Addresses.node_addresses()`` split by family). The constructor
+    normalises them (and files each under its own family), and raises
+    ValueError naming the field on one that is not an address, so plan never
+    sees a bad one. ``nodeport_addresses`` must be strings; one that is not a
+    CIDR matches nothing (config validation reports it).
     ``nodeport_addresses``: ``--nodeport-addresses`` CIDRs; empty means every
     node address. Loopback (and IPv6 link-local) addresses never carry
     NodePorts: kube-proxy excludes loopback only with the flag set, but a
@@ -40,6 +73,21 @@ class PlanConfig:
     cluster_cidrs: tuple[str, ...] = ()
     masquerade_all: bool = False
     families: frozenset[Family] | None = None
+
+    def __post_init__(self) -> None:
+        # Normalised here, once: plan compares these strings with the
+        # normalised addresses of Services, and an unparseable one would make
+        # every plan fail (served_families parses them).
+        object.__setattr__(self, "node_addresses", _normalised_addresses(self.node_addresses))
+        nodeport = tuple(self.nodeport_addresses)
+        if not all(isinstance(text, str) for text in nodeport):
+            raise ValueError(f"PlanConfig.nodeport_addresses: not all strings: {nodeport!r}")
+        object.__setattr__(self, "nodeport_addresses", nodeport)
+        if self.families is not None:
+            families = frozenset(self.families)
+            if not all(isinstance(f, Family) for f in families):
+                raise ValueError(f"PlanConfig.families: not all Family values: {families!r}")
+            object.__setattr__(self, "families", families)
 
     @cached_property
     def served_families(self) -> frozenset[Family]:
