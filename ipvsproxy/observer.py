@@ -126,11 +126,14 @@ class ProxyObserver:
             del self._reported[key]
 
     def _count_tables(self, plans: Mapping[ServiceKey, ServicePlan]) -> None:
-        virtual = real = 0
+        virtual = real = internal = external = 0
         for plan in plans.values():
             virtual += len(plan.state.virtual_servers)
             real += sum(len(servers) for servers in plan.state.real_servers.values())
+            internal += plan.no_local_internal
+            external += plan.no_local_external
         self.metrics.set_table_size(virtual, real)
+        self.metrics.set_no_local_endpoints(internal, external)
 
     async def _export_stats(self, plans: Mapping[ServiceKey, ServicePlan]) -> None:
         assert self.ipvs is not None

@@ -122,6 +122,8 @@ def _plan(service: Any, slices: list[Any], node: Any, config: PlanConfig) -> Ser
         state=builder.state(),
         health_check_node_port=spec.health_check_node_port,
         local_endpoints=len(local_ready),
+        no_local_internal=spec.internal_local and not local_ready,
+        no_local_external=spec.external_local and not local_ready,
         problems=tuple(builder.problems),
     )
 

@@ -84,5 +84,9 @@ class ServicePlan:
     health_check_node_port: int = 0
     # Ready endpoints on this node (distinct ip:port over all ports), for the health check.
     local_endpoints: int = 0
+    # A Local traffic policy with no endpoint on this node, as kube-proxy's
+    # sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"|"external"} counts.
+    no_local_internal: bool = False
+    no_local_external: bool = False
     problems: tuple[str, ...] = ()
     skip: str | None = None

@@ -102,6 +102,26 @@ async def test_metrics_after_syncs() -> None:
     assert proxy.metric("kubeproxy_sync_proxy_rules_duration_seconds_count") == 1
     assert proxy.metric("ipvsproxy_virtual_servers") == 1
     assert proxy.metric("ipvsproxy_real_servers") == 1
+    labels = {"traffic_policy": "internal"}
+    assert (
+        proxy.metrics.registry.get_sample_value(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total", labels
+        )
+        == 0
+    )
+
+    # internalTrafficPolicy: Local, and no endpoint of the Service is on this node.
+    local = service_object(
+        "local", "10.96.0.30", [(80, 8080, "TCP")], internalTrafficPolicy="Local"
+    )
+    proxy.cache.service_store.upsert(local)
+    await proxy.reconciler.sync_once()
+    assert (
+        proxy.metrics.registry.get_sample_value(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total", labels
+        )
+        == 1
+    )
 
     # An endpoint change stamped 2 s before it is programmed: network programming latency.
     proxy.clock.now += 10
@@ -117,7 +137,7 @@ async def test_metrics_after_syncs() -> None:
     await proxy.reconciler.sync_once()
     text = generate_latest(proxy.metrics.registry).decode()
     assert 'ipvsproxy_service_connections_total{address="10.96.0.10"' in text
-    assert proxy.metric("kubeproxy_sync_proxy_rules_duration_seconds_count") == 3
+    assert proxy.metric("kubeproxy_sync_proxy_rules_duration_seconds_count") == 4
 
 
 async def test_healthz_fails_while_the_reconciler_is_stalled_and_recovers() -> None:
