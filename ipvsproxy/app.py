@@ -157,8 +157,11 @@ async def serve(config: Config) -> int:
     if sync_task in done and not sync_task.cancelled() and sync_task.exception() is not None:
         log.error("reconciler stopped", error=repr(sync_task.exception()))
         status = 1
-    # Stop watching and serving; the kernel keeps what was programmed.
-    await watcher.stop()
+    # Stop watching and serving; the kernel keeps what was programmed. Events still in
+    # flight get a moment, not more: a pod being replaced must stop within a second.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(0.5):
+            await watcher.stop()
     await service_health.close()
     await health_server.close()
     await metrics_server.close()

@@ -148,10 +148,12 @@ async def run_demo(say: Say = print, proxy: list[str] | None = None) -> DemoResu
         say(f"client -> web {WEB}:80      : {' '.join(answers)}")
         result.check("only web-1 answers now", answers == ["web-1"] * 4, say)
 
+        asked_to_stop = time.monotonic()
         process.terminate()
         stopped = await asyncio.wait_for(process.wait(), 10) == 0
+        took = time.monotonic() - asked_to_stop
         answer = await tcp_ask(WEB, 80, client)
-        say(f"proxy stopped (SIGTERM); client -> web: {answer}")
+        say(f"proxy stopped (SIGTERM) in {took:.2f} s; client -> web: {answer}")
         result.check(
             "traffic still flows with the proxy stopped", stopped and answer == "web-1", say
         )
