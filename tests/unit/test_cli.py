@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from ipvsproxy import __version__, cli
 from ipvsproxy.config import Config
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # configure() changes process-wide logging: put it back for other tests.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def parse(*argv: str) -> cli.Invocation:

@@ -9,25 +9,18 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ipvsproxy.http.health import ProxyHealth, go_time, make_health_app, node_eligible
 from ipvsproxy.metrics import Metrics
+from tests.support.clock import FakeClock
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def health(clock: Clock) -> ProxyHealth:
+def health(clock: FakeClock) -> ProxyHealth:
     return ProxyHealth(health_timeout=60.0, clock=clock)
 
 
@@ -55,7 +48,7 @@ def test_go_time_format() -> None:
     assert go_time(None) == "0001-01-01 00:00:00 +0000 UTC"
 
 
-def test_state_machine(health: ProxyHealth, clock: Clock) -> None:
+def test_state_machine(health: ProxyHealth, clock: FakeClock) -> None:
     assert health.is_healthy()  # healthy at start
     health.queued()
     clock.now += 59.9
@@ -69,7 +62,7 @@ def test_state_machine(health: ProxyHealth, clock: Clock) -> None:
     assert health.is_healthy()
 
 
-async def test_healthy_at_start(client: TestClient, clock: Clock) -> None:  # type: ignore[type-arg]
+async def test_healthy_at_start(client: TestClient, clock: FakeClock) -> None:  # type: ignore[type-arg]
     status, body = await get(client, "/healthz")
     assert status == 200
     # As kube-proxy: a healthy answer reports lastUpdated as the current time.
@@ -84,7 +77,7 @@ async def test_healthy_at_start(client: TestClient, clock: Clock) -> None:  # ty
 async def test_stalled_reconciler_turns_both_unhealthy_then_recovers(
     client: TestClient,  # type: ignore[type-arg]
     health: ProxyHealth,
-    clock: Clock,
+    clock: FakeClock,
     metrics: Metrics,
 ) -> None:
     health.updated()  # a first sync at T0

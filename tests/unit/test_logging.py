@@ -6,23 +6,12 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
 
 import pytest
-import structlog
 
 from ipvsproxy import logging as plog
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # configure() changes process-wide logging: put it back for other tests.
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 class Tty(io.StringIO):

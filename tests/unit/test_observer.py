@@ -22,15 +22,8 @@ from ipvsproxy.metrics import Metrics
 from ipvsproxy.model import Protocol, Stats, VirtualServerKey
 from ipvsproxy.observer import ProxyObserver
 from ipvsproxy.reconciler import Reconciler, Settings
+from tests.support.clock import FakeClock
 from tests.support.cluster import service_object, slice_object
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Events:
@@ -43,7 +36,7 @@ class Events:
 
 class Proxy:
     def __init__(self) -> None:
-        self.clock = Clock()
+        self.clock = FakeClock()
         self.metrics = Metrics()
         self.health = ProxyHealth(60.0, clock=self.clock)
         self.events = Events()

@@ -12,6 +12,7 @@ import pytest
 from ipvsproxy.http.health import ProxyHealth
 from ipvsproxy.http.service_health import ServiceHealthServers
 from ipvsproxy.model import ServiceKey
+from tests.support.clock import FakeClock
 
 WEB = ServiceKey("default", "web")
 API = ServiceKey("prod", "api")
@@ -23,20 +24,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Clock:
-    now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1000.0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def health(clock: Clock) -> ProxyHealth:
+def health(clock: FakeClock) -> ProxyHealth:
     return ProxyHealth(60.0, clock)
 
 
@@ -90,7 +84,7 @@ async def test_count_changes_without_reopening(servers: ServiceHealthServers) ->
 
 
 async def test_unhealthy_proxy_fails_every_service(
-    servers: ServiceHealthServers, health: ProxyHealth, clock: Clock
+    servers: ServiceHealthServers, health: ProxyHealth, clock: FakeClock
 ) -> None:
     port = free_port()
     await servers.sync({WEB: (port, 2)})
