@@ -1,0 +1,53 @@
+"""Start-up checks of the kernel (app.prepare_kernel) on the fakes: each failure names its cause."""
+
+from __future__ import annotations
+
+import pytest
+
+from ipvsproxy.app import prepare_kernel
+from ipvsproxy.config import Config
+from ipvsproxy.dataplane.errors import KernelModuleError, SchedulerUnavailableError
+from ipvsproxy.dataplane.executor import Dataplane
+from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
+from ipvsproxy.dataplane.fakes import (
+    FakeAddresses,
+    FakeConntrack,
+    FakeIpsets,
+    FakeIptables,
+    FakeSysctls,
+)
+
+
+def dataplane(sysctls: FakeSysctls, ipvs: FakeIpvs | None = None) -> Dataplane:
+    return Dataplane(
+        ipvs or FakeIpvs(), FakeAddresses(), FakeIpsets(), FakeIptables(), FakeConntrack(), sysctls
+    )
+
+
+async def test_modules_sysctls_and_timeouts_as_kube_proxy() -> None:
+    sysctls = FakeSysctls(release="5.4.0", available_modules=FakeSysctls().available | {"ip_vs_lc"})
+    ipvs = FakeIpvs()
+    config = Config(ipvs_scheduler="lc", ipvs_strict_arp=True, ipvs_tcp_timeout=900.0)
+    await prepare_kernel(dataplane(sysctls, ipvs), config)
+    assert {"ip_vs", "ip_vs_lc", "nf_conntrack"} <= sysctls.loaded
+    assert sysctls.values["net/ipv4/vs/conntrack"] == "1"
+    assert sysctls.values["net/ipv4/vs/conn_reuse_mode"] == "0"  # only before 5.9
+    assert sysctls.values["net/ipv4/conf/all/arp_ignore"] == "1"
+    assert sysctls.values["net/ipv4/conf/all/arp_announce"] == "2"
+    assert sysctls.values["net/ipv4/ip_forward"] == "1"
+    assert (await ipvs.get_timeouts())[0] == 900
+    assert (await ipvs.dump()).virtual_servers == {}  # the scheduler probe was removed
+
+
+async def test_a_missing_module_stops_start_up_naming_it() -> None:
+    sysctls = FakeSysctls(available_modules={"ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack"})
+    with pytest.raises(KernelModuleError, match="'ip_vs'"):
+        await prepare_kernel(dataplane(sysctls), Config())
+
+
+async def test_a_scheduler_the_kernel_lacks_is_named() -> None:
+    ipvs = FakeIpvs()
+    ipvs.available_schedulers.discard("sed")
+    sysctls = FakeSysctls(available_modules=FakeSysctls().available | {"ip_vs_sed"})
+    with pytest.raises(SchedulerUnavailableError, match="'sed'"):
+        await prepare_kernel(dataplane(sysctls, ipvs), Config(ipvs_scheduler="sed"))
