@@ -31,12 +31,20 @@ from typing import Any, Protocol
 import structlog
 
 from ipvsproxy import ipsetnames
+from ipvsproxy.dataplane.errors import DataplaneError
 from ipvsproxy.dataplane.executor import Dataplane, SyncError, execute, read_owned
 from ipvsproxy.dataplane.iptables import RulesSyncer
 from ipvsproxy.dataplane.iptables_rules import RulesConfig
 from ipvsproxy.desired import DesiredIndex, ObservedMirror, Scope
 from ipvsproxy.diff import Op, diff
-from ipvsproxy.model import Family, RealServerStatus, ServiceKey, family_of
+from ipvsproxy.model import (
+    Family,
+    RealServerKey,
+    RealServerStatus,
+    ServiceKey,
+    VirtualServerKey,
+    family_of,
+)
 from ipvsproxy.model import Protocol as IpProtocol
 from ipvsproxy.plan import plan_service
 from ipvsproxy.planconfig import PlanConfig
@@ -125,7 +133,7 @@ class Reconciler:
         self._trigger_times: list[float] = []
         self._replan_all = False
         self._full_due = True
-        self._draining: set[Any] = set()
+        self._draining: set[VirtualServerKey] = set()
         self._wake = asyncio.Event()
         self._last_sync_start = -float("inf")
         self._next_full = 0.0
@@ -153,10 +161,6 @@ class Reconciler:
         if self.observer is not None:
             self.observer.change_queued(kind, trigger_time)
         self._wake.set()
-
-    @property
-    def pending(self) -> int:
-        return len(self._dirty)
 
     # --------------------------------------------------------------- the loop
     async def run(self, synced: Callable[[], Any]) -> None:
@@ -210,7 +214,12 @@ class Reconciler:
         self._last_sync_start = self.clock()
         full = self._full_due or self._last_sync_start >= self._next_full
         try:
-            result = await (self._full_sync() if full else self._partial_sync())
+            try:
+                result = await (self._full_sync() if full else self._partial_sync())
+            except (DataplaneError, OSError) as err:
+                # A kernel or tool failure outside the batched ops (creating kube-ipvs0,
+                # reading the kernel): the same retry as for a failed operation.
+                raise SyncError({"dataplane": err}) from err
         except SyncError as err:
             self._failures += 1
             self._full_due = True
@@ -311,12 +320,12 @@ class Reconciler:
                 statuses = await self.dataplane.ipvs.list_real_servers(key)
                 self.mirror.real_servers[key] = {s.server.key: s for s in statuses}
 
-    async def _apply(self, scope: Scope, observed: Any, ops: Sequence[Op], whole: bool) -> None:
-        try:
-            await execute(self.dataplane, ops)
-        except SyncError:
-            # The kernel may hold part of it: re-read it on the next (full) sync.
-            raise
+    async def _apply(
+        self, scope: Scope, observed: DataplaneState, ops: Sequence[Op], whole: bool
+    ) -> None:
+        # On a SyncError the mirror is left as it was: the kernel may hold part of the
+        # ops, so the next sync (a full one) re-reads it.
+        await execute(self.dataplane, ops)
         after = apply_ops(observed, ops)
         if whole:
             self.mirror.reset(after)
@@ -325,8 +334,12 @@ class Reconciler:
         self._track_draining(after.real_servers, scope if not whole else None)
 
     def _track_draining(
-        self, real_servers: Mapping[Any, Mapping[Any, RealServerStatus]], scope: Scope | None
+        self,
+        real_servers: Mapping[VirtualServerKey, Mapping[RealServerKey, RealServerStatus]],
+        scope: Scope | None,
     ) -> None:
+        """Remember the virtual servers that keep real servers the plans no longer want
+        (at weight 0, draining), so they are re-checked every drain_period."""
         if scope is None:
             self._draining = set()
         else:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ipvsproxy.dataplane.errors import KernelModuleError
 from ipvsproxy.dataplane.executor import Dataplane
 from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
 from ipvsproxy.dataplane.fakes import (
@@ -246,3 +247,19 @@ async def test_bursts_coalesce_and_nothing_happens_before_the_watches_synced() -
         await task
     assert 2 <= world.reconciler.syncs <= 4
     assert await world.table() == {vs("10.96.0.10"): {("10.244.1.2", 1), ("10.244.9.30", 1)}}
+
+
+async def test_a_kernel_error_outside_the_ops_is_retried_not_fatal() -> None:
+    world = World()
+    world.add_service("web", "10.96.0.10", ["10.244.1.2"])
+
+    async def broken() -> None:
+        raise KernelModuleError("dummy")
+
+    world.addresses.ensure_dummy = broken  # type: ignore[method-assign]
+    assert await world.reconciler.sync_once() is None
+    del world.addresses.ensure_dummy  # the instance attribute; the class method is back
+    world.reconciler._last_sync_start = -1e9
+    result = await world.reconciler.sync_once()
+    assert result is not None
+    assert await world.addresses.bound() == {"10.96.0.10"}
