@@ -15,6 +15,7 @@ import socket
 from collections.abc import AsyncIterator
 
 import structlog
+from kubernetes_asyncio.config.config_exception import ConfigException
 
 from ipvsproxy import __version__, ipsetnames
 from ipvsproxy.config import Config
@@ -126,7 +127,14 @@ async def serve(config: Config) -> int:
         log.error("cannot listen", error=str(err))
         await dataplane.close()
         return 1
-    api = await make_api_client(config.kubeconfig)
+    try:
+        api = await make_api_client(config.kubeconfig)
+    except (ConfigException, OSError) as err:
+        log.error("cannot reach the cluster's configuration", error=str(err))
+        await health_server.close()
+        await metrics_server.close()
+        await dataplane.close()
+        return 1
     name = node_name(config)
     events = EventPoster(api, host=name)
     service_health = ServiceHealthServers(health)
