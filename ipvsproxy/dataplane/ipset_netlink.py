@@ -1,0 +1,291 @@
+"""ipset over nfnetlink (NFNL_SUBSYS_IPSET): add and delete entries with no process.
+
+Why: every start of the ``ipset`` program costs a few ms on a host and 0.5-1 s under
+user-mode-linux, and one EndpointSlice change needs one or two small updates. Here
+an update is one ``sendmsg`` on a netlink socket of the calling thread's network
+namespace.
+
+The messages are the ones ``ipset restore`` itself sends (the kernel's
+include/uapi/linux/netfilter/ipset/ip_set.h, net/netfilter/ipset/ip_set_core.c):
+per set, an IPSET_CMD_DEL and then an IPSET_CMD_ADD, each carrying its entries as
+IPSET_ATTR_DATA nests inside one IPSET_ATTR_ADT nest. Without NLM_F_EXCL the kernel
+applies ``-exist`` (``flag_exist``): adding a present entry or deleting a missing
+one is not an error. It works through one message's entries in order and stops at
+the first failure, as ``ipset restore`` stops at its first failing line. All
+messages go out in one buffer; the kernel's netlink input runs them in order, in
+the sender's context, and answers each (every one asks for an ACK) before
+``sendmsg`` returns.
+
+Entries arrive here already parsed and checked (``ipset_specs.parse_entry``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import struct
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from ipvsproxy.dataplane.errors import DataplaneError
+from ipvsproxy.dataplane.ipset_specs import EntryParts, IpAddress
+from ipvsproxy.dataplane.ipvs_netlink import Message, attrs, error_code, nla, split
+
+NETLINK_NETFILTER = 12
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLMSG_ERROR = 2
+NLA_F_NESTED = 0x8000
+NLA_F_NET_BYTEORDER = 0x4000
+
+NFNL_SUBSYS_IPSET = 6
+NFNETLINK_V0 = 0
+NFPROTO_UNSPEC = 0
+NFPROTO_IPV4 = 2
+NFPROTO_IPV6 = 10
+# Every kernel since 3.x takes protocol 6 (newer ones take 6..7, IPSET_PROTOCOL_MIN = 6).
+PROTOCOL = 6
+
+CMD_ADD = 9
+CMD_DEL = 10
+CMD_HEADER = 12
+
+# command level attributes
+ATTR_PROTOCOL = 1
+ATTR_SETNAME = 2
+ATTR_TYPENAME = 3
+ATTR_FAMILY = 5
+ATTR_DATA = 7
+ATTR_ADT = 8
+ATTR_LINENO = 9
+# entry attributes (inside IPSET_ATTR_DATA)
+ATTR_IP = 1
+ATTR_PORT = 4
+ATTR_PROTO = 7
+ATTR_IP2 = 20
+ATTR_CIDR2 = 21
+ATTR_IPADDR_IPV4 = 1
+ATTR_IPADDR_IPV6 = 2
+
+# ipset's own error numbers (answered as negative errnos)
+_ERRORS = {
+    4097: "protocol error",
+    4098: "set type not supported",
+    4102: "type or family mismatch",
+    4103: "element exists or is missing",
+    4104: "invalid CIDR",
+    4106: "invalid family",
+    4109: "invalid IPv4 address",
+    4110: "invalid IPv6 address",
+    4352: "hash is full / out of bitmap range",
+}
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_NFGENMSG = struct.Struct("=BBH")
+_BE16 = struct.Struct(">H")
+_BE32 = struct.Struct(">I")
+
+# An ADT nest's length is a u16: keep each message's entries well below 64 KiB.
+MAX_ADT_BYTES = 60_000
+# Requests per sendmsg: their answers (ACKs, or a header reply and an ACK) must fit
+# in the receive buffer.
+MAX_IN_FLIGHT = 16
+RCVBUF = 1024 * 1024
+SNDBUF = 1024 * 1024
+RECV_SIZE = 64 * 1024
+
+
+class IpsetNetlinkError(DataplaneError):
+    """The kernel refused an ipset request; ``code`` is the (positive) error number."""
+
+    def __init__(self, command: str, name: str, code: int) -> None:
+        self.command = command
+        self.name = name
+        self.code = code
+        text = _ERRORS.get(code) or os.strerror(code)
+        super().__init__(f"ipset {command} {name}: {text} ({code})")
+
+
+# ------------------------------------------------------------------ encoding
+
+
+def _ip(kind: int, address: IpAddress) -> bytes:
+    inner = ATTR_IPADDR_IPV4 if address.version == 4 else ATTR_IPADDR_IPV6
+    return nla(kind | NLA_F_NESTED, nla(inner | NLA_F_NET_BYTEORDER, address.packed))
+
+
+def entry_data(parts: EntryParts) -> bytes:
+    """One entry as an IPSET_ATTR_DATA nest (the attributes its set type reads)."""
+    out = b""
+    if parts.address is not None:
+        out += _ip(ATTR_IP, parts.address)
+    if parts.port is not None:
+        out += nla(ATTR_PORT | NLA_F_NET_BYTEORDER, _BE16.pack(parts.port))
+    if parts.protocol is not None:
+        out += nla(ATTR_PROTO, bytes([parts.protocol.number]))
+    if parts.address2 is not None:
+        out += _ip(ATTR_IP2, parts.address2)
+    if parts.prefix is not None:
+        out += nla(ATTR_CIDR2, bytes([parts.prefix]))
+    return nla(ATTR_DATA | NLA_F_NESTED, out)
+
+
+def _head(name: str) -> bytes:
+    # nfgen_family is not read by add/del/header; the set decides the family.
+    return (
+        _NFGENMSG.pack(NFPROTO_UNSPEC, NFNETLINK_V0, 0)
+        + nla(ATTR_PROTOCOL, bytes([PROTOCOL]))
+        + nla(ATTR_SETNAME, name.encode() + b"\0")
+    )
+
+
+def adt_payloads(name: str, entries: Sequence[EntryParts]) -> list[bytes]:
+    """Add or delete payloads for ``entries`` of set ``name``, as few as the nest allows.
+
+    LINENO must accompany an ADT nest; entries carry no line number of their own, so a
+    failure comes back as a plain error ACK (not ipset's rewritten "line N" message).
+    """
+    head = _head(name) + nla(ATTR_LINENO, _BE32.pack(0))
+    payloads: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for parts in entries:
+        data = entry_data(parts)
+        if chunk and size + len(data) > MAX_ADT_BYTES:
+            payloads.append(head + nla(ATTR_ADT | NLA_F_NESTED, b"".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(data)
+        size += len(data)
+    if chunk:
+        payloads.append(head + nla(ATTR_ADT | NLA_F_NESTED, b"".join(chunk)))
+    return payloads
+
+
+# -------------------------------------------------------------------- socket
+
+
+class Request(NamedTuple):
+    command: int
+    name: str  # the set, for error messages
+    payload: bytes  # nfgenmsg and attributes
+
+
+async def exchange(requests: Sequence[Request]) -> list[tuple[int, list[Message]]]:
+    """Send ``requests`` in order and return (errno, replies) for each; 0 = done.
+
+    Every request is attempted. The socket is opened for the call, in the network
+    namespace of the calling thread, and closed after it.
+    """
+    results: list[tuple[int, list[Message]]] = [(0, []) for _ in requests]
+    if not requests:
+        return results
+    sock = _open()
+    try:
+        seq = 0
+        for start in range(0, len(requests), MAX_IN_FLIGHT):
+            by_seq: dict[int, int] = {}
+            frames = []
+            for i in range(start, min(start + MAX_IN_FLIGHT, len(requests))):
+                seq += 1
+                by_seq[seq] = i
+                frames.append(_frame(requests[i], seq))
+            await _send(sock, b"".join(frames))
+            while by_seq:
+                for message in split(await _recv(sock)):
+                    i = by_seq.get(message.seq, -1)
+                    if i < 0:
+                        continue
+                    if message.kind == NLMSG_ERROR:
+                        del by_seq[message.seq]
+                        results[i] = (error_code(message), results[i][1])
+                    else:
+                        results[i][1].append(message)
+    finally:
+        sock.close()
+    return results
+
+
+def _frame(request: Request, seq: int) -> bytes:
+    kind = (NFNL_SUBSYS_IPSET << 8) | request.command
+    size = _NLMSGHDR.size + len(request.payload)
+    header = _NLMSGHDR.pack(size, kind, NLM_F_REQUEST | NLM_F_ACK, seq, 0)
+    return header + request.payload + b"\0" * (-size % 4)
+
+
+def _open() -> socket.socket:
+    sock = socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, NETLINK_NETFILTER
+    )
+    try:
+        sock.bind((0, 0))
+        for force, plain, size in (
+            (SO_RCVBUFFORCE, socket.SO_RCVBUF, RCVBUF),
+            (SO_SNDBUFFORCE, socket.SO_SNDBUF, SNDBUF),
+        ):
+            try:  # FORCE (CAP_NET_ADMIN) may exceed net.core.rmem_max
+                sock.setsockopt(socket.SOL_SOCKET, force, size)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _send(sock: socket.socket, buffer: bytes) -> None:
+    try:
+        sock.send(buffer)
+    except BlockingIOError:
+        await asyncio.get_running_loop().sock_sendall(sock, buffer)
+
+
+async def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(RECV_SIZE)
+    except BlockingIOError:
+        return await asyncio.get_running_loop().sock_recv(sock, RECV_SIZE)
+
+
+# ---------------------------------------------------------------- operations
+
+
+class SetChange(NamedTuple):
+    name: str
+    delete: Sequence[EntryParts]
+    add: Sequence[EntryParts]
+
+
+async def apply(changes: Sequence[SetChange]) -> None:
+    """Per set, in order: delete, then add (``-exist``). IpsetNetlinkError on the first
+    failure (ENOENT: no such set); the other requests were still attempted."""
+    requests: list[Request] = []
+    for change in changes:
+        for cmd, entries in ((CMD_DEL, change.delete), (CMD_ADD, change.add)):
+            requests += [Request(cmd, change.name, p) for p in adt_payloads(change.name, entries)]
+    for request, (code, _) in zip(requests, await exchange(requests), strict=True):
+        if code:
+            verb = "add" if request.command == CMD_ADD else "del"
+            raise IpsetNetlinkError(verb, request.name, code)
+
+
+async def headers(names: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """{name: (type, NFPROTO family)} of the sets that exist among ``names``."""
+    requests = [Request(CMD_HEADER, name, _head(name)) for name in names]
+    found: dict[str, tuple[str, int]] = {}
+    for name, (code, replies) in zip(names, await exchange(requests), strict=True):
+        if code == errno.ENOENT:
+            continue
+        if code:
+            raise IpsetNetlinkError("header", name, code)
+        for reply in replies:
+            got = attrs(reply.data, _NLMSGHDR.size + _NFGENMSG.size)
+            if ATTR_TYPENAME in got and ATTR_FAMILY in got:
+                found[name] = (got[ATTR_TYPENAME].rstrip(b"\0").decode(), got[ATTR_FAMILY][0])
+    return found
