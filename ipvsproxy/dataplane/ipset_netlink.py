@@ -94,8 +94,10 @@ _BE32 = struct.Struct(">I")
 # An ADT nest's length is a u16: keep each message's entries well below 64 KiB.
 MAX_ADT_BYTES = 60_000
 # Requests per sendmsg: their answers (ACKs, or a header reply and an ACK) must fit
-# in the receive buffer.
+# in the receive buffer, and the buffer in the send buffer (without CAP_NET_ADMIN the
+# buffers stop at net.core.[rw]mem_max, 208 KiB by default).
 MAX_IN_FLIGHT = 16
+MAX_SEND_BYTES = 128 * 1024
 RCVBUF = 1024 * 1024
 SNDBUF = 1024 * 1024
 RECV_SIZE = 64 * 1024
@@ -187,14 +189,20 @@ async def exchange(requests: Sequence[Request]) -> list[tuple[int, list[Message]
         return results
     sock = _open()
     try:
-        seq = 0
-        for start in range(0, len(requests), MAX_IN_FLIGHT):
+        seq = start = 0
+        while start < len(requests):
             by_seq: dict[int, int] = {}
-            frames = []
+            frames: list[bytes] = []
+            size = 0
             for i in range(start, min(start + MAX_IN_FLIGHT, len(requests))):
+                frame = _frame(requests[i], seq + 1)
+                if frames and size + len(frame) > MAX_SEND_BYTES:
+                    break
                 seq += 1
                 by_seq[seq] = i
-                frames.append(_frame(requests[i], seq))
+                frames.append(frame)
+                size += len(frame)
+            start += len(frames)
             await _send(sock, b"".join(frames))
             while by_seq:
                 for message in split(await _recv(sock)):
