@@ -51,10 +51,11 @@ class Scope:
         return bool(self.virtual_servers or self.addresses or self.entries)
 
 
-def _entries_of(state: DataplaneState) -> Iterable[IpsetEntry]:
-    for name, entries in state.ipsets.items():
-        for entry in entries:
-            yield name, entry
+# Who claims an object: almost always one Service, kept as its key alone (a set
+# or list of one would cost some 200 bytes more per object); several in a set,
+# or for virtual servers a list in claim order.
+Owners = ServiceKey | set[ServiceKey]
+VsOwners = ServiceKey | list[ServiceKey]
 
 
 class DesiredIndex:
@@ -64,9 +65,10 @@ class DesiredIndex:
         self.plans: dict[ServiceKey, ServicePlan] = {}
         # Owners in claim order: two Services on one externalIP:port is legal in
         # the API; the first claim wins until it goes away, then the next.
-        self._vs_owners: dict[VirtualServerKey, list[ServiceKey]] = {}
-        self._address_owners: dict[str, set[ServiceKey]] = {}
-        self._entry_owners: dict[IpsetEntry, set[ServiceKey]] = {}
+        self._vs_owners: dict[VirtualServerKey, VsOwners] = {}
+        self._address_owners: dict[str, Owners] = {}
+        # By set name, then entry: no (name, entry) tuple per entry.
+        self._entry_owners: dict[str, dict[str, Owners]] = {}
 
     def set_plan(self, key: ServiceKey, plan: ServicePlan | None) -> Scope:
         """Record ``key``'s new plan (None: the Service is gone); return what it touched."""
@@ -82,59 +84,95 @@ class DesiredIndex:
         return scope
 
     def _claim(self, key: ServiceKey, state: DataplaneState) -> None:
+        vs_owners = self._vs_owners
         for vs in state.virtual_servers:
-            self._vs_owners.setdefault(vs, []).append(key)
+            held = vs_owners.get(vs)
+            if held is None:
+                vs_owners[vs] = key
+            elif isinstance(held, list):
+                held.append(key)
+            else:
+                vs_owners[vs] = [held, key]
         for address in state.bound:
-            self._address_owners.setdefault(address, set()).add(key)
-        for entry in _entries_of(state):
-            self._entry_owners.setdefault(entry, set()).add(key)
+            _add(self._address_owners, address, key)
+        for name, entries in state.ipsets.items():
+            owned = self._entry_owners.setdefault(name, {})
+            for entry in entries:
+                _add(owned, entry, key)
 
     def _release(self, key: ServiceKey, state: DataplaneState) -> None:
+        vs_owners = self._vs_owners
         for vs in state.virtual_servers:
-            owners = self._vs_owners[vs]
-            owners.remove(key)
-            if not owners:
-                del self._vs_owners[vs]
+            held = vs_owners[vs]
+            if isinstance(held, list):
+                held.remove(key)
+                if len(held) == 1:
+                    vs_owners[vs] = held[0]
+            elif held == key:
+                del vs_owners[vs]
+            else:
+                raise ValueError(f"{vs} is not claimed by {key}")
         for address in state.bound:
             _discard(self._address_owners, address, key)
-        for entry in _entries_of(state):
-            _discard(self._entry_owners, entry, key)
+        for name, entries in state.ipsets.items():
+            owned = self._entry_owners.get(name)
+            if owned is None:
+                continue
+            for entry in entries:
+                _discard(owned, entry, key)
+            if not owned:
+                del self._entry_owners[name]
 
     def vs_conflicts(self) -> dict[VirtualServerKey, list[ServiceKey]]:
         """Virtual servers more than one Service asks for (to be reported)."""
-        return {vs: owners for vs, owners in self._vs_owners.items() if len(owners) > 1}
+        return {vs: list(held) for vs, held in self._vs_owners.items() if isinstance(held, list)}
 
     def desired(self, scope: Scope | None = None) -> DataplaneState:
         """The desired state, restricted to ``scope`` (None: everything)."""
         vs_keys = self._vs_owners.keys() if scope is None else scope.virtual_servers
         addresses = self._address_owners.keys() if scope is None else scope.addresses
-        entries = self._entry_owners.keys() if scope is None else scope.entries
         virtual: dict[VirtualServerKey, VirtualServer] = {}
         real: dict[VirtualServerKey, Mapping[RealServerKey, RealServerStatus]] = {}
         for vs in vs_keys:
-            owners = self._vs_owners.get(vs)
-            if owners:
-                state = self.plans[owners[0]].state
+            held = self._vs_owners.get(vs)
+            if held is not None:
+                state = self.plans[held[0] if isinstance(held, list) else held].state
                 virtual[vs] = state.virtual_servers[vs]
                 real[vs] = state.servers_of(vs)
-        sets: dict[str, set[str]] = {}
-        for name, entry in entries:
-            if (name, entry) in self._entry_owners:
-                sets.setdefault(name, set()).add(entry)
+        if scope is None:
+            ipsets = {name: frozenset(owned) for name, owned in self._entry_owners.items()}
+        else:
+            sets: dict[str, set[str]] = {}
+            for name, entry in scope.entries:
+                if entry in self._entry_owners.get(name, ()):
+                    sets.setdefault(name, set()).add(entry)
+            ipsets = {name: frozenset(found) for name, found in sets.items()}
         return DataplaneState(
             virtual_servers=virtual,
             real_servers=real,
             bound=frozenset(a for a in addresses if a in self._address_owners),
-            ipsets={name: frozenset(found) for name, found in sets.items()},
+            ipsets=ipsets,
         )
 
 
-def _discard(owners: dict[_Item, set[ServiceKey]], item: _Item, key: ServiceKey) -> None:
-    holders = owners.get(item)
-    if holders is not None:
-        holders.discard(key)
-        if not holders:
-            del owners[item]
+def _add(owners: dict[_Item, Owners], item: _Item, key: ServiceKey) -> None:
+    held = owners.get(item)
+    if held is None:
+        owners[item] = key
+    elif isinstance(held, set):
+        held.add(key)
+    elif held != key:
+        owners[item] = {held, key}
+
+
+def _discard(owners: dict[_Item, Owners], item: _Item, key: ServiceKey) -> None:
+    held = owners.get(item)
+    if isinstance(held, set):
+        held.discard(key)
+        if len(held) == 1:
+            owners[item] = next(iter(held))
+    elif held is not None and held == key:
+        del owners[item]
 
 
 class ObservedMirror:
