@@ -1,11 +1,18 @@
-"""Contract: Ipsets (FakeIpsets on the host, IpsetCli in a fresh netns under --dataplane=real)."""
+"""Contract: Ipsets (FakeIpsets on the host, IpsetCli in a fresh netns under --dataplane=real).
+
+IpsetCli has two update paths, netlink (up to ``netlink_limit`` entries) and one
+``ipset restore``; the cases below pin that both mean the same, and which one ran.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator, Sequence
 
 import pytest
 
+from ipvsproxy.dataplane import ipsets as ipsets_module
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.fakes import FakeIpsets
 from ipvsproxy.dataplane.interfaces import Ipsets, IpsetSpec
@@ -17,6 +24,21 @@ from ipvsproxy.model import Family
 @pytest.fixture
 def ipsets(real: bool, netns: None) -> Ipsets:
     return IpsetCli() if real else FakeIpsets()
+
+
+@contextlib.contextmanager
+def processes_started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Sequence[str]]]:
+    """Record the argv of every tool IpsetCli starts inside the block (they still run)."""
+    started: list[Sequence[str]] = []
+    run = ipsets_module.run_command
+
+    async def recording(argv: Sequence[str], stdin: str | None = None) -> str:
+        started.append(argv)
+        return await run(argv, stdin)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ipsets_module, "run_command", recording)
+        yield started
 
 
 async def test_ensure_creates_kube_proxy_sets_for_both_families(ipsets: Ipsets) -> None:
@@ -139,3 +161,95 @@ async def test_destroy_only_touches_kube_sets(ipsets: Ipsets) -> None:
         s.name for s in all_specs(Family.V4) if s.name != "KUBE-CLUSTER-IP"
     )
     assert await ipsets.list_names() == set()
+
+
+# Per set type and family: three entries (a, b, c) and a fourth (d) never added.
+EVERY_TYPE = [
+    ("KUBE-IPVS-IPS", Family.V4, ["10.96.0.10", "10.96.0.11", "10.96.0.12", "10.96.0.13"]),
+    ("KUBE-6-IPVS-IPS", Family.V6, ["fd00::10", "fd00::11", "fd00::12", "fd00::13"]),
+    ("KUBE-CLUSTER-IP", Family.V4,
+     ["10.96.0.10,tcp:53", "10.96.0.10,udp:53", "10.96.0.10,sctp:53", "10.96.0.11,tcp:53"]),
+    ("KUBE-6-CLUSTER-IP", Family.V6,
+     ["fd00::10,tcp:53", "fd00::10,udp:53", "fd00::10,sctp:53", "fd00::11,tcp:53"]),
+    ("KUBE-LOOP-BACK", Family.V4,
+     ["10.244.1.5,tcp:8080,10.244.1.5", "10.244.1.5,udp:53,10.244.1.5",
+      "10.244.1.6,sctp:80,10.244.1.6", "10.244.1.5,tcp:8080,10.244.1.6"]),
+    ("KUBE-6-LOOP-BACK", Family.V6,
+     ["fd00:1::5,tcp:8080,fd00:1::5", "fd00:1::5,udp:53,fd00:1::5",
+      "fd00:1::6,sctp:80,fd00:1::6", "fd00:1::5,tcp:8080,fd00:1::6"]),
+    ("KUBE-LOAD-BALANCER-SOURCE-CIDR", Family.V4,
+     ["1.2.3.4,tcp:80,10.0.0.0/8", "1.2.3.4,tcp:80,192.168.1.7", "1.2.3.4,udp:80,10.0.0.0/8",
+      "1.2.3.4,tcp:80,10.0.0.0/16"]),
+    ("KUBE-6-LOAD-BALANCER-SOURCE-CID", Family.V6,
+     ["fd00::1,tcp:80,fd00:1::/64", "fd00::1,tcp:80,fd00:2::7", "fd00::1,sctp:80,fd00:1::/64",
+      "fd00::1,tcp:80,fd00:1::/48"]),
+    ("KUBE-NODE-PORT-TCP", Family.V4, ["30080", "30081", "30082", "30083"]),
+    ("KUBE-6-NODE-PORT-UDP", Family.V6, ["30080", "30081", "30082", "30083"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "entries"), [pytest.param(*case, id=case[0]) for case in EVERY_TYPE]
+)
+async def test_small_updates_need_no_process_and_keep_exist_semantics(
+    ipsets: Ipsets,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    family: Family,
+    entries: list[str],
+) -> None:
+    a, b, c, d = entries
+    await ipsets.ensure(all_specs(family))
+    with processes_started(monkeypatch) as started:
+        await ipsets.update({name: ({a, b}, set())})
+        await ipsets.update({name: ({a}, set())})  # adding a present entry is no error
+        # Deletes come first: a and c, deleted and added in one call, end up present;
+        # b goes; d was never there, and deleting it is no error.
+        await ipsets.update({name: ({a, c}, {a, b, c, d})})
+    assert started == []  # netlink all the way (trivially so on the fake)
+    assert await ipsets.entries(name) == {a, c}
+    with processes_started(monkeypatch) as started:
+        await ipsets.update({name: (set(), {a, c, d})})
+    assert started == []
+    assert await ipsets.entries(name) == set()
+
+
+async def test_set_destroyed_behind_the_proxys_back_is_a_typed_error(
+    ipsets: Ipsets, real: bool
+) -> None:
+    await ipsets.ensure(all_specs(Family.V4))
+    await ipsets.update({"KUBE-CLUSTER-IP": ({"10.96.0.1,tcp:443"}, set())})  # type now known
+    other = IpsetCli() if real else ipsets  # another process's view of the same kernel
+    await other.destroy(["KUBE-CLUSTER-IP"])
+    with pytest.raises(InvalidValueError, match="KUBE-CLUSTER-IP"):
+        await ipsets.update({"KUBE-CLUSTER-IP": ({"10.96.0.2,tcp:443"}, set())})
+
+
+def _many(family: Family, count: int, start: int = 1) -> set[str]:
+    """``count`` hash:ip,port,net entries in save syntax (the longest entry kind)."""
+    if family is Family.V6:
+        return {f"fd00::{i:x},tcp:80,fd00:{i:x}::/64" for i in range(start, start + count)}
+    return {f"10.96.{i // 256}.{i % 256},tcp:80,10.{i // 256}.{i % 256}.0/24"
+            for i in range(start, start + count)}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", [Family.V4, Family.V6], ids=["v4", "v6"])
+@pytest.mark.parametrize("path", ["netlink", "restore"])
+async def test_large_updates_on_either_path(
+    real: bool, netns: None, monkeypatch: pytest.MonkeyPatch, family: Family, path: str
+) -> None:
+    """2,000 entries: several netlink messages and sends, or one ``ipset restore``."""
+    limit = 10_000 if path == "netlink" else 1_000
+    ipsets: Ipsets = IpsetCli(netlink_limit=limit) if real else FakeIpsets()
+    name = "KUBE-LOAD-BALANCER-SOURCE-CIDR" if family is Family.V4 else (
+        "KUBE-6-LOAD-BALANCER-SOURCE-CID")  # fmt: skip
+    await ipsets.ensure(all_specs(family))
+    first, second = _many(family, 2_000), _many(family, 1_000, start=1_501)
+    with processes_started(monkeypatch) as started:
+        await ipsets.update({name: (first, set())})
+        # Half goes, 1,000 arrive (500 of them already present), one call.
+        await ipsets.update({name: (second, _many(family, 1_000))})
+    restores = [argv for argv in started if "restore" in argv]
+    assert len(restores) == (2 if real and path == "restore" else 0)
+    assert len(started) == len(restores)
+    assert await ipsets.entries(name) == _many(family, 1_500, start=1_001)
