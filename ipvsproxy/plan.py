@@ -33,6 +33,7 @@ it is not implemented.
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,15 +42,13 @@ from ipvsproxy.endpoints import Endpoint, categorize, index_slices
 from ipvsproxy.fields import as_dict
 from ipvsproxy.model import (
     Family,
-    RealServer,
     RealServerKey,
-    RealServerStatus,
     VirtualServer,
     VirtualServerKey,
 )
 from ipvsproxy.planconfig import PlanConfig
 from ipvsproxy.servicespec import Port, ServiceSpec, covers_everyone, read_service, service_key
-from ipvsproxy.state import DataplaneState, ServicePlan
+from ipvsproxy.state import DataplaneState, EntrySets, RealServers, ServicePlan, planned_servers
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 
@@ -135,7 +134,7 @@ class _Builder:
         self.zone = zone
         self.problems = list(spec.problems)
         self.virtual: dict[VirtualServerKey, VirtualServer] = {}
-        self.real: dict[VirtualServerKey, dict[RealServerKey, RealServerStatus]] = {}
+        self.real: dict[VirtualServerKey, RealServers] = {}
         self.bound: set[str] = set()
         self.sets: dict[str, set[str]] = {}
 
@@ -144,7 +143,7 @@ class _Builder:
             virtual_servers=self.virtual,
             real_servers=self.real,
             bound=frozenset(self.bound),
-            ipsets={name: frozenset(entries) for name, entries in self.sets.items() if entries},
+            ipsets=EntrySets(self.sets),
         )
 
     def add_port(self, family: Family, port: Port, endpoints: list[Endpoint]) -> None:
@@ -158,8 +157,14 @@ class _Builder:
             node_name=self.config.node_name,
             zone=self.zone,
         )
-        internal = local if spec.internal_local else cluster
-        external = (local or cluster) if spec.external_local else cluster
+        internal_eps = local if spec.internal_local else cluster
+        external_eps = (local or cluster) if spec.external_local else cluster
+        # One read-only table per endpoint list, shared by every virtual server using it.
+        internal = planned_servers(ep.key for ep in internal_eps)
+        if external_eps is internal_eps:
+            external = internal
+        else:
+            external = planned_servers(ep.key for ep in external_eps)
         proto = port.protocol
 
         cip = spec.cluster_ips[family]
@@ -202,26 +207,24 @@ class _Builder:
             entry = sets.port_entry(self.spec.health_check_node_port)
             self._entry(sets.HEALTH_CHECK_NODE_PORT, family, entry)
 
-    def _family_server(
-        self, ip: str, family: Family, port: Port, endpoints: list[Endpoint]
-    ) -> bool:
+    def _family_server(self, ip: str, family: Family, port: Port, servers: RealServers) -> bool:
         """An external IP's or LB IP's virtual server, bound unless the node owns the address."""
         if (":" in ip) != (family is Family.V6):
             return False
-        if not self._server(ip, port.port, port, endpoints):
+        if not self._server(ip, port.port, port, servers):
             return False
         if ip not in self.config.all_node_addresses:
             self.bound.add(ip)
         return True
 
-    def _server(self, address: str, number: int, port: Port, endpoints: list[Endpoint]) -> bool:
+    def _server(self, address: str, number: int, port: Port, servers: RealServers) -> bool:
         key = VirtualServerKey(address, number, port.protocol)
         if key in self.virtual:
             self.problems.append(f"{key} is claimed twice by this Service; the first claim kept")
             return False
         spec = self.spec
         self.virtual[key] = VirtualServer(key, spec.scheduler, spec.flags, spec.timeout)
-        self.real[key] = {ep.key: RealServerStatus(RealServer(ep.key, 1)) for ep in endpoints}
+        self.real[key] = servers
         return True
 
     def _load_balancer_entries(self, ip: str, family: Family, port: Port) -> None:
@@ -256,4 +259,5 @@ class _Builder:
             )
 
     def _entry(self, kind: sets.SetKind, family: Family, entry: str) -> None:
-        self.sets.setdefault(sets.set_name(kind, family), set()).add(entry)
+        # Interned: an IPv6 set's name is built anew on each call.
+        self.sets.setdefault(sys.intern(sets.set_name(kind, family)), set()).add(entry)

@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ipvsproxy.model import (
+    RealServer,
     RealServerKey,
     RealServerStatus,
     ServiceKey,
@@ -18,6 +20,109 @@ from ipvsproxy.model import (
 )
 
 RealServers = Mapping[RealServerKey, RealServerStatus]
+
+# Up to this many real servers, a plan keeps them flat (see PlannedServers);
+# more are a dict, so that a big Service's lookups stay O(1).
+FLAT_SERVERS = 32
+
+
+class PlannedServers(Mapping[RealServerKey, RealServerStatus]):
+    """A plan's real servers (weight 1, no connections), kept as one flat tuple.
+
+    A plan holds every Service's real servers for as long as the Service
+    lives: as a dict of RealServerStatus(RealServer(RealServerKey)) values that
+    costs about 220 bytes per server, as ``(address, port, address, port, ...)``
+    16. It reads as that dict (equal to it, same keys and values); values are
+    built on each read. Lookups scan the tuple, so keep it small (FLAT_SERVERS).
+    """
+
+    __slots__ = ("_flat",)
+
+    def __init__(self, keys: Iterable[RealServerKey] = ()) -> None:
+        flat: list[Any] = []
+        for key in dict.fromkeys(keys):
+            flat += key
+        self._flat: tuple[Any, ...] = tuple(flat)
+
+    def _find(self, key: object) -> int:
+        """The index of ``key``'s address in the tuple, or -1."""
+        if not isinstance(key, tuple) or len(key) != 2:
+            return -1
+        address, port = key
+        flat, start = self._flat, 0
+        while True:
+            try:
+                # Ports never equal an address (int vs str): only addresses match.
+                start = flat.index(address, start)
+            except ValueError:
+                return -1
+            if flat[start + 1] == port:
+                return start
+            start += 2
+
+    def __getitem__(self, key: RealServerKey) -> RealServerStatus:
+        i = self._find(key)
+        if i < 0:
+            raise KeyError(key)
+        rkey = RealServerKey(self._flat[i], self._flat[i + 1])
+        return RealServerStatus(RealServer(rkey, 1))
+
+    def __contains__(self, key: object) -> bool:
+        return self._find(key) >= 0
+
+    def __iter__(self) -> Iterator[RealServerKey]:
+        flat = self._flat
+        for i in range(0, len(flat), 2):
+            yield RealServerKey(flat[i], flat[i + 1])
+
+    def __len__(self) -> int:
+        return len(self._flat) // 2
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+def planned_servers(keys: Iterable[RealServerKey]) -> RealServers:
+    """Real servers at weight 1 for a plan: flat when few, a dict when many."""
+    unique = list(dict.fromkeys(keys))
+    if len(unique) <= FLAT_SERVERS:
+        return PlannedServers(unique)
+    return {key: RealServerStatus(RealServer(key, 1)) for key in unique}
+
+
+class EntrySets(Mapping[str, frozenset[str]]):
+    """A plan's ipset entries by set name, kept as tuples; read as frozensets.
+
+    A frozenset costs at least 216 bytes, and a plan holds three or more for
+    each Service for its whole life; tuples of the few entries cost a quarter.
+    The frozensets are built on each read. Sets without entries are left out.
+    """
+
+    __slots__ = ("_flat",)
+
+    def __init__(self, sets: Mapping[str, Iterable[str]] | None = None) -> None:
+        flat: list[Any] = []
+        for name, entries in (sets or {}).items():
+            kept = tuple(set(entries))
+            if kept:
+                flat += (name, kept)
+        self._flat: tuple[Any, ...] = tuple(flat)
+
+    def __getitem__(self, name: str) -> frozenset[str]:
+        flat = self._flat
+        for i in range(0, len(flat), 2):
+            if flat[i] == name:
+                return frozenset(flat[i + 1])
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flat[::2])
+
+    def __len__(self) -> int:
+        return len(self._flat) // 2
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 @dataclass(frozen=True, slots=True)
