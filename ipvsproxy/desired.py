@@ -22,7 +22,13 @@ from ipvsproxy.model import (
     VirtualServer,
     VirtualServerKey,
 )
-from ipvsproxy.state import DataplaneState, ServicePlan
+from ipvsproxy.state import (
+    FLAT_SERVERS,
+    DataplaneState,
+    PlannedServers,
+    RealServers,
+    ServicePlan,
+)
 
 IpsetEntry = tuple[str, str]  # (set name, entry)
 _Item = TypeVar("_Item")
@@ -192,10 +198,24 @@ class ObservedMirror:
             self.reset(state)
 
     def reset(self, state: DataplaneState) -> None:
-        self.virtual_servers = dict(state.virtual_servers)
-        self.real_servers = {vs: dict(state.servers_of(vs)) for vs in state.virtual_servers}
-        self.bound = set(state.bound)
-        self.entries = {name: set(entries) for name, entries in state.ipsets.items()}
+        # A resync lists every object anew. Whatever did not change keeps the object
+        # the mirror holds (mostly the very one a plan holds), so the listing's copies
+        # are dropped: otherwise the proxy would keep every address and entry twice.
+        old_virtual, old_real = self.virtual_servers, self.real_servers
+        virtual: dict[VirtualServerKey, VirtualServer] = {}
+        real: dict[VirtualServerKey, Mapping[RealServerKey, RealServerStatus]] = {}
+        for key, vs in state.virtual_servers.items():
+            held = old_virtual.get(key)
+            if held is not None and held == vs and held.key == key:
+                key, vs = held.key, held
+            virtual[key] = vs
+            real[key] = _kept_servers(old_real.get(key), state.servers_of(key))
+        self.virtual_servers, self.real_servers = virtual, real
+        self.bound = _kept_items(self.bound, state.bound)
+        self.entries = {
+            name: _kept_items(self.entries.get(name, set()), entries)
+            for name, entries in state.ipsets.items()
+        }
 
     def state(self, scope: Scope | None = None) -> DataplaneState:
         """The observed state, restricted to ``scope`` (None: everything)."""
@@ -223,7 +243,8 @@ class ObservedMirror:
         for vs in scope.virtual_servers:
             if vs in state.virtual_servers:
                 self.virtual_servers[vs] = state.virtual_servers[vs]
-                self.real_servers[vs] = dict(state.servers_of(vs))
+                held = self.real_servers.get(vs)
+                self.real_servers[vs] = _kept_servers(held, state.servers_of(vs))
             else:
                 self.virtual_servers.pop(vs, None)
                 self.real_servers.pop(vs, None)
@@ -237,3 +258,34 @@ class ObservedMirror:
                 self.entries.setdefault(name, set()).add(entry)
             else:
                 self.entries.get(name, set()).discard(entry)
+
+
+def _kept_servers(held: RealServers | None, servers: RealServers) -> RealServers:
+    """What the mirror stores for a virtual server's real servers, now ``servers``.
+
+    ``held`` if equal (shares its objects); flat as a plan's when every server is
+    at weight 1 without connections, as most are (a fifth of the bytes of a dict);
+    else a copy (the caller's mapping may change).
+    """
+    if held is not None and len(held) == len(servers) and held == servers:
+        return held
+    if isinstance(servers, PlannedServers):
+        return servers
+    if len(servers) <= FLAT_SERVERS and all(
+        s.server.weight == 1
+        and s.active_connections == 0
+        and s.inactive_connections == 0
+        and s.server.key == key
+        for key, s in servers.items()
+    ):
+        return PlannedServers(servers)
+    return dict(servers)
+
+
+def _kept_items(held: set[str], items: Iterable[str]) -> set[str]:
+    """``items`` as a new set, holding the objects of ``held`` for the equal ones."""
+    fresh = set(items)
+    kept = {item for item in held if item in fresh}
+    if len(kept) < len(fresh):
+        kept.update(fresh - kept)
+    return kept
