@@ -15,6 +15,9 @@ Each size runs in a fresh child process, so a peak RSS is that size's alone:
 - ``bytes_per_service_<part>``: what each part of the proxy keeps at 10,000
   Services, per Service, found by walking its objects (an object two parts
   share counts for the first: cache, plans, index, mirror, in that order);
+- ``bytes_per_service_<part>_after_resync``: the same after a second, periodic
+  full sync, on fakes whose listings are new objects as a kernel's are (the
+  mirror is then refilled from them);
 - ``TOP`` lines: the biggest live allocation sites (tracemalloc, by file:line)
   after the sync, in a separate child (tracing inflates the RSS).
 
@@ -81,6 +84,56 @@ class NullIpsets(FakeIpsets):
         self.calls += 1
 
 
+def _fresh(text: str) -> str:
+    """A new str object equal to ``text``, as a read from the kernel yields."""
+    return (text + " ")[:-1]
+
+
+class KernelLikeIpvs(FakeIpvs):
+    """The fake, but a dump is all new objects, as one parsed from netlink."""
+
+    async def dump(self) -> IpvsTable:
+        table = await super().dump()
+        servers = {}
+        for key, vs in table.virtual_servers.items():
+            fresh = key._replace(address=_fresh(key.address))
+            servers[fresh] = vs._replace(key=fresh)
+        real = {
+            key._replace(address=_fresh(key.address)): [
+                status._replace(
+                    server=status.server._replace(
+                        key=status.server.key._replace(address=_fresh(status.server.key.address))
+                    )
+                )
+                for status in statuses
+            ]
+            for key, statuses in table.real_servers.items()
+        }
+        return IpvsTable(servers, real)
+
+
+class KernelLikeAddresses(FakeAddresses):
+    async def bound(self) -> set[str]:
+        return {_fresh(a) for a in await super().bound()}
+
+
+class KernelLikeIpsets(FakeIpsets):
+    async def save_all(self) -> dict[str, set[str]]:
+        saved = await super().save_all()
+        return {name: {_fresh(e) for e in entries} for name, entries in saved.items()}
+
+
+def kernel_like_dataplane() -> Dataplane:
+    return Dataplane(
+        KernelLikeIpvs(),
+        KernelLikeAddresses(node_addresses=("127.0.0.1", "192.168.1.10")),
+        KernelLikeIpsets(),
+        FakeIptables(),
+        FakeConntrack(),
+        FakeSysctls(),
+    )
+
+
 def null_dataplane() -> Dataplane:
     return Dataplane(
         NullIpvs(),
@@ -120,10 +173,14 @@ def deep_sizes(parts: Iterable[tuple[str, Iterable[Any]]]) -> dict[str, int]:
     return sizes
 
 
-async def load_and_sync(services: int) -> Load:
-    load = Load(services, null_dataplane())
+async def load_and_sync(services: int, resync: bool = False) -> Load:
+    load = Load(services, kernel_like_dataplane() if resync else null_dataplane())
     load.load()
     await load.initial_sync()
+    if resync:
+        # The periodic full sync: the mirror is refilled from what the kernel lists.
+        load.reconciler._full_due = True
+        await load.sync()
     gc.collect()
     return load
 
@@ -137,8 +194,8 @@ def parts_of(load: Load) -> list[tuple[str, list[Any]]]:
         ("plans", [index.plans]),
         ("index", [index._vs_owners, index._address_owners, index._entry_owners]),
         ("mirror", [mirror.virtual_servers, mirror.real_servers, mirror.bound, mirror.entries]),
-        # Whatever else the reconciler keeps (draining, dirty set, ...).
-        ("reconciler_rest", [rec]),
+        # Whatever else the reconciler keeps (draining, dirty set, ...); not the fakes.
+        ("reconciler_rest", [v for k, v in vars(rec).items() if k not in ("dataplane", "cluster")]),
     ]
 
 
@@ -154,6 +211,13 @@ def child_rss(services: int) -> dict[str, Any]:
     load.endpoints = []
     result["parts"] = deep_sizes(parts_of(load))
     return result
+
+
+def child_resync(services: int) -> dict[str, Any]:
+    load = asyncio.run(load_and_sync(services, resync=True))
+    load.endpoints = []
+    # Walked part by part: the fakes' own copy of the kernel is in none of them.
+    return {"parts": deep_sizes(parts_of(load))}
 
 
 def child_trace(services: int) -> dict[str, Any]:
@@ -200,6 +264,10 @@ def main() -> None:
     for part, size in big["parts"].items():
         bench(f"bytes_per_service_{part}", size / SIZES[1], "B")
     bench("bytes_per_service_walked", sum(big["parts"].values()) / SIZES[1], "B")
+    resynced = run_child("resync", SIZES[1])["parts"]
+    for part in ("plans", "index", "mirror"):
+        bench(f"bytes_per_service_{part}_after_resync", resynced[part] / SIZES[1], "B")
+    bench("bytes_per_service_walked_after_resync", sum(resynced.values()) / SIZES[1], "B")
     trace = run_child("trace", SIZES[1])
     bench("bytes_per_service_traced", trace["total"] / SIZES[1], "B")
     for where, size, count in trace["top"]:
@@ -207,8 +275,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] in ("--rss", "--trace"):
-        child = child_rss if sys.argv[1] == "--rss" else child_trace
-        print(json.dumps(child(int(sys.argv[2]))))
+    children = {"--rss": child_rss, "--resync": child_resync, "--trace": child_trace}
+    if len(sys.argv) == 3 and sys.argv[1] in children:
+        print(json.dumps(children[sys.argv[1]](int(sys.argv[2]))))
     else:
         main()
