@@ -116,6 +116,9 @@ def _endpoint(
     if address is None:
         problems.append(f"EndpointSlice {slice_name}: bad endpoint address {_short(text)}")
         return None
+    if address == text:
+        # The cache's string itself, not the equal copy parsing made: a plan keeps it.
+        address = text
     if family_of(address) is not family:
         problems.append(f"EndpointSlice {slice_name}: {address} is not {family.k8s_name}")
         return None
