@@ -126,7 +126,8 @@ def trim_service(obj: Any) -> Obj:
     for k in _SERVICE_SPEC_FIELDS:
         v = spec_in.get(k)
         if v is not None:
-            spec[k] = _str(v)
+            # A Service's own addresses are not interned: nothing else repeats them.
+            spec[k] = v if k == "clusterIP" else _str(v)
     ports = []
     for p in _list(spec_in.get("ports"), "spec.ports"):
         p = _dict(p, "spec.ports[]")
@@ -199,7 +200,9 @@ def trim_endpoint_slice(obj: Any) -> Obj:
     svc = _labels(raw_meta).get(SERVICE_NAME_LABEL)
     if not isinstance(svc, str) or not svc:
         raise MalformedObject(f"label {SERVICE_NAME_LABEL} is missing")
-    meta["labels"] = _share(("svclabel", svc), {SERVICE_NAME_LABEL: _str(svc)})
+    # Not shared nor interned: a Service has one slice per family as a rule, so a
+    # table entry per Service would cost more than the copies it saves.
+    meta["labels"] = {SERVICE_NAME_LABEL: svc}
     ann = raw_meta.get("annotations")
     if isinstance(ann, dict) and isinstance(ann.get(TRIGGER_TIME_ANNOTATION), str):
         meta["annotations"] = {TRIGGER_TIME_ANNOTATION: ann[TRIGGER_TIME_ANNOTATION]}
