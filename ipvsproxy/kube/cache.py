@@ -62,8 +62,10 @@ class ClusterCache:
     def __init__(self, listener: ChangeListener | None = None) -> None:
         self.listener: ChangeListener = listener or _NullListener()
         self.services: dict[ServiceKey, Obj] = {}
-        # slices by service, then by slice name; and each slice's current service.
-        self._slices: dict[ServiceKey, dict[str, Obj]] = {}
+        # Each service's slices: the slice itself when it has one, as most do (a dict
+        # by name would cost ~180 bytes a Service), a list when more; and each
+        # slice's current service.
+        self._slices: dict[ServiceKey, Obj | list[Obj]] = {}
         self._slice_owner: dict[tuple[str, str], ServiceKey] = {}
         self.node: Obj | None = None
         self.service_store: Store = _ServiceStore(self)
@@ -71,7 +73,37 @@ class ClusterCache:
         self.node_store: Store = _NodeStore(self)
 
     def slices_for(self, key: ServiceKey) -> list[Obj]:
-        return list(self._slices.get(key, {}).values())
+        held = self._slices.get(key)
+        if held is None:
+            return []
+        return list(held) if isinstance(held, list) else [held]
+
+    def _slice(self, key: ServiceKey, name: str) -> Obj | None:
+        for obj in self.slices_for(key):
+            if obj["metadata"]["name"] == name:
+                return obj
+        return None
+
+    def _put_slice(self, key: ServiceKey, name: str, obj: Obj) -> None:
+        held = self._slices.get(key)
+        if held is None:
+            self._slices[key] = obj
+            return
+        objs = held if isinstance(held, list) else [held]
+        for i, other in enumerate(objs):
+            if other["metadata"]["name"] == name:
+                objs[i] = obj
+                break
+        else:
+            objs.append(obj)
+        self._slices[key] = objs if len(objs) > 1 else objs[0]
+
+    def _drop_slice(self, key: ServiceKey, name: str) -> None:
+        objs = [o for o in self.slices_for(key) if o["metadata"]["name"] != name]
+        if not objs:
+            self._slices.pop(key, None)
+        else:
+            self._slices[key] = objs if len(objs) > 1 else objs[0]
 
     def service_keys_with_slices(self) -> list[ServiceKey]:
         return list(self._slices)
@@ -135,22 +167,18 @@ class _SliceStore:
         owner = ServiceKey(ns, meta["labels"][SERVICE_NAME_LABEL])
         c = self.cache
         before = c._slice_owner.get((ns, name))
-        old = c._slices[before].get(name) if before is not None else None
+        old = c._slice(before, name) if before is not None else None
         if before is not None and before != owner:
             self._remove(before, ns, name)
             c._tell_endpoints(before, None)
-        c._slices.setdefault(owner, {})[name] = obj
+        c._put_slice(owner, name, obj)
         c._slice_owner[(ns, name)] = owner
         if old is None or before != owner or not same_content(old, obj):
             c._tell_endpoints(owner, trigger_time(obj))
 
     def _remove(self, owner: ServiceKey, ns: str, name: str) -> None:
         c = self.cache
-        by_name = c._slices.get(owner)
-        if by_name is not None:
-            by_name.pop(name, None)
-            if not by_name:
-                del c._slices[owner]
+        c._drop_slice(owner, name)
         c._slice_owner.pop((ns, name), None)
 
     def delete(self, obj: Obj) -> None:
