@@ -2,7 +2,7 @@
 
 Run under a real kernel, as root:
     python3 tests/vm/uml_run.py -- .venv/bin/python tests/bench/bench_ipset.py
-Prints ``BENCH ipset_restore_10k_s``, ``ipset_netlink_10k_s`` and ``ipset_replace_5k_s``; asserts nothing.
+Prints BENCH ipset_restore_10k_s, ipset_netlink_10k_s and ipset_replace_5k_s; asserts nothing.
 """
 
 from __future__ import annotations
