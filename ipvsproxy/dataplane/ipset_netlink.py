@@ -21,23 +21,27 @@ Entries arrive here already parsed and checked (``ipset_specs.parse_entry``).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
-import socket
 import struct
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from ipvsproxy.dataplane.errors import DataplaneError
 from ipvsproxy.dataplane.ipset_specs import EntryParts, IpAddress
-from ipvsproxy.dataplane.ipvs_netlink import Message, attrs, error_code, nla, split
+from ipvsproxy.dataplane.ipvs_netlink import (
+    Message,
+    attrs,
+    error_code,
+    frame,
+    nla,
+    open_socket,
+    receive,
+    send,
+    split,
+)
 
 NETLINK_NETFILTER = 12
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10
-SO_RCVBUFFORCE = 33
-SO_SNDBUFFORCE = 32
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLMSG_ERROR = 2
@@ -98,9 +102,6 @@ MAX_ADT_BYTES = 60_000
 # buffers stop at net.core.[rw]mem_max, 208 KiB by default).
 MAX_IN_FLIGHT = 16
 MAX_SEND_BYTES = 128 * 1024
-RCVBUF = 1024 * 1024
-SNDBUF = 1024 * 1024
-RECV_SIZE = 64 * 1024
 
 
 class IpsetNetlinkError(DataplaneError):
@@ -187,7 +188,7 @@ async def exchange(requests: Sequence[Request]) -> list[tuple[int, list[Message]
     results: list[tuple[int, list[Message]]] = [(0, []) for _ in requests]
     if not requests:
         return results
-    sock = _open()
+    sock = open_socket(NETLINK_NETFILTER)
     try:
         seq = start = 0
         while start < len(requests):
@@ -195,17 +196,17 @@ async def exchange(requests: Sequence[Request]) -> list[tuple[int, list[Message]
             frames: list[bytes] = []
             size = 0
             for i in range(start, min(start + MAX_IN_FLIGHT, len(requests))):
-                frame = _frame(requests[i], seq + 1)
-                if frames and size + len(frame) > MAX_SEND_BYTES:
+                framed = _frame(requests[i], seq + 1)
+                if frames and size + len(framed) > MAX_SEND_BYTES:
                     break
                 seq += 1
                 by_seq[seq] = i
-                frames.append(frame)
-                size += len(frame)
+                frames.append(framed)
+                size += len(framed)
             start += len(frames)
-            await _send(sock, b"".join(frames))
+            await send(sock, b"".join(frames))
             while by_seq:
-                for message in split(await _recv(sock)):
+                for message in split(await receive(sock)):
                     i = by_seq.get(message.seq, -1)
                     if i < 0:
                         continue
@@ -221,44 +222,7 @@ async def exchange(requests: Sequence[Request]) -> list[tuple[int, list[Message]
 
 def _frame(request: Request, seq: int) -> bytes:
     kind = (NFNL_SUBSYS_IPSET << 8) | request.command
-    size = _NLMSGHDR.size + len(request.payload)
-    header = _NLMSGHDR.pack(size, kind, NLM_F_REQUEST | NLM_F_ACK, seq, 0)
-    return header + request.payload + b"\0" * (-size % 4)
-
-
-def _open() -> socket.socket:
-    sock = socket.socket(
-        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, NETLINK_NETFILTER
-    )
-    try:
-        sock.bind((0, 0))
-        for force, plain, size in (
-            (SO_RCVBUFFORCE, socket.SO_RCVBUF, RCVBUF),
-            (SO_SNDBUFFORCE, socket.SO_SNDBUF, SNDBUF),
-        ):
-            try:  # FORCE (CAP_NET_ADMIN) may exceed net.core.rmem_max
-                sock.setsockopt(socket.SOL_SOCKET, force, size)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, plain, size)
-        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-async def _send(sock: socket.socket, buffer: bytes) -> None:
-    try:
-        sock.send(buffer)
-    except BlockingIOError:
-        await asyncio.get_running_loop().sock_sendall(sock, buffer)
-
-
-async def _recv(sock: socket.socket) -> bytes:
-    try:
-        return sock.recv(RECV_SIZE)
-    except BlockingIOError:
-        return await asyncio.get_running_loop().sock_recv(sock, RECV_SIZE)
+    return frame(kind, NLM_F_REQUEST | NLM_F_ACK, seq, request.payload)
 
 
 # ---------------------------------------------------------------- operations

@@ -290,6 +290,47 @@ def error_code(message: Message) -> int:
 # -------------------------------------------------------------------- socket
 
 
+def open_socket(protocol: int) -> socket.socket:
+    """A non-blocking netlink socket of ``protocol`` in the calling thread's namespace,
+    with buffers large enough for a batch's replies and only error headers echoed."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, protocol)
+    try:
+        sock.bind((0, 0))
+        for force, plain, size in (
+            (SO_RCVBUFFORCE, socket.SO_RCVBUF, RCVBUF),
+            (SO_SNDBUFFORCE, socket.SO_SNDBUF, SNDBUF),
+        ):
+            try:  # FORCE (CAP_NET_ADMIN) may exceed net.core.rmem_max
+                sock.setsockopt(socket.SOL_SOCKET, force, size)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def frame(kind: int, flags: int, seq: int, payload: bytes) -> bytes:
+    """One netlink message: header, payload, padding to 4 bytes."""
+    size = _NLMSGHDR.size + len(payload)
+    return _NLMSGHDR.pack(size, kind, flags, seq, 0) + payload + b"\0" * (-size % 4)
+
+
+async def send(sock: socket.socket, buffer: bytes) -> None:
+    try:
+        sock.send(buffer)
+    except BlockingIOError:
+        await asyncio.get_running_loop().sock_sendall(sock, buffer)
+
+
+async def receive(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(RECV_SIZE)
+    except BlockingIOError:
+        return await asyncio.get_running_loop().sock_recv(sock, RECV_SIZE)
+
+
 class GenlSocket:
     """A non-blocking generic netlink socket driven by the running asyncio loop.
 
@@ -297,23 +338,7 @@ class GenlSocket:
     """
 
     def __init__(self) -> None:
-        sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, NETLINK_GENERIC
-        )
-        try:
-            sock.bind((0, 0))
-            for force, plain, size in (
-                (SO_RCVBUFFORCE, socket.SO_RCVBUF, RCVBUF),
-                (SO_SNDBUFFORCE, socket.SO_SNDBUF, SNDBUF),
-            ):
-                try:  # FORCE (CAP_NET_ADMIN) may exceed net.core.rmem_max
-                    sock.setsockopt(socket.SOL_SOCKET, force, size)
-                except OSError:
-                    sock.setsockopt(socket.SOL_SOCKET, plain, size)
-            sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-        except BaseException:
-            sock.close()
-            raise
+        sock = open_socket(NETLINK_GENERIC)
         self.sock = sock
         self._seq = 0
         self.family = 0  # the IPVS family id, set by resolve()
@@ -326,20 +351,13 @@ class GenlSocket:
         return self._seq
 
     def _frame(self, kind: int, flags: int, seq: int, payload: bytes) -> bytes:
-        size = _NLMSGHDR.size + len(payload)
-        return _NLMSGHDR.pack(size, kind, flags, seq, 0) + payload + b"\0" * (-size % 4)
+        return frame(kind, flags, seq, payload)
 
     async def _send(self, buffer: bytes) -> None:
-        try:
-            self.sock.send(buffer)
-        except BlockingIOError:
-            await asyncio.get_running_loop().sock_sendall(self.sock, buffer)
+        await send(self.sock, buffer)
 
     async def _recv(self) -> bytes:
-        try:
-            return self.sock.recv(RECV_SIZE)
-        except BlockingIOError:
-            return await asyncio.get_running_loop().sock_recv(self.sock, RECV_SIZE)
+        return await receive(self.sock)
 
     async def resolve(self, name: str = GENL_NAME) -> int | None:
         """Look up a generic netlink family id; None when the kernel has no such family."""
