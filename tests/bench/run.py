@@ -39,6 +39,8 @@ def run_inside(names: list[str]) -> int:
     for name in names:
         print(f"--- {name}", flush=True)
         started = time.monotonic()
+        # Each benchmark is also a script that may parse its own command line.
+        sys.argv = [f"{name}.py"]
         try:
             importlib.import_module(f"tests.bench.{name}").main()
         except Exception as exc:  # a crash is reported, the others still run
