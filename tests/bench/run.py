@@ -7,7 +7,8 @@ A benchmark is a module tests/bench/bench_*.py with a ``main()`` that prints
 ``BENCH <name> <value> <unit>`` lines. One that needs a kernel with IPVS says
 ``NEEDS_KERNEL = True``; those all run in a single user-mode-linux boot (or on
 this host with IPVSPROXY_KERNEL=host). Benchmarks never fail on a number: the
-figures are read from the output. This exits non-zero only if one crashed.
+figures are read from the output. Each benchmark runs in a process of its own.
+This exits non-zero only if one crashed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def discover(names: list[str]) -> tuple[list[str], list[str]]:
@@ -33,27 +35,33 @@ def discover(names: list[str]) -> tuple[list[str], list[str]]:
     return host, kernel
 
 
-def run_inside(names: list[str]) -> int:
-    """In one process: import and run each benchmark, reporting crashes."""
+def run_one(name: str) -> None:
+    # Each benchmark is also a script that may parse its own command line.
+    sys.argv = [f"{name}.py"]
+    importlib.import_module(f"tests.bench.{name}").main()
+
+
+def run_each(names: list[str]) -> int:
+    """Each benchmark in a process of its own (memory figures must not inherit another's
+    heap), one after the other; a crash is reported and the others still run."""
     failed = 0
     for name in names:
         print(f"--- {name}", flush=True)
         started = time.monotonic()
-        # Each benchmark is also a script that may parse its own command line.
-        sys.argv = [f"{name}.py"]
-        try:
-            importlib.import_module(f"tests.bench.{name}").main()
-        except Exception as exc:  # a crash is reported, the others still run
+        if subprocess.call([sys.executable, __file__, "--one", name], cwd=ROOT) != 0:
             failed += 1
-            print(f"--- {name} FAILED: {type(exc).__name__}: {exc}", flush=True)
+            print(f"--- {name} FAILED", flush=True)
         else:
             print(f"--- {name} done in {time.monotonic() - started:.1f} s", flush=True)
     return 1 if failed else 0
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--one"]:
+        run_one(argv[1])
+        return 0
     if argv[:1] == ["--inside"]:
-        return run_inside(argv[1:])
+        return run_each(argv[1:])
     host, kernel = discover(argv)
     status = 0
     if host:
@@ -68,5 +76,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     sys.exit(main(sys.argv[1:]))
