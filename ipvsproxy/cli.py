@@ -10,7 +10,6 @@ and work without it.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -205,10 +204,6 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
     return Invocation("cleanup" if cleanup else "run", config, tuple(ignored))
 
 
-def _load_app() -> Any:
-    return importlib.import_module("ipvsproxy.app")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ipvsproxy`` console script. Returns the exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -231,11 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ipvsproxy.plan_cli import run_plan
 
         return run_plan(inv.plan_files, inv.plan_node, inv.config)
-    try:
-        app = _load_app()
-    except ImportError as exc:
-        print(f"{PROG}: error: the proxy runtime is not available: {exc}", file=sys.stderr)
-        return 1
+    # Imported here, not at the top: --help, --version and plan need neither the
+    # Kubernetes client nor netlink, and start in a fraction of the time without them.
+    from ipvsproxy import app
+
     if inv.command == "cleanup":
         return int(app.cleanup(inv.config))
     return int(app.run(inv.config))

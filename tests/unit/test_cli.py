@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ipvsproxy import __version__, cli
+from ipvsproxy import __version__, app, cli
 from ipvsproxy.config import Config
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -143,11 +142,8 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.fixture
 def fake_app(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Config]]:
     calls: list[tuple[str, Config]] = []
-    app = types.SimpleNamespace(
-        run=lambda config: calls.append(("run", config)) or 0,
-        cleanup=lambda config: calls.append(("cleanup", config)) or 3,
-    )
-    monkeypatch.setattr(cli, "_load_app", lambda: app)
+    monkeypatch.setattr(app, "run", lambda config: calls.append(("run", config)) or 0)
+    monkeypatch.setattr(app, "cleanup", lambda config: calls.append(("cleanup", config)) or 3)
     return calls
 
 
@@ -165,18 +161,6 @@ def test_main_cleanup_returns_app_cleanup_code(
     code, _, _ = run_main(capsys, "--cleanup", "--log-format=json")
     assert code == 3
     assert [c for c, _ in fake_app] == ["cleanup"]
-
-
-def test_main_reports_a_missing_runtime(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def missing() -> None:
-        raise ImportError("No module named 'ipvsproxy.app'")
-
-    monkeypatch.setattr(cli, "_load_app", missing)
-    code, _, err = run_main(capsys, "--log-format=json")
-    assert code == 1
-    assert "runtime is not available" in err
 
 
 def test_config_file_warns_about_ignored_kube_proxy_fields(
