@@ -21,6 +21,7 @@ Entries arrive here already parsed and checked (``ipset_specs.parse_entry``).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import struct
@@ -204,6 +205,9 @@ async def exchange(requests: Sequence[Request]) -> list[tuple[int, list[Message]
                 frames.append(framed)
                 size += len(framed)
             start += len(frames)
+            # The kernel applies a send's entries inside sendmsg, on the event loop: let
+            # the other tasks (health checks, watches) run between sends of a big update.
+            await asyncio.sleep(0)
             await send(sock, b"".join(frames))
             while by_seq:
                 for message in split(await receive(sock)):

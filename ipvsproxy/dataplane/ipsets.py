@@ -37,12 +37,10 @@ from ipvsproxy.model import Family
 # than through one ``ipset restore``. Measured (hash:ip,port,ip, adds then deletes of N
 # entries, median ms, netlink/restore): on a 6.18 host N=1 0.05/1.5, 512 4.5/14,
 # 10,000 91/238, 60,000 579/1449; under user-mode-linux N=1 0.2/67, 512 7.6/431,
-# 10,000 161/3497. Netlink wins at every size, so the limit is not about speed: the
-# kernel applies the entries inside sendmsg, on the event loop, whereas the tool runs
-# beside it. Up to one full set's worth (maxelem 65,536: every incremental change, and
-# most first syncs) the loop is held for under a second; past that, a from-scratch
-# load of several full sets goes to a process.
-NETLINK_UPDATE_LIMIT = 65_536
+# 10,000 161/3497. Netlink wins at every size, and it yields to the event loop between
+# sends, so the limit only keeps one call's messages in memory bounded: a first sync
+# of 10,000 Services (some 70,000 entries) stays on netlink.
+NETLINK_UPDATE_LIMIT = 1_000_000
 
 
 async def run_command(argv: Sequence[str], stdin: str | None = None) -> str:
