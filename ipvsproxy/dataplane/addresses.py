@@ -1,4 +1,4 @@
-"""kube-ipvs0 and its addresses, over rtnetlink (pyroute2's AsyncIPRoute).
+"""kube-ipvs0 and its addresses, over rtnetlink (pyroute2's AsyncIPRoute; binding in batches).
 
 The dummy link is created down, as kube-proxy leaves it: the kernel treats an address on
 any link as local regardless of the link's state, which is all IPVS needs, and a down link
@@ -13,10 +13,11 @@ link-local addresses are kept, as kube-proxy keeps them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,10 +26,24 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.interfaces import DUMMY_INTERFACE
+from ipvsproxy.dataplane.ipvs_netlink import nla, request_all
 
 IFA_F_NODAD = 0x02
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTM_NEWADDR, RTM_DELADDR = 20, 21
+NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
+NETLINK_ROUTE = 0
 _EEXIST, _EADDRNOTAVAIL, _ENODEV = 17, 99, 19
-_BATCH = 256  # requests in flight at once on the one socket
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, link index
+
+
+def _ifaddr(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, index: int) -> bytes:
+    """An RTM_NEWADDR/RTM_DELADDR payload: ip as /32 or /128 on link ``index``; IPv6
+    without duplicate address detection, so it is usable at once."""
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    flags = IFA_F_NODAD if ip.version == 6 else 0
+    header = _IFADDRMSG.pack(family, ip.max_prefixlen, flags, 0, index)
+    return header + nla(IFA_LOCAL, ip.packed) + nla(IFA_ADDRESS, ip.packed)
 
 
 def parse_addresses(
@@ -113,19 +128,14 @@ class NetlinkAddresses:
                 return
             raise InvalidValueError("interface", self._interface, "does not exist")
 
-        async def one(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
-            extra = {"flags": IFA_F_NODAD} if ip.version == 6 else {}
-            try:
-                await self._ipr.addr(
-                    cmd, index=index, address=str(ip), prefixlen=ip.max_prefixlen, **extra
-                )
-            except NetlinkError as err:
-                if err.code != ignore:
-                    raise
-
-        # Pipeline requests on the one netlink socket instead of one round trip each.
-        for start in range(0, len(ips), _BATCH):
-            await asyncio.gather(*(one(ip) for ip in ips[start : start + _BATCH]))
+        # All in as few sendmsg calls as the buffers allow: binding 10,000 VIPs one
+        # request at a time through pyroute2 took 16 s under user-mode-linux.
+        kind, flags = (RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL) if cmd == "add" else (RTM_DELADDR, 0)
+        requests = [(kind, _ifaddr(ip, index)) for ip in ips]
+        results = await request_all(NETLINK_ROUTE, requests, flags=[flags] * len(requests))
+        for ip, (code, _) in zip(ips, results, strict=True):
+            if code and code != ignore:
+                raise OSError(code, f"{cmd} address {ip} on {self._interface}: {os.strerror(code)}")
 
     async def bind(self, addresses: Sequence[str]) -> None:
         await self._each("add", addresses, _EEXIST)

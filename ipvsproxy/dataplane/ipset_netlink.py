@@ -21,7 +21,6 @@ Entries arrive here already parsed and checked (``ipset_specs.parse_entry``).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import struct
@@ -33,19 +32,11 @@ from ipvsproxy.dataplane.ipset_specs import EntryParts, IpAddress
 from ipvsproxy.dataplane.ipvs_netlink import (
     Message,
     attrs,
-    error_code,
-    frame,
     nla,
-    open_socket,
-    receive,
-    send,
-    split,
+    request_all,
 )
 
 NETLINK_NETFILTER = 12
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLMSG_ERROR = 2
 NLA_F_NESTED = 0x8000
 NLA_F_NET_BYTEORDER = 0x4000
 
@@ -186,47 +177,12 @@ async def exchange(requests: Sequence[Request]) -> list[tuple[int, list[Message]
     Every request is attempted. The socket is opened for the call, in the network
     namespace of the calling thread, and closed after it.
     """
-    results: list[tuple[int, list[Message]]] = [(0, []) for _ in requests]
-    if not requests:
-        return results
-    sock = open_socket(NETLINK_NETFILTER)
-    try:
-        seq = start = 0
-        while start < len(requests):
-            by_seq: dict[int, int] = {}
-            frames: list[bytes] = []
-            size = 0
-            for i in range(start, min(start + MAX_IN_FLIGHT, len(requests))):
-                framed = _frame(requests[i], seq + 1)
-                if frames and size + len(framed) > MAX_SEND_BYTES:
-                    break
-                seq += 1
-                by_seq[seq] = i
-                frames.append(framed)
-                size += len(framed)
-            start += len(frames)
-            # The kernel applies a send's entries inside sendmsg, on the event loop: let
-            # the other tasks (health checks, watches) run between sends of a big update.
-            await asyncio.sleep(0)
-            await send(sock, b"".join(frames))
-            while by_seq:
-                for message in split(await receive(sock)):
-                    i = by_seq.get(message.seq, -1)
-                    if i < 0:
-                        continue
-                    if message.kind == NLMSG_ERROR:
-                        del by_seq[message.seq]
-                        results[i] = (error_code(message), results[i][1])
-                    else:
-                        results[i][1].append(message)
-    finally:
-        sock.close()
-    return results
-
-
-def _frame(request: Request, seq: int) -> bytes:
-    kind = (NFNL_SUBSYS_IPSET << 8) | request.command
-    return frame(kind, NLM_F_REQUEST | NLM_F_ACK, seq, request.payload)
+    return await request_all(
+        NETLINK_NETFILTER,
+        [((NFNL_SUBSYS_IPSET << 8) | r.command, r.payload) for r in requests],
+        in_flight=MAX_IN_FLIGHT,
+        max_bytes=MAX_SEND_BYTES,
+    )
 
 
 # ---------------------------------------------------------------- operations

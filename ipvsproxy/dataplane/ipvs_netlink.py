@@ -331,6 +331,57 @@ async def receive(sock: socket.socket) -> bytes:
         return await asyncio.get_running_loop().sock_recv(sock, RECV_SIZE)
 
 
+async def request_all(
+    protocol: int,
+    requests: Sequence[tuple[int, bytes]],
+    *,
+    flags: Sequence[int] | None = None,
+    in_flight: int = 16,
+    max_bytes: int = 128 * 1024,
+) -> list[tuple[int, list[Message]]]:
+    """Send (message type, payload) requests in order, several per sendmsg, each asking
+    for an ACK; return (errno, replies) per request, 0 = done. Every request is
+    attempted. ``flags`` adds NLM_F_* flags per request. The socket is opened for the
+    call, in the calling thread's network namespace, and closed after it; the event loop
+    runs other tasks between sends (the kernel does a send's work inside sendmsg)."""
+    results: list[tuple[int, list[Message]]] = [(0, []) for _ in requests]
+    if not requests:
+        return results
+    sock = open_socket(protocol)
+    try:
+        seq = start = 0
+        while start < len(requests):
+            by_seq: dict[int, int] = {}
+            frames: list[bytes] = []
+            size = 0
+            for i in range(start, min(start + in_flight, len(requests))):
+                kind, payload = requests[i]
+                extra = flags[i] if flags is not None else 0
+                framed = frame(kind, NLM_F_REQUEST | NLM_F_ACK | extra, seq + 1, payload)
+                if frames and size + len(framed) > max_bytes:
+                    break
+                seq += 1
+                by_seq[seq] = i
+                frames.append(framed)
+                size += len(framed)
+            start += len(frames)
+            await asyncio.sleep(0)
+            await send(sock, b"".join(frames))
+            while by_seq:
+                for message in split(await receive(sock)):
+                    i = by_seq.get(message.seq, -1)
+                    if i < 0:
+                        continue
+                    if message.kind == NLMSG_ERROR:
+                        del by_seq[message.seq]
+                        results[i] = (error_code(message), results[i][1])
+                    else:
+                        results[i][1].append(message)
+    finally:
+        sock.close()
+    return results
+
+
 class GenlSocket:
     """A non-blocking generic netlink socket driven by the running asyncio loop.
 

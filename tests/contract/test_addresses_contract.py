@@ -91,3 +91,15 @@ async def test_node_addresses_exclude_dummy_loopback_and_v6_link_local(
     for address, prefix in (("192.0.2.7", 24), ("2001:db8::7", 64), ("fe80::7", 64)):
         await _add_node_address(real, addresses, address, prefix)
     assert await addresses.node_addresses() == {"192.0.2.7", "2001:db8::7"}
+
+
+async def test_thousands_bound_and_unbound_in_one_call_each(addresses: Addresses) -> None:
+    """A first sync binds every VIP at once (batched requests on the real kernel)."""
+    await addresses.ensure_dummy()
+    v4 = [f"10.96.{i // 256}.{i % 256}" for i in range(1500)]
+    v6 = [f"fd00:96::{i:x}" for i in range(1, 501)]
+    await addresses.bind(v4 + v6)
+    await addresses.bind(v4[:10])  # already bound: fine
+    assert await addresses.bound() == set(v4 + v6)
+    await addresses.unbind(v4[:1000] + v6 + ["10.96.200.1"])  # not bound: fine
+    assert await addresses.bound() == set(v4[1000:])
