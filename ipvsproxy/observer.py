@@ -49,7 +49,12 @@ class ProxyObserver:
         self.plans = plans
         self.node = node
         self.wall = wall
+        # Per Service: its problems last reported (only when it has some), its share of
+        # the table counts, and its health-check node port with local endpoints.
         self._reported: dict[ServiceKey, tuple[str, ...]] = {}
+        self._footprints: dict[ServiceKey, tuple[int, int, int, int]] = {}
+        self._totals: tuple[int, ...] = (0, 0, 0, 0)
+        self._health_checks: dict[ServiceKey, tuple[int, int]] = {}
         self._pending_services = 0
         self._pending_endpoints = 0
 
@@ -73,20 +78,11 @@ class ProxyObserver:
         self.metrics.programmed(result.trigger_times, now)
         self._pending_services = self._pending_endpoints = 0
         self.metrics.set_pending(0, 0)
-        self._report_problems(result.plans)
-        plans = self.plans()
-        if result.full or result.plans:
-            self._count_tables(plans)
+        self._take(result.plans)
         if self.service_health is not None:
-            await self.service_health.sync(
-                {
-                    key: (plan.health_check_node_port, plan.local_endpoints)
-                    for key, plan in plans.items()
-                    if plan.health_check_node_port
-                }
-            )
+            await self.service_health.sync(self._health_checks)
         if result.full and self.ipvs is not None:
-            await self._export_stats(plans)
+            await self._export_stats(self.plans())
         counts = result.counts()
         if counts or result.full:
             log.info(
@@ -103,37 +99,52 @@ class ProxyObserver:
         for subsystem in error.failures:
             self.metrics.sync_failed(subsystem)
 
-    def _report_problems(self, plans: Mapping[ServiceKey, ServicePlan]) -> None:
-        """Log and post an Event once per new set of problems of a Service."""
-        services = self.services()
+    def _take(self, plans: Mapping[ServiceKey, ServicePlan | None]) -> None:
+        """Account for the Services a sync planned anew (None: gone), and only those:
+        what a sync costs must not grow with the number of Services."""
         for key, plan in plans.items():
-            problems = plan.problems + ((plan.skip,) if plan.skip else ())
-            if self._reported.get(key) == problems:
+            old = self._footprints.pop(key, None)
+            if old is not None:
+                self._totals = tuple(t - o for t, o in zip(self._totals, old, strict=True))
+            self._health_checks.pop(key, None)
+            if plan is None:
+                self._reported.pop(key, None)
                 continue
-            self._reported[key] = problems
-            for problem in problems:
-                log.warning("service skipped in part", service=str(key), reason=problem)
-            service = services.get(key)
-            if problems and self.events is not None and service is not None:
-                self.events.post(
-                    service,
-                    kind="Service",
-                    api_version="v1",
-                    reason="ProxyConfigInvalid",
-                    message="; ".join(problems)[:1000],
-                )
-        for key in [k for k in self._reported if k not in services]:
-            del self._reported[key]
-
-    def _count_tables(self, plans: Mapping[ServiceKey, ServicePlan]) -> None:
-        virtual = real = internal = external = 0
-        for plan in plans.values():
-            virtual += len(plan.state.virtual_servers)
-            real += sum(len(servers) for servers in plan.state.real_servers.values())
-            internal += plan.no_local_internal
-            external += plan.no_local_external
+            new = (
+                len(plan.state.virtual_servers),
+                sum(len(servers) for servers in plan.state.real_servers.values()),
+                int(plan.no_local_internal),
+                int(plan.no_local_external),
+            )
+            self._footprints[key] = new
+            self._totals = tuple(t + n for t, n in zip(self._totals, new, strict=True))
+            if plan.health_check_node_port:
+                self._health_checks[key] = (plan.health_check_node_port, plan.local_endpoints)
+            self._report_problems(key, plan)
+        virtual, real, internal, external = self._totals
         self.metrics.set_table_size(virtual, real)
         self.metrics.set_no_local_endpoints(internal, external)
+
+    def _report_problems(self, key: ServiceKey, plan: ServicePlan) -> None:
+        """Log and post an Event once per new set of problems of a Service."""
+        problems = plan.problems + ((plan.skip,) if plan.skip else ())
+        if self._reported.get(key, ()) == problems:
+            return
+        if problems:
+            self._reported[key] = problems
+        else:
+            self._reported.pop(key, None)
+        for problem in problems:
+            log.warning("service skipped in part", service=str(key), reason=problem)
+        service = self.services().get(key)
+        if problems and self.events is not None and service is not None:
+            self.events.post(
+                service,
+                kind="Service",
+                api_version="v1",
+                reason="ProxyConfigInvalid",
+                message="; ".join(problems)[:1000],
+            )
 
     async def _export_stats(self, plans: Mapping[ServiceKey, ServicePlan]) -> None:
         assert self.ipvs is not None

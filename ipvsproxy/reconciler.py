@@ -101,7 +101,8 @@ class SyncResult:
     ops: Sequence[Op]
     duration: float
     trigger_times: list[float] = field(default_factory=list)
-    plans: Mapping[ServiceKey, ServicePlan] = field(default_factory=dict)
+    # The Services this sync planned anew; None for those that are gone.
+    plans: Mapping[ServiceKey, ServicePlan | None] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -127,7 +128,7 @@ class Reconciler:
         self.clock = clock
         self.index = DesiredIndex()
         self.mirror = ObservedMirror()
-        self.plan_config = PlanConfig(node_name=settings.node_name, scheduler=settings.scheduler)
+        self.plan_config = self._plan_config({})
         self._exclude = [ipaddress.ip_network(c, strict=False) for c in settings.exclude_cidrs]
         self._dirty: set[ServiceKey] = set()
         self._trigger_times: list[float] = []
@@ -241,31 +242,34 @@ class Reconciler:
             found.setdefault(family_of(address), set()).add(address)
         node_addresses = {family: frozenset(a) for family, a in found.items()}
         if node_addresses != self.plan_config.node_addresses:
-            s = self.settings
-            self.plan_config = PlanConfig(
-                node_name=s.node_name,
-                node_addresses=node_addresses,
-                nodeport_addresses=s.nodeport_addresses,
-                scheduler=s.scheduler,
-                cluster_cidrs=s.cluster_cidrs,
-                masquerade_all=s.masquerade_all,
-                families=s.families,
-            )
+            self.plan_config = self._plan_config(node_addresses)
             self._replan_all = True
+
+    def _plan_config(self, node_addresses: Mapping[Family, frozenset[str]]) -> PlanConfig:
+        s = self.settings
+        return PlanConfig(
+            node_name=s.node_name,
+            node_addresses=node_addresses,
+            nodeport_addresses=s.nodeport_addresses,
+            scheduler=s.scheduler,
+            cluster_cidrs=s.cluster_cidrs,
+            masquerade_all=s.masquerade_all,
+            families=s.families,
+        )
 
     async def _observe(self) -> None:
         self.mirror.reset(await read_owned(self.dataplane, self._exclude))
 
-    def _replan(self, keys: set[ServiceKey]) -> tuple[Scope, dict[ServiceKey, ServicePlan]]:
+    def _replan(self, keys: set[ServiceKey]) -> tuple[Scope, dict[ServiceKey, ServicePlan | None]]:
         scope = Scope()
-        plans: dict[ServiceKey, ServicePlan] = {}
+        plans: dict[ServiceKey, ServicePlan | None] = {}
         node = self.cluster.node
         for key in keys:
             service = self.cluster.services.get(key)
             plan = None
             if service is not None:
                 plan = plan_service(service, self.cluster.slices_for(key), node, self.plan_config)
-                plans[key] = plan
+            plans[key] = plan
             scope.update(self.index.set_plan(key, plan))
         return scope, plans
 
