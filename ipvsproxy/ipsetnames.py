@@ -112,6 +112,13 @@ HEALTH_CHECK_NODE_PORT = SetKind(
     "KUBE-HEALTH-CHECK-NODE-PORT", BITMAP_PORT, "Kubernetes health check node port"
 )
 IPVS_IPS = SetKind("KUBE-IPVS-IPS", HASH_IP, "Addresses on the ipvs interface")
+# Not kube-proxy's: #115931, see ipvsproxy.fwmark. hash:ip,port created with ``skbinfo``.
+EXTERNAL_LOCAL_FWMARK = SetKind(
+    "KUBE-EXTERNAL-LOCAL-FWMARK",
+    HASH_IP_PORT,
+    "Kubernetes service external/lb ip + port with externalTrafficPolicy=local:"
+    " firewall mark of in-cluster traffic",
+)
 
 ALL_KINDS: tuple[SetKind, ...] = (
     LOOP_BACK,
@@ -131,7 +138,10 @@ ALL_KINDS: tuple[SetKind, ...] = (
     NODE_PORT_LOCAL_SCTP,
     HEALTH_CHECK_NODE_PORT,
     IPVS_IPS,
+    EXTERNAL_LOCAL_FWMARK,
 )
+# Sets whose entries carry a firewall mark (``skbmark``): created with ``skbinfo``.
+MARKED_KINDS = frozenset({EXTERNAL_LOCAL_FWMARK})
 
 NODE_PORT_SETS: dict[Protocol, tuple[SetKind, SetKind]] = {
     Protocol.TCP: (NODE_PORT_TCP, NODE_PORT_LOCAL_TCP),
@@ -149,7 +159,11 @@ def set_name(kind: SetKind, family: Family) -> str:
 
 def set_spec(kind: SetKind, family: Family) -> IpsetSpec:
     return IpsetSpec(
-        name=set_name(kind, family), type=kind.type, family=family, comment=kind.comment
+        name=set_name(kind, family),
+        type=kind.type,
+        family=family,
+        comment=kind.comment,
+        skbinfo=kind in MARKED_KINDS,
     )
 
 
@@ -198,6 +212,22 @@ def ip_port_net_entry(address: str, protocol: Protocol, port: int, cidr: str) ->
     ``cidr`` as :func:`normalise_cidr` returns it.
     """
     return f"{ip_port_entry(address, protocol, port)},{cidr}"
+
+
+def marked_entry(address: str, protocol: Protocol, port: int, mark: int, mask: int) -> str:
+    """hash:ip,port with skbinfo: ``203.0.113.7,tcp:443 skbmark 0x2c05/0x3fff``."""
+    return f"{ip_port_entry(address, protocol, port)} skbmark {mark:#x}/{mask:#x}"
+
+
+def entry_mark(entry: str) -> int | None:
+    """The mark of a :func:`marked_entry`, or None if it has none (or a malformed one)."""
+    _, sep, rest = entry.partition(" skbmark ")
+    if not sep:
+        return None
+    try:
+        return int(rest.split("/", 1)[0], 16)
+    except ValueError:
+        return None
 
 
 def port_entry(port: int) -> str:

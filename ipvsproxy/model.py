@@ -84,19 +84,37 @@ SCHEDULERS = (
 
 
 class VirtualServerKey(NamedTuple):
-    """What identifies an IPVS virtual server: address, port and protocol."""
+    """What identifies an IPVS virtual server: address, port and protocol, or a firewall mark.
+
+    A firewall-mark virtual server (``fwmark`` not 0) matches packets by their mark alone:
+    its ``address`` is the family's any-address and ``port`` 0 (see :func:`fwmark_key`).
+    The kernel does not keep a protocol for it; the proxy's marks carry theirs
+    (:mod:`ipvsproxy.fwmark`), so reading one back yields the same key.
+    """
 
     address: str
     port: int
     protocol: Protocol
+    fwmark: int = 0
 
     @property
     def family(self) -> Family:
         return family_of(self.address)
 
     def __str__(self) -> str:
+        if self.fwmark:
+            v6 = " IPv6" if ":" in self.address else ""
+            return f"{self.protocol.value} FWM {self.fwmark:#x}{v6}"
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{self.protocol.value} {host}:{self.port}"
+
+
+ANY_ADDRESS = {Family.V4: "0.0.0.0", Family.V6: "::"}
+
+
+def fwmark_key(family: Family, mark: int, protocol: Protocol) -> VirtualServerKey:
+    """The key of the firewall-mark virtual server ``mark`` of ``family``."""
+    return VirtualServerKey(ANY_ADDRESS[family], 0, protocol, mark)
 
 
 class VirtualServer(NamedTuple):

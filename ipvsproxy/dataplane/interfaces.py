@@ -131,6 +131,8 @@ class IpsetSpec(NamedTuple):
     type: str  # "hash:ip,port", "bitmap:port", ...
     family: Family
     comment: str
+    # Entries carry skb info (``skbmark``) for ``-j SET --map-mark``: create with ``skbinfo``.
+    skbinfo: bool = False
 
 
 class Ipsets(Protocol):
