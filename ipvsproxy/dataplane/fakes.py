@@ -134,6 +134,7 @@ _BUILTIN = {
     "security": ("INPUT", "FORWARD", "OUTPUT"),
 }
 _TARGETS = {
+    "SET",
     "ACCEPT",
     "DROP",
     "RETURN",

@@ -17,6 +17,7 @@ from ipvsproxy.dataplane.errors import CommandError, InvalidValueError
 from ipvsproxy.dataplane.interfaces import Iptables
 from ipvsproxy.dataplane.ipsets import run_command
 from ipvsproxy.dataplane.iptables_rules import (
+    RULE_TABLES,
     Jump,
     RulesConfig,
     build_restore,
@@ -112,8 +113,8 @@ class IptablesCli:
 
 
 async def cleanup(iptables: Iptables, family: Family) -> None:
-    """Unlink, flush and delete the proxy's chains in nat and filter; nothing else."""
-    saved = {t: await iptables.save(family, t) for t in ("nat", "filter")}
+    """Unlink, flush and delete the proxy's chains in its tables; nothing else."""
+    saved = {t: await iptables.save(family, t) for t in RULE_TABLES}
     text = cleanup_restore(saved)
     if text:
         await iptables.restore(family, text)
@@ -123,9 +124,9 @@ class RulesSyncer:
     """Writes the proxy's rules for one family with one restore per sync.
 
     The first sync (and any with ``verify=True``, e.g. the periodic full resync) first
-    saves nat and filter to find which jumps from the built-in chains exist, so the restore
+    saves its tables to find which jumps from the built-in chains exist, so the restore
     adds missing ones and drops duplicates. Later syncs trust the last successful restore
-    and skip the two saves.
+    and skip the saves.
     """
 
     def __init__(self, iptables: Iptables, family: Family) -> None:
@@ -137,7 +138,7 @@ class RulesSyncer:
         found: dict[Jump, list[str]] | None = None
         if verify or not self._jumps_ok:
             found = {}
-            for table in ("nat", "filter"):
+            for table in RULE_TABLES:
                 found |= find_jumps(table, await self._iptables.save(self._family, table))
         text = build_restore(config, self._family, found)
         self._jumps_ok = False

@@ -15,6 +15,13 @@ The chains and rules are kube-proxy IPVS mode's (``writeIptablesRules`` and
   Node access is allowed the way kube-proxy allows it: an ``lbIP,proto:port,lbIP`` entry in
   KUBE-LOAD-BALANCER-SOURCE-IP (node traffic to a local VIP leaves with the VIP as source).
 
+- externalTrafficPolicy Local (#115931): mangle KUBE-IN-CLUSTER-FWMARK, from PREROUTING and
+  OUTPUT, stamps the mark of ``KUBE-EXTERNAL-LOCAL-FWMARK`` (``--map-mark``) on packets from
+  the cluster CIDR or the node to an LB IP or external IP of such a Service, so that IPVS
+  hands them to a firewall-mark virtual server with every endpoint (``ipvsproxy.fwmark``).
+  Node-originated ones leave with the VIP as source and are masqueraded, recognised by the
+  mark's flag bit: kube-proxy's masquerade mark cannot be used, IPVS matches marks exactly.
+
 Jumps from the built-in chains: ``--noflush`` leaves built-in chains alone and appends, so
 re-sending ``-A PREROUTING ... -j KUBE-SERVICES`` on every sync would pile up duplicates.
 The caller passes the jumps it found in ``iptables-save`` (``find_jumps``); the text then
@@ -29,6 +36,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+from ipvsproxy import fwmark
 from ipvsproxy import ipsetnames as S
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.model import Family
@@ -48,9 +56,15 @@ FILTER_CHAINS = (
     "KUBE-IPVS-FILTER",
     "KUBE-IPVS-OUT-FILTER",
 )
+MANGLE_CHAINS = ("KUBE-IN-CLUSTER-FWMARK",)
 # The chains this proxy owns, per table. Only these are ever flushed or deleted: other
 # KUBE-* chains (kubelet's KUBE-FIREWALL, KUBE-KUBELET-CANARY, ...) belong to others.
-OWNED_CHAINS: Mapping[str, tuple[str, ...]] = {"nat": NAT_CHAINS, "filter": FILTER_CHAINS}
+OWNED_CHAINS: Mapping[str, tuple[str, ...]] = {
+    "nat": NAT_CHAINS,
+    "filter": FILTER_CHAINS,
+    "mangle": MANGLE_CHAINS,
+}
+RULE_TABLES = tuple(OWNED_CHAINS)
 
 
 class Jump(NamedTuple):
@@ -74,6 +88,8 @@ JUMPS = (
     Jump("filter", "FORWARD", "KUBE-PROXY-FIREWALL", "kube-proxy firewall rules"),
     Jump("filter", "INPUT", "KUBE-IPVS-FILTER", "kubernetes ipvs access filter"),
     Jump("filter", "OUTPUT", "KUBE-IPVS-OUT-FILTER", "kubernetes ipvs access filter"),
+    Jump("mangle", "PREROUTING", "KUBE-IN-CLUSTER-FWMARK", "kubernetes in-cluster fwmark"),
+    Jump("mangle", "OUTPUT", "KUBE-IN-CLUSTER-FWMARK", "kubernetes in-cluster fwmark"),
 )
 
 # What find_jumps returns: per jump, the saved rule texts (after "-A CHAIN ") that do it.
@@ -160,14 +176,19 @@ def _nat_rules(config: RulesConfig, family: Family) -> list[str]:
     )
     r.append("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT")
     r.append("-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ")
+    fully = " --random-fully" if config.random_fully else ""
     # Accept what IPVS will take, in case a later rule of someone else's would drop it.
     for kind in (S.CLUSTER_IP, S.LOAD_BALANCER):
         name = S.set_name(kind, family)
         r.append(f"-A KUBE-SERVICES -m set --match-set {name} dst,dst -j ACCEPT")
+    flag = f"{fwmark.FLAG:#x}"
+    r.append(
+        '-A KUBE-POSTROUTING -m comment --comment "node traffic to an in-cluster fwmark"'
+        f" -m mark --mark {flag}/{flag} -m addrtype --src-type LOCAL -j MASQUERADE{fully}"
+    )
     r.append(f"-A KUBE-POSTROUTING -m mark ! --mark {masq}/{masq} -j RETURN")
     # Clear the mark so a packet that re-traverses the stack is not masqueraded twice.
     r.append(f"-A KUBE-POSTROUTING -j MARK --xor-mark {masq}")
-    fully = " --random-fully" if config.random_fully else ""
     r.append(
         '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring'
         f' SNAT" -j MASQUERADE{fully}'
@@ -227,6 +248,16 @@ def _filter_rules(config: RulesConfig, family: Family) -> list[str]:
     return r
 
 
+def _mangle_rules(config: RulesConfig, family: Family) -> list[str]:
+    marks = S.set_name(S.EXTERNAL_LOCAL_FWMARK, family)
+    stamp = f"-m set --match-set {marks} dst,dst -j SET --map-set {marks} dst,dst --map-mark"
+    r = [f"-A KUBE-IN-CLUSTER-FWMARK -m addrtype --src-type LOCAL {stamp}"]
+    local_cidr = _local_cidr(config, family)
+    if local_cidr:
+        r.append(f"-A KUBE-IN-CLUSTER-FWMARK -s {local_cidr} {stamp}")
+    return r
+
+
 def find_jumps(table: str, saved: str) -> dict[Jump, list[str]]:
     """The rules of ``iptables-save -t table`` output that jump from a built-in chain to ours."""
     found: dict[Jump, list[str]] = {j: [] for j in JUMPS if j.table == table}
@@ -265,7 +296,8 @@ def _jump_fixups(table: str, found: FoundJumps | None) -> list[str]:
 def build_restore(config: RulesConfig, family: Family, found: FoundJumps | None) -> str:
     """The whole ``iptables-restore --noflush`` input for ``family``.
 
-    ``found``: the jumps present now (``find_jumps`` over a fresh save of nat and filter);
+    ``found``: the jumps present now (``find_jumps`` over a fresh save of every table in
+    ``RULE_TABLES``);
     None means "known to be present exactly once" (a previous restore of this process put
     them there), which lets a sync skip the two saves.
     """
@@ -273,6 +305,7 @@ def build_restore(config: RulesConfig, family: Family, found: FoundJumps | None)
     for table, chains, rules in (
         ("nat", NAT_CHAINS, _nat_rules(config, family)),
         ("filter", FILTER_CHAINS, _filter_rules(config, family)),
+        ("mangle", MANGLE_CHAINS, _mangle_rules(config, family)),
     ):
         out.append(f"*{table}")
         out += [f":{c} - [0:0]" for c in chains]

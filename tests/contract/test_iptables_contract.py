@@ -13,7 +13,13 @@ from ipvsproxy.dataplane.fakes import FakeIpsets, FakeIptables
 from ipvsproxy.dataplane.interfaces import Ipsets, Iptables
 from ipvsproxy.dataplane.ipsets import IpsetCli
 from ipvsproxy.dataplane.iptables import IptablesCli, RulesSyncer, detect_backend
-from ipvsproxy.dataplane.iptables_rules import JUMPS, OWNED_CHAINS, RulesConfig, find_jumps
+from ipvsproxy.dataplane.iptables_rules import (
+    JUMPS,
+    OWNED_CHAINS,
+    RULE_TABLES,
+    RulesConfig,
+    find_jumps,
+)
 from ipvsproxy.ipsetnames import all_specs
 from ipvsproxy.model import Family
 
@@ -40,7 +46,7 @@ async def ipsets(real: bool, netns: None) -> Ipsets:
 
 async def _jumps(iptables: Iptables, family: Family) -> dict[tuple[str, str, str], int]:
     counts = {}
-    for table in ("nat", "filter"):
+    for table in RULE_TABLES:
         for jump, rules in find_jumps(table, await iptables.save(family, table)).items():
             counts[(jump.table, jump.chain, jump.target)] = len(rules)
     return counts
@@ -108,11 +114,11 @@ async def test_cleanup_removes_ours_and_keeps_the_operators(
         "COMMIT\n*nat\n:KUBE-OTHER - [0:0]\n-A KUBE-OTHER -j RETURN\nCOMMIT\n"
     )
     await iptables.restore(family, operator)
-    before = {t: await iptables.save(family, t) for t in ("nat", "filter")}
+    before = {t: await iptables.save(family, t) for t in RULE_TABLES}
     await RulesSyncer(iptables, family).sync(RulesConfig())
     await iptables.cleanup(family)
     await iptables.cleanup(family)  # nothing left to do is fine
-    for table in ("nat", "filter"):
+    for table in RULE_TABLES:
         after = await iptables.save(family, table)
         assert _body(after) == _body(before[table])
     assert "KUBE-OTHER" in await _chains(iptables, family, "nat")  # not ours: kept

@@ -8,6 +8,7 @@ from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.iptables import choose_backend
 from ipvsproxy.dataplane.iptables_rules import (
     JUMPS,
+    RULE_TABLES,
     RulesConfig,
     build_restore,
     cleanup_restore,
@@ -30,7 +31,7 @@ def test_chains_are_declared_before_jumps_and_rules() -> None:
         ":KUBE-SERVICES - [0:0]", ":KUBE-POSTROUTING - [0:0]", ":KUBE-NODE-PORT - [0:0]",
         ":KUBE-LOAD-BALANCER - [0:0]", ":KUBE-MARK-MASQ - [0:0]",
     ]  # fmt: skip
-    assert text.count("COMMIT") == 2
+    assert text.count("COMMIT") == len(RULE_TABLES)
 
 
 def test_missing_jumps_are_inserted_and_present_ones_not() -> None:
@@ -58,7 +59,50 @@ def test_duplicate_jumps_are_deleted_by_their_saved_text() -> None:
     ]
     text = build_restore(RulesConfig(), Family.V4, found)
     assert "-D PREROUTING -j KUBE-SERVICES" in text
-    assert "-I PREROUTING" not in text
+    assert "-I PREROUTING" not in text.split("*filter")[0]  # nat's; mangle's was not found
+
+
+def _chain(text: str, table: str, chain: str) -> list[str]:
+    body = text.split(f"*{table}\n", 1)[1].split("COMMIT", 1)[0]
+    return [line for line in body.splitlines() if line.startswith(f"-A {chain} ")]
+
+
+@pytest.mark.parametrize(
+    ("family", "cidrs", "marked_sources"),
+    [
+        (Family.V4, (), ["-m addrtype --src-type LOCAL"]),
+        (Family.V4, ("10.244.0.0/16",), ["-m addrtype --src-type LOCAL", "-s 10.244.0.0/16"]),
+        (
+            Family.V6,
+            ("10.244.0.0/16", "fd00:244::/56"),
+            ["-m addrtype --src-type LOCAL", "-s fd00:244::/56"],
+        ),
+    ],
+)
+def test_in_cluster_traffic_to_etp_local_ips_gets_the_sets_fwmark(
+    family: Family, cidrs: tuple[str, ...], marked_sources: list[str]
+) -> None:
+    text = build_restore(RulesConfig(cluster_cidrs=cidrs), family, None)
+    marks = "KUBE-EXTERNAL-LOCAL-FWMARK" if family is Family.V4 else "KUBE-6-EXTERNAL-LOCAL-FWMARK"
+    stamp = f"-m set --match-set {marks} dst,dst -j SET --map-set {marks} dst,dst --map-mark"
+    assert _chain(text, "mangle", "KUBE-IN-CLUSTER-FWMARK") == [
+        f"-A KUBE-IN-CLUSTER-FWMARK {source} {stamp}" for source in marked_sources
+    ]
+    # Node traffic marked so is masqueraded before kube-proxy's mark test returns.
+    postrouting = _chain(text, "nat", "KUBE-POSTROUTING")
+    masq = next(i for i, r in enumerate(postrouting) if "--mark 0x2000/0x2000" in r)
+    assert "--src-type LOCAL -j MASQUERADE" in postrouting[masq]
+    assert masq < next(i for i, r in enumerate(postrouting) if "! --mark 0x4000/0x4000" in r)
+
+
+def test_mangle_jumps_come_from_prerouting_and_output() -> None:
+    text = build_restore(RulesConfig(), Family.V4, {})
+    mangle = text.split("*mangle\n", 1)[1]
+    assert _lines(mangle, "-I ") == [
+        f'-I {chain} 1 -m comment --comment "kubernetes in-cluster fwmark"'
+        " -j KUBE-IN-CLUSTER-FWMARK"
+        for chain in ("PREROUTING", "OUTPUT")
+    ]
 
 
 def test_rule_count_is_constant() -> None:
