@@ -30,6 +30,7 @@ from ipvsproxy.dataplane.ipvs import (
     validate_timeouts,
     validate_virtual_key,
 )
+from ipvsproxy.fwmark import protocol_of
 from ipvsproxy.model import (
     SCHEDULERS,
     Protocol,
@@ -39,10 +40,19 @@ from ipvsproxy.model import (
     Stats,
     VirtualServer,
     VirtualServerKey,
+    fwmark_key,
 )
 
 
 def _norm(key: VirtualServerKey) -> VirtualServerKey:
+    """The key as the kernel would list it back.
+
+    A firewall-mark service is one per (family, mark), whatever protocol the key
+    names: the kernel keeps none, and lists it with the protocol its mark carries
+    (TCP for a mark that is not ours), as ``NetlinkIpvs`` decodes it.
+    """
+    if key.fwmark:
+        return fwmark_key(key.family, key.fwmark, protocol_of(key.fwmark) or Protocol.TCP)
     return VirtualServerKey(key.address, key.port, Protocol(key.protocol))
 
 

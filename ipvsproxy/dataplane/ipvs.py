@@ -37,9 +37,12 @@ from ipvsproxy.dataplane.interfaces import (
     UpdateRealServer,
     UpdateVirtualServer,
 )
+from ipvsproxy.fwmark import protocol_of
 from ipvsproxy.model import (
+    ANY_ADDRESS,
     FLAG_HASHED,
     FLAG_PERSISTENT,
+    Family,
     Protocol,
     RealServer,
     RealServerKey,
@@ -47,6 +50,7 @@ from ipvsproxy.model import (
     Stats,
     VirtualServer,
     VirtualServerKey,
+    fwmark_key,
 )
 
 # Flags a virtual server may carry: persistent, one-packet, and the three
@@ -56,6 +60,7 @@ ALLOWED_FLAGS = FLAG_PERSISTENT | 0x0004 | 0x0008 | 0x0010 | 0x0020
 # The kernel keeps the persistence timeout in jiffies in a u32 and lists it as
 # timeout / HZ: beyond 2**32 / 1000 seconds it would not read back (HZ <= 1000).
 MAX_PERSISTENCE_TIMEOUT = 2**32 // 1000
+MAX_FWMARK = 0xFFFFFFFF  # a u32; 0 means "no mark", an address service
 MAX_WEIGHT = 2**31 - 1  # the kernel refuses a weight that is negative as an int
 MAX_PROTOCOL_TIMEOUT = (2**31 - 1) // 1000  # ip_vs_set_timeout: <= INT_MAX / HZ
 SCHEDULER_NAME = re.compile(r"[a-z][a-z0-9_]{0,14}\Z")  # IP_VS_SCHEDNAME_MAXLEN 16
@@ -87,8 +92,16 @@ def _int(field: str, value: object, low: int, high: int) -> None:
 def validate_virtual_key(key: object) -> VirtualServerKey:
     if not isinstance(key, VirtualServerKey):
         raise Invalid("virtual_server", key, "not a VirtualServerKey")
-    _address("address", key.address)
-    _int("port", key.port, 1, 65535)
+    _int("fwmark", key.fwmark, 0, MAX_FWMARK)
+    if key.fwmark:
+        # The kernel names a firewall-mark service by (family, mark) only; the key's
+        # address says the family and must be its any-address, as fwmark_key builds it.
+        if key.address not in ANY_ADDRESS.values():
+            raise Invalid("address", key.address, "a fwmark key's address is 0.0.0.0 or ::")
+        _int("port", key.port, 0, 0)
+    else:
+        _address("address", key.address)
+        _int("port", key.port, 1, 65535)
     if not isinstance(key.protocol, str) or key.protocol not in Protocol.__members__.values():
         raise Invalid("protocol", key.protocol, "must be TCP, UDP or SCTP")
     return key
@@ -211,21 +224,16 @@ def _family(address: str) -> int:
 
 
 def _svc_key(key: VirtualServerKey) -> bytes:
+    if key.fwmark:
+        return nl.fwmark_key_attrs(_family(key.address), key.fwmark)
     protocol = Protocol(key.protocol).number  # a plain "TCP" string is accepted too
     return nl.service_key_attrs(_family(key.address), protocol, key.address, key.port)
 
 
 def _svc_full(server: VirtualServer) -> bytes:
-    key = server.key
-    return nl.service_full_attrs(
-        _family(key.address),
-        Protocol(key.protocol).number,
-        key.address,
-        key.port,
-        server.scheduler,
-        server.flags,
-        server.timeout,
-    )
+    family = _family(server.key.address)
+    settings = nl.service_settings(family, server.scheduler, server.flags, server.timeout)
+    return _svc_key(server.key) + settings
 
 
 def encode_op(op: IpvsOp) -> bytes:
@@ -248,7 +256,7 @@ def encode_op(op: IpvsOp) -> bytes:
 _SERVICE = frozenset({nl.CMD_ATTR_SERVICE})
 _DEST = frozenset({nl.CMD_ATTR_DEST})
 _SERVICE_FIELDS = frozenset(
-    {nl.SVC_AF, nl.SVC_PROTOCOL, nl.SVC_ADDR, nl.SVC_PORT, nl.SVC_SCHED_NAME}
+    {nl.SVC_AF, nl.SVC_PROTOCOL, nl.SVC_ADDR, nl.SVC_PORT, nl.SVC_FWMARK, nl.SVC_SCHED_NAME}
     | {nl.SVC_FLAGS, nl.SVC_TIMEOUT}
 )
 _SERVICE_STATS = _SERVICE_FIELDS | {nl.SVC_STATS, nl.SVC_STATS64}
@@ -261,19 +269,12 @@ _DEST_FIELDS = frozenset(
 def decode_service(
     message: nl.Message, with_stats: bool = True
 ) -> tuple[VirtualServer, Stats] | None:
-    """A listed service, or None for one we cannot name (fwmark, other protocols)."""
+    """A listed service, or None for one we cannot name (other protocols or families)."""
     nest = nl.genl_attrs(message.data, _SERVICE).get(nl.CMD_ATTR_SERVICE, b"")
     svc = nl.attrs(nest, wanted=_SERVICE_STATS if with_stats else _SERVICE_FIELDS)
-    if nl.SVC_ADDR not in svc or nl.SVC_PROTOCOL not in svc:
+    key = _listed_key(svc)
+    if key is None:
         return None
-    try:
-        protocol = Protocol.from_number(nl.u16(svc[nl.SVC_PROTOCOL]))
-    except ValueError:
-        return None
-    family = nl.u16(svc[nl.SVC_AF])
-    key = VirtualServerKey(
-        nl.unpack_addr(svc[nl.SVC_ADDR], family), nl.be16(svc[nl.SVC_PORT]), protocol
-    )
     # Read flags and timeout from the attributes themselves (pyroute2's
     # from_message leaves them at 0); FLAG_HASHED is the kernel's, not ours.
     flags = nl.flags_of(svc[nl.SVC_FLAGS]) & ~FLAG_HASHED if nl.SVC_FLAGS in svc else 0
@@ -281,6 +282,29 @@ def decode_service(
     sched = svc.get(nl.SVC_SCHED_NAME, b"").rstrip(b"\0").decode()
     stats = Stats(*nl.stats_of(svc)) if with_stats else Stats()
     return VirtualServer(key, sched, flags, timeout), stats
+
+
+def _listed_key(svc: dict[int, bytes]) -> VirtualServerKey | None:
+    if nl.SVC_AF not in svc:
+        return None
+    family = nl.u16(svc[nl.SVC_AF])
+    if family not in (nl.AF_INET, nl.AF_INET6):
+        return None
+    mark = nl.u32(svc[nl.SVC_FWMARK]) if nl.SVC_FWMARK in svc else 0
+    if mark:
+        # The kernel lists a fwmark service with AF and FWMARK only: no protocol.
+        # Ours carry theirs in the mark; a foreign mark reads as TCP (ownership,
+        # not this decoder, decides whether the proxy may touch it).
+        return fwmark_key(Family(family), mark, protocol_of(mark) or Protocol.TCP)
+    if nl.SVC_ADDR not in svc or nl.SVC_PROTOCOL not in svc or nl.SVC_PORT not in svc:
+        return None
+    try:
+        protocol = Protocol.from_number(nl.u16(svc[nl.SVC_PROTOCOL]))
+    except ValueError:
+        return None
+    return VirtualServerKey(
+        nl.unpack_addr(svc[nl.SVC_ADDR], family), nl.be16(svc[nl.SVC_PORT]), protocol
+    )
 
 
 def decode_dest(message: nl.Message) -> tuple[RealServerStatus, int]:

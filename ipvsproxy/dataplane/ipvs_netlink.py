@@ -136,16 +136,21 @@ def service_key_attrs(family: int, protocol: int, address: str, port: int) -> by
     )
 
 
-def service_full_attrs(
-    family: int, protocol: int, address: str, port: int, sched: str, flags: int, timeout: int
-) -> bytes:
+def fwmark_key_attrs(family: int, mark: int) -> bytes:
+    """A firewall-mark service's key: the kernel finds it by (af, mark) alone and
+    ignores protocol, address and port when FWMARK is present, so none is sent."""
+    return nla(SVC_AF, _U16.pack(family)) + nla(SVC_FWMARK, _U32.pack(mark))
+
+
+def service_settings(family: int, sched: str, flags: int, timeout: int) -> bytes:
+    """What a full service entry adds to its key (NEW and SET need all four)."""
     # The kernel reads the netmask raw: for IPv4 a be32 mask, for IPv6 a prefix
     # length in host order (pyroute2 encodes it as an IPv4 address: wrong byte
     # order on little-endian hosts, and omitted altogether for IPv6 services).
+    # Firewall-mark services need it just the same (persistence masks the client).
     netmask = b"\xff\xff\xff\xff" if family == AF_INET else _U32.pack(128)
     return (
-        service_key_attrs(family, protocol, address, port)
-        + nla(SVC_SCHED_NAME, sched.encode() + b"\0")
+        nla(SVC_SCHED_NAME, sched.encode() + b"\0")
         + nla(SVC_FLAGS, struct.pack("=II", flags, 0xFFFFFFFF))
         + nla(SVC_TIMEOUT, _U32.pack(timeout))
         + nla(SVC_NETMASK, netmask)

@@ -27,11 +27,13 @@ from ipvsproxy.dataplane.interfaces import (
     UpdateVirtualServer,
 )
 from ipvsproxy.dataplane.ipvs import NetlinkIpvs, decode_dest, decode_service, encode_op
+from ipvsproxy.fwmark import mark_for
 from ipvsproxy.model import (
     FLAG_PERSISTENT,
     FLAG_SCHED_MH_PORT,
     FLAG_SCHED_SH_FALLBACK,
     FLAG_SCHED_SH_PORT,
+    Family,
     Protocol,
     RealServer,
     RealServerKey,
@@ -39,6 +41,7 @@ from ipvsproxy.model import (
     Stats,
     VirtualServer,
     VirtualServerKey,
+    fwmark_key,
 )
 
 Ipvs = NetlinkIpvs | FakeIpvs
@@ -48,6 +51,12 @@ KERNEL_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed
 
 V4 = VirtualServerKey("10.96.0.10", 80, Protocol.TCP)
 V6 = VirtualServerKey("fd00::10", 80, Protocol.TCP)
+# Firewall-mark services with marks of ours (which carry their protocol).
+MARK = mark_for("203.0.113.10", Protocol.TCP, 80)
+FWM4 = fwmark_key(Family.V4, MARK, Protocol.TCP)
+FWM6 = fwmark_key(Family.V6, MARK, Protocol.TCP)
+KEYS = [V4, V6, FWM4, FWM6]
+KEY_IDS = ["v4", "v6", "fwmark-v4", "fwmark-v6"]
 
 
 @pytest.fixture
@@ -112,7 +121,7 @@ async def test_add_list_delete(ipvs: Ipvs, protocol: Protocol, address: str) -> 
     assert await ipvs.list_real_servers(key) == []
 
 
-@pytest.mark.parametrize("key", [V4, V6], ids=["v4", "v6"])
+@pytest.mark.parametrize("key", KEYS, ids=KEY_IDS)
 async def test_update_virtual_server_in_place(ipvs: Ipvs, key: VirtualServerKey) -> None:
     a, _ = endpoints(key)
     await ipvs.apply([AddVirtualServer(VirtualServer(key, "rr")), AddRealServer(key, a)])
@@ -129,7 +138,7 @@ async def test_update_virtual_server_in_place(ipvs: Ipvs, key: VirtualServerKey)
         assert await table(ipvs) == ({key: changed}, {key: [status(a)]})
 
 
-@pytest.mark.parametrize("key", [V4, V6], ids=["v4", "v6"])
+@pytest.mark.parametrize("key", KEYS, ids=KEY_IDS)
 async def test_persistence(ipvs: Ipvs, key: VirtualServerKey) -> None:
     server = VirtualServer(key, "rr", FLAG_PERSISTENT, 10800)
     await ipvs.apply([AddVirtualServer(server)])
@@ -150,7 +159,7 @@ async def test_every_scheduler(ipvs: Ipvs, scheduler: str) -> None:
 # -------------------------------------------------------------- real servers
 
 
-@pytest.mark.parametrize("key", [V4, V6], ids=["v4", "v6"])
+@pytest.mark.parametrize("key", KEYS, ids=KEY_IDS)
 async def test_real_server_weight(ipvs: Ipvs, key: VirtualServerKey) -> None:
     a, b = endpoints(key)
     await ipvs.apply(
@@ -185,6 +194,101 @@ async def test_connection_counters(ipvs: Ipvs, real: bool) -> None:
         server.close()
 
 
+# ------------------------------------------------------ firewall-mark services
+
+
+@pytest.mark.parametrize("protocol", list(Protocol))
+@pytest.mark.parametrize("family", list(Family))
+async def test_fwmark_add_list_delete(ipvs: Ipvs, family: Family, protocol: Protocol) -> None:
+    key = fwmark_key(family, mark_for("203.0.113.10", protocol, 53), protocol)
+    a, b = endpoints(key)
+    server = VirtualServer(key, "wlc", FLAG_PERSISTENT, 60)
+    await ipvs.apply([AddVirtualServer(server), AddRealServer(key, a), AddRealServer(key, b)])
+
+    # The kernel keeps no protocol for it: the mark's own reads back.
+    assert await table(ipvs) == ({key: server}, {key: [status(a), status(b)]})
+    assert sorted(await ipvs.list_real_servers(key)) == [status(a), status(b)]
+    assert await ipvs.stats() == {key: Stats()}
+
+    await ipvs.apply([DeleteRealServer(key, a.key)])
+    assert await ipvs.list_real_servers(key) == [status(b)]
+    await ipvs.apply([DeleteVirtualServer(key)])
+    assert await table(ipvs) == ({}, {})
+    assert await ipvs.list_real_servers(key) == []
+
+
+async def test_fwmark_and_address_services_coexist(ipvs: Ipvs) -> None:
+    # One mark in both families is two services; neither touches the address
+    # service of the same VIP.
+    v4_a, v4_b = endpoints(V4)
+    v6_a, _ = endpoints(V6)
+    servers = [
+        VirtualServer(V4, "rr"),
+        VirtualServer(FWM4, "lc"),
+        VirtualServer(FWM6, "rr", FLAG_PERSISTENT, 30),
+    ]
+    await ipvs.apply(
+        [AddVirtualServer(server) for server in servers]
+        + [AddRealServer(V4, v4_a), AddRealServer(FWM4, v4_a), AddRealServer(FWM4, v4_b)]
+        + [AddRealServer(FWM6, v6_a)]
+    )
+    assert await table(ipvs) == (
+        {server.key: server for server in servers},
+        {V4: [status(v4_a)], FWM4: [status(v4_a), status(v4_b)], FWM6: [status(v6_a)]},
+    )
+    await ipvs.apply([DeleteVirtualServer(FWM4), DeleteRealServer(V4, v4_a.key)])
+    assert await table(ipvs) == (
+        {V4: servers[0], FWM6: servers[2]},
+        {V4: [], FWM6: [status(v6_a)]},
+    )
+
+
+async def test_fwmark_service_is_named_by_family_and_mark(ipvs: Ipvs) -> None:
+    # A key naming another protocol names the same service (the kernel keeps
+    # none); it lists back with the mark's. A foreign mark lists back as TCP.
+    as_udp = FWM4._replace(protocol=Protocol.UDP)
+    foreign = fwmark_key(Family.V6, 0x1, Protocol.SCTP)
+    await ipvs.apply(
+        [AddVirtualServer(VirtualServer(as_udp)), AddVirtualServer(VirtualServer(foreign))]
+    )
+    listed_foreign = foreign._replace(protocol=Protocol.TCP)
+    assert set((await ipvs.dump()).virtual_servers) == {FWM4, listed_foreign}
+    with pytest.raises(IpvsBatchError) as caught:
+        await ipvs.apply([AddVirtualServer(VirtualServer(FWM4))])
+    assert [err.errno for _, err in caught.value.failures] == [errno.EEXIST]  # type: ignore[attr-defined]
+    await ipvs.apply(
+        [UpdateVirtualServer(VirtualServer(as_udp, "lc")), DeleteVirtualServer(foreign)]
+    )
+    assert (await ipvs.dump()).virtual_servers == {FWM4: VirtualServer(FWM4, "lc")}
+
+
+async def test_fwmark_errors(ipvs: Ipvs) -> None:
+    missing = fwmark_key(Family.V4, MARK + 4, Protocol.TCP)  # another mark of ours
+    a, b = endpoints(FWM4)
+    await ipvs.apply([AddVirtualServer(VirtualServer(FWM4)), AddRealServer(FWM4, a)])
+    batch: list[tuple[IpvsOp, int]] = [
+        (AddVirtualServer(VirtualServer(FWM4)), errno.EEXIST),
+        (AddVirtualServer(VirtualServer(FWM6)), 0),
+        (UpdateVirtualServer(VirtualServer(missing)), errno.ESRCH),
+        (DeleteVirtualServer(missing), errno.ESRCH),
+        (AddRealServer(missing, a), errno.ESRCH),
+        (DeleteRealServer(missing, a.key), errno.ESRCH),
+        (AddRealServer(FWM4, a), errno.EEXIST),
+        (UpdateRealServer(FWM4, b), errno.ENOENT),
+        (DeleteRealServer(FWM4, b.key), errno.ENOENT),
+        (UpdateRealServer(FWM4, a._replace(weight=4)), 0),
+    ]
+    with pytest.raises(IpvsBatchError) as caught:
+        await ipvs.apply([op for op, _ in batch])
+    got = [(op, getattr(err, "errno", err)) for op, err in caught.value.failures]
+    assert got == [(op, code) for op, code in batch if code]
+    assert await table(ipvs) == (
+        {FWM4: VirtualServer(FWM4), FWM6: VirtualServer(FWM6)},
+        {FWM4: [status(a._replace(weight=4))], FWM6: []},
+    )
+    assert await ipvs.list_real_servers(missing) == []
+
+
 # ------------------------------------------------------------------ bad input
 
 GOOD = VirtualServer(VirtualServerKey("10.96.0.1", 80, Protocol.TCP))
@@ -213,9 +317,9 @@ BAD_OPS: list[tuple[str, IpvsOp, str]] = [
     ("port-big", DeleteVirtualServer(VirtualServerKey("10.0.0.1", 65536, Protocol.UDP)), "port"),
     (
         "protocol",
-        AddVirtualServer(VirtualServer(VirtualServerKey("10.0.0.1", 80, "ICMP"))),
+        AddVirtualServer(VirtualServer(VirtualServerKey("10.0.0.1", 80, "ICMP"))),  # type: ignore[arg-type]
         "protocol",
-    ),  # type: ignore[arg-type]
+    ),
     ("scheduler", AddVirtualServer(VirtualServer(GOOD.key._replace(port=81), "RR!")), "scheduler"),
     ("scheduler-empty", UpdateVirtualServer(VirtualServer(GOOD.key, "")), "scheduler"),
     ("flags", AddVirtualServer(VirtualServer(GOOD.key._replace(port=82), "rr", 0x2)), "flags"),
@@ -234,6 +338,24 @@ BAD_OPS: list[tuple[str, IpvsOp, str]] = [
     ("rs-address", AddRealServer(GOOD.key, rs("10.0.1.x")), "real_server.address"),
     ("rs-family", AddRealServer(GOOD.key, rs("fd00::1")), "real_server.address"),
     ("rs-port", DeleteRealServer(GOOD.key, RealServerKey("10.0.1.1", 0)), "real_server.port"),
+    ("fwmark-big", AddVirtualServer(VirtualServer(FWM4._replace(fwmark=2**32))), "fwmark"),
+    ("fwmark-negative", DeleteVirtualServer(FWM6._replace(fwmark=-1)), "fwmark"),
+    ("fwmark-bool", AddVirtualServer(VirtualServer(FWM4._replace(fwmark=True))), "fwmark"),
+    (
+        "fwmark-address",
+        AddVirtualServer(VirtualServer(FWM4._replace(address="10.0.0.1"))),
+        "address",
+    ),
+    ("fwmark-v6-address", DeleteVirtualServer(FWM6._replace(address="::1")), "address"),
+    ("fwmark-port", AddVirtualServer(VirtualServer(FWM4._replace(port=80))), "port"),
+    (
+        "fwmark-protocol",
+        AddVirtualServer(VirtualServer(FWM4._replace(protocol="ICMP"))),  # type: ignore[arg-type]
+        "protocol",
+    ),
+    ("any-address", AddVirtualServer(VirtualServer(FWM4._replace(fwmark=0))), "address"),
+    ("fwmark-rs-family", AddRealServer(FWM4, rs("fd00::1")), "real_server.address"),
+    ("fwmark-rs-port", AddRealServer(FWM6, rs("fd00::1", 0)), "real_server.port"),
 ]
 
 
@@ -324,7 +446,7 @@ async def test_large_batch(ipvs: Ipvs) -> None:
     assert all(snapshot.real_servers[key] == [status(rs("10.0.1.1"))] for key in keys)
     again = [AddRealServer(key, rs("10.0.1.1")) for key in keys[::100]]
     with pytest.raises(IpvsBatchError) as caught:
-        await ipvs.apply([DeleteVirtualServer(key) for key in keys[::2]] + again)
+        await ipvs.apply([*(DeleteVirtualServer(key) for key in keys[::2]), *again])
     assert [op for op, _ in caught.value.failures] == [
         op for op in again if op.virtual in keys[::2]
     ]
