@@ -534,6 +534,35 @@ async def test_ipvsadm_sees_what_we_programmed(ipvs: Ipvs, real: bool) -> None:
     assert await ipvs.forwarding_methods(v6.key) == {RealServerKey("fd00::1:1", 5353): nl.FWD_MASQ}
 
 
+async def test_ipvsadm_sees_fwmark_services(ipvs: Ipvs, real: bool) -> None:
+    if not real:
+        pytest.skip("ipvsadm reads the kernel")
+    assert isinstance(ipvs, NetlinkIpvs)
+    udp = fwmark_key(Family.V6, mark_for("2001:db8::10", Protocol.UDP, 53), Protocol.UDP)
+    v4 = VirtualServer(FWM4, "rr")
+    v6 = VirtualServer(udp, "wlc", FLAG_PERSISTENT, 30)
+    await ipvs.apply(
+        [
+            AddVirtualServer(v4),
+            AddRealServer(FWM4, rs("10.0.1.1", 8080, 2)),
+            AddVirtualServer(v6),
+            AddRealServer(udp, rs("fd00::1:1", 5353, 0)),
+            AddVirtualServer(VirtualServer(V4)),
+        ]
+    )
+    saved = await run("ipvsadm", "-Sn")
+    assert sorted(saved.splitlines()) == sorted(
+        [
+            f"-A -f {MARK} -s rr",
+            f"-a -f {MARK} -r 10.0.1.1:8080 -m -w 2",
+            f"-A -f {udp.fwmark} -6 -s wlc -p 30",
+            f"-a -f {udp.fwmark} -6 -r [fd00::1:1]:5353 -m -w 0",
+            "-A -t 10.96.0.10:80 -s rr",
+        ]
+    )
+    assert await ipvs.forwarding_methods(udp) == {RealServerKey("fd00::1:1", 5353): nl.FWD_MASQ}
+
+
 # ------------------------------------------- our codec against pyroute2's
 
 
