@@ -92,6 +92,8 @@ def _int(field: str, value: object, low: int, high: int) -> None:
 def validate_virtual_key(key: object) -> VirtualServerKey:
     if not isinstance(key, VirtualServerKey):
         raise Invalid("virtual_server", key, "not a VirtualServerKey")
+    # The kernel takes FWMARK 0 as "no mark" and would make a TCP 0.0.0.0:0 service of
+    # it: 0 is never sent as a mark (fwmark_key callers must pick 1..MAX_FWMARK).
     _int("fwmark", key.fwmark, 0, MAX_FWMARK)
     if key.fwmark:
         # The kernel names a firewall-mark service by (family, mark) only; the key's
