@@ -7,6 +7,14 @@ old and new plans name. Diffing the desired and observed states restricted to
 that scope costs as much as the Service itself, whatever the cluster's size,
 and still respects objects two Services share (an external IP bound for both,
 an address in KUBE-IPVS-IPS).
+
+Firewall marks (``ipvsproxy.fwmark``) are hashes, so two Services' addresses may
+get the same mark. The mark's virtual server goes to the first claim, like any
+virtual server; an entry mapping an address to a mark is desired only while one
+of the entry's own Services holds that mark's virtual server, so in-cluster
+traffic never reaches another Service's endpoints: the other Service's stays on
+its address virtual server. A change to a mark's claims brings every claimant's
+marked entries into the sync's scope.
 """
 
 from __future__ import annotations
@@ -15,12 +23,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ipvsproxy import fwmark, ipsetnames
 from ipvsproxy.model import (
+    Family,
+    Protocol,
     RealServerKey,
     RealServerStatus,
     ServiceKey,
     VirtualServer,
     VirtualServerKey,
+    fwmark_key,
 )
 from ipvsproxy.state import (
     FLAT_SERVERS,
@@ -87,7 +99,26 @@ class DesiredIndex:
             self.plans[key] = plan
             scope.add_state(plan.state)
             self._claim(key, plan.state)
+        for vs in [vs for vs in scope.virtual_servers if vs.fwmark]:
+            for owner in _listed(self._vs_owners.get(vs)):
+                scope.entries.update(self._marked_entries(owner, vs))
         return scope
+
+    def _marked_entries(self, key: ServiceKey, vs: VirtualServerKey) -> Iterable[IpsetEntry]:
+        name = ipsetnames.set_name(ipsetnames.EXTERNAL_LOCAL_FWMARK, vs.family)
+        for entry in self.plans[key].state.ipsets.get(name, ()):
+            if ipsetnames.entry_mark(entry) == vs.fwmark:
+                yield name, entry
+
+    def _mark_is_ours(self, name: str, entry: str) -> bool:
+        """Whether a marked entry's mark belongs to one of the entry's own Services."""
+        kind = ipsetnames.kind_of(name)
+        mark = ipsetnames.entry_mark(entry)
+        if kind is None or mark is None:
+            return False
+        vs = fwmark_key(kind[1], mark, fwmark.protocol_of(mark) or Protocol.TCP)
+        held = _listed(self._vs_owners.get(vs))
+        return bool(held) and held[0] in _listed(self._entry_owners.get(name, {}).get(entry))
 
     def _claim(self, key: ServiceKey, state: DataplaneState) -> None:
         vs_owners = self._vs_owners
@@ -146,11 +177,18 @@ class DesiredIndex:
                 virtual[vs] = state.virtual_servers[vs]
                 real[vs] = state.servers_of(vs)
         if scope is None:
-            ipsets = {name: frozenset(owned) for name, owned in self._entry_owners.items()}
+            ipsets = {
+                name: frozenset(
+                    e for e in owned if name not in _MARKED or self._mark_is_ours(name, e)
+                )
+                for name, owned in self._entry_owners.items()
+            }
         else:
             sets: dict[str, set[str]] = {}
             for name, entry in scope.entries:
-                if entry in self._entry_owners.get(name, ()):
+                if entry in self._entry_owners.get(name, ()) and (
+                    name not in _MARKED or self._mark_is_ours(name, entry)
+                ):
                     sets.setdefault(name, set()).add(entry)
             ipsets = {name: frozenset(found) for name, found in sets.items()}
         return DataplaneState(
@@ -159,6 +197,20 @@ class DesiredIndex:
             bound=frozenset(a for a in addresses if a in self._address_owners),
             ipsets=ipsets,
         )
+
+
+_MARKED = frozenset(
+    ipsetnames.set_name(kind, family) for kind in ipsetnames.MARKED_KINDS for family in Family
+)
+
+
+def _listed(held: Owners | VsOwners | None) -> list[ServiceKey]:
+    """Owners as a list (a virtual server's in claim order)."""
+    if held is None:
+        return []
+    if isinstance(held, ServiceKey):
+        return [held]
+    return list(held)
 
 
 def _add(owners: dict[_Item, Owners], item: _Item, key: ServiceKey) -> None:

@@ -105,7 +105,7 @@ def diff(observed: DataplaneState, desired: DataplaneState) -> list[Op]:
             elif current.server.weight != target.weight:
                 ops.append(UpdateRealServer(key, target))
         if (
-            key.protocol is Protocol.UDP
+            _flushable(key)
             and any(s.server.weight > 0 for s in want_rs.values())
             and not any(s.server.weight > 0 for s in have_rs.values())
         ):
@@ -121,7 +121,7 @@ def diff(observed: DataplaneState, desired: DataplaneState) -> list[Op]:
 
     for key in sorted(observed.virtual_servers.keys() - desired.virtual_servers.keys()):
         ops.append(DeleteVirtualServer(key))
-        if key.protocol is Protocol.UDP:
+        if _flushable(key):
             ops.append(FlushUdpConntrack(key.address, key.port))
 
     unbind = observed.bound - desired.bound
@@ -134,9 +134,22 @@ def diff(observed: DataplaneState, desired: DataplaneState) -> list[Op]:
     return ops
 
 
+def _flushable(key: VirtualServerKey) -> bool:
+    """Whether UDP conntrack entries of ``key`` can be named: by its address and port.
+
+    A firewall-mark virtual server has neither. Its flows' entries carry the address of
+    the LB IP or external IP whose address virtual server is its sibling: deleting that
+    one flushes them all. A real server leaving only the mark's virtual server (a remote
+    endpoint) is deleted without a flush; IPVS (expire_nodest_conn) drops its flows.
+    """
+    return key.protocol is Protocol.UDP and not key.fwmark
+
+
 def _remove_real_server(key: VirtualServerKey, status: RealServerStatus) -> list[Op]:
     server = status.server
     if key.protocol is Protocol.UDP:
+        if key.fwmark:
+            return [DeleteRealServer(key, server.key)]
         return [
             DeleteRealServer(key, server.key),
             FlushUdpConntrack(key.address, key.port, server.key.address),

@@ -52,7 +52,9 @@ class ServiceStatsCollector(Collector):
     server is re-created (Prometheus' rate() handles a reset).
     """
 
-    _LABELS = ("namespace", "service", "protocol", "address", "port")
+    # fwmark: empty for an address virtual server (address and port say which); the mark,
+    # in hex, for a firewall-mark one (#115931: in-cluster traffic to an ETP Local LB IP).
+    _LABELS = ("namespace", "service", "protocol", "address", "port", "fwmark")
 
     def __init__(self) -> None:
         self._snapshot: StatsSnapshot = {}
@@ -95,7 +97,8 @@ class ServiceStatsCollector(Collector):
             ),
         }
         for (svc, vs), stats in sorted((snapshot or {}).items()):
-            labels = [svc.namespace, svc.name, vs.protocol.value, vs.address, str(vs.port)]
+            mark = f"{vs.fwmark:#x}" if vs.fwmark else ""
+            labels = [svc.namespace, svc.name, vs.protocol.value, vs.address, str(vs.port), mark]
             for field, family in fams.items():
                 family.add_metric(labels, float(getattr(stats, field)))
         yield from fams.values()

@@ -6,14 +6,17 @@ another local address (NodePorts, an external or load-balancer IP the node
 already has) whose port the proxy recorded in its own ipsets. The record is
 the kernel's, so ownership survives a restart of the proxy, and an operator's
 own virtual server on a node address (say 192.0.2.10:80, with no KUBE-*
-entry) is never touched. ``--ipvs-exclude-cidrs`` removes virtual servers from
-ownership whatever else holds.
+entry) is never touched. Firewall-mark virtual servers are the proxy's when
+their mark appears in one of its marked sets (KUBE-EXTERNAL-LOCAL-FWMARK).
+``--ipvs-exclude-cidrs`` removes address virtual servers from ownership whatever
+else holds.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 from ipvsproxy import ipsetnames
 from ipvsproxy.dataplane.interfaces import IpvsTable
@@ -36,14 +39,28 @@ _ADDRESS_PORT_KINDS = (
 )
 
 
-def recorded_keys(
-    entries: Mapping[str, Iterable[str]],
-) -> tuple[set[str], set[tuple[Protocol, int]]]:
-    """From the proxy's ipsets: the ``ip,proto:port`` entries, and the (protocol, port)
-    pairs of NodePorts (bitmap sets hold bare ports; SCTP's hash set holds ip,sctp:port)."""
+class Recorded(NamedTuple):
+    """What the proxy's ipsets say its virtual servers are."""
+
+    # ``ip,proto:port`` entries: virtual servers on those addresses.
+    address_ports: set[str]
+    # (protocol, port) of NodePorts (bitmap sets hold bare ports; SCTP's ip,sctp:port).
+    node_ports: set[tuple[Protocol, int]]
+    # (family, mark) of firewall-mark virtual servers.
+    marks: set[tuple[Family, int]]
+
+
+def recorded_keys(entries: Mapping[str, Iterable[str]]) -> Recorded:
+    """What the proxy's ipsets (by name, their entries) record of its virtual servers."""
     address_ports: set[str] = set()
     node_ports: set[tuple[Protocol, int]] = set()
+    marks: set[tuple[Family, int]] = set()
     for family in Family:
+        for kind in ipsetnames.MARKED_KINDS:
+            for entry in entries.get(ipsetnames.set_name(kind, family), ()):
+                mark = ipsetnames.entry_mark(entry)
+                if mark:
+                    marks.add((family, mark))
         for kind in _ADDRESS_PORT_KINDS:
             address_ports.update(entries.get(ipsetnames.set_name(kind, family), ()))
         for protocol, kinds in ipsetnames.NODE_PORT_SETS.items():
@@ -52,25 +69,27 @@ def recorded_keys(
                     port = entry.rsplit(":", 1)[-1]
                     if port.isdigit():
                         node_ports.add((protocol, int(port)))
-    return address_ports, node_ports
+    return Recorded(address_ports, node_ports, marks)
 
 
 def is_owned(
     key: VirtualServerKey,
     bound: Iterable[str] | set[str],
-    address_ports: set[str],
-    node_ports: set[tuple[Protocol, int]],
+    recorded: Recorded,
     exclude: Sequence[Network] = (),
 ) -> bool:
+    if key.fwmark:
+        return (key.family, key.fwmark) in recorded.marks
     if exclude:
         ip = ipaddress.ip_address(key.address)
         if any(ip in net for net in exclude):
             return False
     if key.address in bound:
         return True
-    if (key.protocol, key.port) in node_ports:
+    if (key.protocol, key.port) in recorded.node_ports:
         return True
-    return ipsetnames.ip_port_entry(key.address, key.protocol, key.port) in address_ports
+    entry = ipsetnames.ip_port_entry(key.address, key.protocol, key.port)
+    return entry in recorded.address_ports
 
 
 def owned_state(
@@ -80,11 +99,11 @@ def owned_state(
     exclude: Sequence[Network] = (),
 ) -> DataplaneState:
     """The proxy's own part of the kernel, as diff's ``observed``."""
-    address_ports, node_ports = recorded_keys(entries)
+    recorded = recorded_keys(entries)
     virtual = {
         key: vs
         for key, vs in table.virtual_servers.items()
-        if is_owned(key, bound, address_ports, node_ports, exclude)
+        if is_owned(key, bound, recorded, exclude)
     }
     real: dict[VirtualServerKey, dict[RealServerKey, RealServerStatus]] = {
         key: {status.server.key: status for status in table.real_servers.get(key, ())}

@@ -24,10 +24,12 @@ servers (NodePort, external IPs, LB IPs) get only local endpoints, or every
 endpoint when the node has none locally, kube-proxy's behaviour (PR #97081) so
 that pods on this node can still use an LB IP or external IP.
 
-Known gap (#115931): with local endpoints present, in-cluster traffic to an LB
-IP or external IP also reaches only the local endpoints. A design that fixes it
-with a constant number of rules is in ``ETP_LOCAL_DESIGN`` below;
-it is not implemented.
+In-cluster traffic to an externalTrafficPolicy Local LB IP or external IP
+(#115931): besides its address virtual server (local endpoints), each such
+``ip,proto:port`` gets a firewall-mark virtual server with every cluster
+endpoint and an entry mapping it to that mark in KUBE-EXTERNAL-LOCAL-FWMARK;
+mangle rules mark packets from the cluster CIDR and the node, and IPVS prefers
+the mark (``ipvsproxy.fwmark``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from ipvsproxy import fwmark
 from ipvsproxy import ipsetnames as sets
 from ipvsproxy.endpoints import Endpoint, categorize, index_slices
 from ipvsproxy.fields import as_dict
@@ -45,31 +48,13 @@ from ipvsproxy.model import (
     RealServerKey,
     VirtualServer,
     VirtualServerKey,
+    fwmark_key,
 )
 from ipvsproxy.planconfig import PlanConfig
 from ipvsproxy.servicespec import Port, ServiceSpec, covers_everyone, read_service, service_key
 from ipvsproxy.state import DataplaneState, EntrySets, RealServers, ServicePlan, planned_servers
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
-
-ETP_LOCAL_DESIGN = """
-externalTrafficPolicy Local for in-cluster clients (#115931), with constant rules:
-
-For each Service port with ETP Local and an LB IP or external IP, per family, add
-an fwmark virtual server M (scheduler/flags/timeout as the others) whose real
-servers are the *cluster* endpoints, while the address virtual servers keep the
-local ones. Put every such ``vip,proto:port`` into one hash:ip,port set
-(KUBE-EXTERNAL-INTERNAL, ``skbmark M/MASK`` per entry, MASK a range of bits
-disjoint from the masquerade bit 0x4000). In mangle PREROUTING and OUTPUT, a
-fixed pair of rules: ``-m set --match-set KUBE-EXTERNAL-INTERNAL dst,dst
--s <cluster CIDR> -j SET --map-set KUBE-EXTERNAL-INTERNAL dst,dst --map-mark``
-(and the same for ``-m addrtype --src-type LOCAL``, the node itself). IPVS looks
-up fwmark services before address services (ip_vs_service_find), so in-cluster
-packets hit M and reach every endpoint, external ones hit the address virtual
-server and stay local. Needs: a fwmark key in the model and the IPVS dataplane,
-an allocator of stable marks across Services (not per-Service pure), and
-``--map-mark`` (ipset >= 6.21, kernel xt_set rev 3). Not implemented.
-"""
 
 
 def plan_service(service: Any, slices: Iterable[Any], node: Any, config: PlanConfig) -> ServicePlan:
@@ -137,6 +122,7 @@ class _Builder:
         self.real: dict[VirtualServerKey, RealServers] = {}
         self.bound: set[str] = set()
         self.sets: dict[str, set[str]] = {}
+        self.marks: set[int] = set()
 
     def state(self) -> DataplaneState:
         return DataplaneState(
@@ -149,7 +135,11 @@ class _Builder:
     def add_port(self, family: Family, port: Port, endpoints: list[Endpoint]) -> None:
         spec = self.spec
         uses_local = spec.internal_local or spec.external_local
-        uses_cluster = not spec.internal_local or (spec.external and not spec.external_local)
+        # In-cluster traffic to an ETP Local LB IP or external IP reaches every endpoint.
+        marked = spec.external_local and bool(spec.external_ips or spec.lb_ips)
+        uses_cluster = (
+            not spec.internal_local or (spec.external and not spec.external_local) or marked
+        )
         cluster, local = categorize(
             endpoints,
             uses_cluster=uses_cluster,
@@ -166,6 +156,7 @@ class _Builder:
         else:
             external = planned_servers(ep.key for ep in external_eps)
         proto = port.protocol
+        everyone = planned_servers(ep.key for ep in cluster) if marked else external
 
         cip = spec.cluster_ips[family]
         if self._server(cip, port.port, port, internal):
@@ -176,10 +167,14 @@ class _Builder:
             if self._family_server(ip, family, port, external):
                 kind = sets.EXTERNAL_IP_LOCAL if spec.external_local else sets.EXTERNAL_IP
                 self._entry(kind, family, sets.ip_port_entry(ip, proto, port.port))
+                if marked:
+                    self._in_cluster_server(ip, family, port, everyone)
 
         for ip in spec.lb_ips:
             if self._family_server(ip, family, port, external):
                 self._load_balancer_entries(ip, family, port)
+                if marked:
+                    self._in_cluster_server(ip, family, port, everyone)
 
         nodeport_ips = self.config.nodeport_ips.get(family, ())
         if port.node_port and nodeport_ips:
@@ -217,15 +212,33 @@ class _Builder:
             self.bound.add(ip)
         return True
 
+    def _in_cluster_server(self, ip: str, family: Family, port: Port, servers: RealServers) -> None:
+        """The firewall-mark virtual server that in-cluster clients of ``ip`` use instead."""
+        mark = fwmark.mark_for(ip, port.protocol, port.port)
+        if mark in self.marks:
+            self.problems.append(
+                f"{port.protocol.value} {ip}:{port.port}: its firewall mark {mark:#x} is"
+                " taken by another port of this Service; in-cluster clients reach only"
+                " this node's endpoints"
+            )
+            return
+        self.marks.add(mark)
+        self._add_server(fwmark_key(family, mark, port.protocol), servers)
+        entry = sets.marked_entry(ip, port.protocol, port.port, mark, fwmark.MASK)
+        self._entry(sets.EXTERNAL_LOCAL_FWMARK, family, entry)
+
     def _server(self, address: str, number: int, port: Port, servers: RealServers) -> bool:
         key = VirtualServerKey(address, number, port.protocol)
         if key in self.virtual:
             self.problems.append(f"{key} is claimed twice by this Service; the first claim kept")
             return False
+        self._add_server(key, servers)
+        return True
+
+    def _add_server(self, key: VirtualServerKey, servers: RealServers) -> None:
         spec = self.spec
         self.virtual[key] = VirtualServer(key, spec.scheduler, spec.flags, spec.timeout)
         self.real[key] = servers
-        return True
 
     def _load_balancer_entries(self, ip: str, family: Family, port: Port) -> None:
         spec, proto = self.spec, port.protocol

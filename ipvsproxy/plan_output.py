@@ -38,13 +38,18 @@ def _ip_key(address: str) -> tuple[int, int]:
 
 
 def _vs_sort_key(key: VirtualServerKey) -> tuple[Any, ...]:
-    return (*_ip_key(key.address), key.port, key.protocol.value)
+    return (key.fwmark, *_ip_key(key.address), key.port, key.protocol.value)
 
 
 def service_line(vs: VirtualServer) -> str:
-    """``TCP  10.96.0.10:53 rr`` with ipvsadm's flag notes."""
-    host = f"[{vs.key.address}]" if ":" in vs.key.address else vs.key.address
-    line = f"{vs.key.protocol.value}  {host}:{vs.key.port} {vs.scheduler}"
+    """``TCP  10.96.0.10:53 rr`` with ipvsadm's flag notes (``FWM  11269 IPv6 rr``)."""
+    key = vs.key
+    if key.fwmark:
+        v6 = " IPv6" if ":" in key.address else ""
+        line = f"FWM  {key.fwmark}{v6} {vs.scheduler}"
+    else:
+        host = f"[{key.address}]" if ":" in key.address else key.address
+        line = f"{key.protocol.value}  {host}:{key.port} {vs.scheduler}"
     names = _SCHED_FLAG_NAMES.get(vs.scheduler, ("flag-1", "flag-2", "flag-3"))
     flags = [name for bit, name in zip(_SCHED_FLAGS, names, strict=True) if vs.flags & bit]
     if flags:

@@ -126,6 +126,7 @@ async def test_metrics_after_syncs(client: TestClient, metrics: Metrics) -> None
         "protocol": "TCP",
         "address": "10.96.0.5",
         "port": "80",
+        "fwmark": "",
     }
     conns = "ipvsproxy_service_connections"
     assert value(conns, labels, f"{conns}_total") == 4

@@ -8,12 +8,14 @@ import pytest
 
 from ipvsproxy.dataplane.interfaces import IpvsTable
 from ipvsproxy.model import (
+    Family,
     Protocol,
     RealServer,
     RealServerKey,
     RealServerStatus,
     VirtualServer,
     VirtualServerKey,
+    fwmark_key,
 )
 from ipvsproxy.observe import Network, is_owned, owned_state, recorded_keys
 
@@ -29,14 +31,14 @@ ENTRIES: dict[str, set[str]] = {
     "KUBE-NODE-PORT-LOCAL-UDP": {"30053"},
     "KUBE-NODE-PORT-SCTP-HASH": {"192.0.2.7,sctp:30090"},
     "KUBE-6-NODE-PORT-TCP": {"30443"},
+    "KUBE-6-EXTERNAL-LOCAL-FWMARK": {"2001:db8::7,tcp:443 skbmark 0x2c05/0x3fff"},
     "operator-set": {"192.0.2.7,tcp:22"},
 }
 
 
 def owned(key: VirtualServerKey, exclude: tuple[str, ...] = ()) -> bool:
-    address_ports, node_ports = recorded_keys(ENTRIES)
     nets: list[Network] = [ipaddress.ip_network(c) for c in exclude]
-    return is_owned(key, BOUND, address_ports, node_ports, nets)
+    return is_owned(key, BOUND, recorded_keys(ENTRIES), nets)
 
 
 @pytest.mark.parametrize(
@@ -51,6 +53,7 @@ def owned(key: VirtualServerKey, exclude: tuple[str, ...] = ()) -> bool:
         VirtualServerKey("192.0.2.7", 8080, TCP),  # ip,proto:port in KUBE-EXTERNAL-IP
         VirtualServerKey("192.0.2.7", 5353, UDP),  # in KUBE-LOAD-BALANCER
         VirtualServerKey("2001:db8::7", 8443, TCP),  # in KUBE-6-EXTERNAL-IP
+        fwmark_key(Family.V6, 0x2C05, TCP),  # its mark in KUBE-6-EXTERNAL-LOCAL-FWMARK
     ],
 )
 def test_owned(key: VirtualServerKey) -> None:
@@ -67,6 +70,8 @@ def test_owned(key: VirtualServerKey) -> None:
         VirtualServerKey("192.0.2.7", 8080, UDP),
         VirtualServerKey("192.0.2.8", 8080, TCP),  # entry of another address
         VirtualServerKey("2001:db8::7", 8080, TCP),
+        fwmark_key(Family.V4, 0x2C05, TCP),  # the mark is recorded for IPv6 only
+        fwmark_key(Family.V6, 0x2C09, TCP),  # an operator's mark
     ],
 )
 def test_not_owned(key: VirtualServerKey) -> None:

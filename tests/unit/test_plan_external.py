@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from ipvsproxy.model import Family
+from ipvsproxy import fwmark
+from ipvsproxy.model import Family, Protocol
 from ipvsproxy.plan import plan_service
 from ipvsproxy.planconfig import PlanConfig
 from tests.unit.strategies import CONFIG, NODE, NODE_V4, endpoint, port, service, slice_, summary
@@ -184,13 +185,22 @@ def test_ipv6_source_cidr_set_name_is_truncated_like_kube_proxy() -> None:
 def test_external_policy_local_sends_external_traffic_to_local_endpoints_only() -> None:
     svc = lb(externalTrafficPolicy="Local", healthCheckNodePort=32000, externalIPs=["198.51.100.9"])
     plan = plan_service(svc, EPS, None, CONFIG)
+    external_mark = fwmark.mark_for("198.51.100.9", Protocol.TCP, 443)
+    lb_mark = fwmark.mark_for("203.0.113.7", Protocol.TCP, 443)
     assert summary(plan) == {
         "TCP 10.96.0.10:443": BOTH,
         f"TCP {NODE_V4}:30443": [f"{LOCAL}:8080"],
         "TCP 198.51.100.9:443": [f"{LOCAL}:8080"],
         "TCP 203.0.113.7:443": [f"{LOCAL}:8080"],
+        # #115931: in-cluster clients of the LB IP and external IP reach every endpoint.
+        f"TCP FWM {external_mark:#x}": BOTH,
+        f"TCP FWM {lb_mark:#x}": BOTH,
     }
     sets = plan.state.ipsets
+    assert sets["KUBE-EXTERNAL-LOCAL-FWMARK"] == {
+        f"198.51.100.9,tcp:443 skbmark {external_mark:#x}/0x3fff",
+        f"203.0.113.7,tcp:443 skbmark {lb_mark:#x}/0x3fff",
+    }
     assert sets["KUBE-LOAD-BALANCER-LOCAL"] == {"203.0.113.7,tcp:443"}
     assert sets["KUBE-EXTERNAL-IP-LOCAL"] == {"198.51.100.9,tcp:443"}
     assert "KUBE-EXTERNAL-IP" not in sets
@@ -198,6 +208,66 @@ def test_external_policy_local_sends_external_traffic_to_local_endpoints_only() 
     assert sets["KUBE-NODE-PORT-TCP"] == {"30443"}
     assert sets["KUBE-HEALTH-CHECK-NODE-PORT"] == {"32000"}
     assert (plan.health_check_node_port, plan.local_endpoints) == (32000, 1)
+
+
+def test_in_cluster_marks_carry_protocol_and_family() -> None:
+    svc = service(
+        type="LoadBalancer",
+        externalTrafficPolicy="Local",
+        internalTrafficPolicy="Local",  # in-cluster traffic to an LB IP is not "internal"
+        ports=[port(53, "", "UDP", 30053)],
+        cluster_ips=("fd00::a",),
+        lb_ingress=[{"ip": "2001:db8:7::7"}],
+    )
+    eps = [
+        slice_(
+            [endpoint("fd00:244::5", NODE), endpoint("fd00:244::6", "node-b")],
+            [("", 5353, "UDP")],
+            address_type="IPv6",
+        )
+    ]
+    plan = plan_service(svc, eps, None, CONFIG)
+    mark = fwmark.mark_for("2001:db8:7::7", Protocol.UDP, 53)
+    assert fwmark.protocol_of(mark) is Protocol.UDP
+    found = summary(plan)
+    assert found[f"UDP FWM {mark:#x} IPv6"] == ["[fd00:244::5]:5353", "[fd00:244::6]:5353"]
+    assert found["UDP [2001:db8:7::7]:53"] == ["[fd00:244::5]:5353"]
+    assert found["UDP [fd00::a]:53"] == ["[fd00:244::5]:5353"]
+    assert plan.state.ipsets["KUBE-6-EXTERNAL-LOCAL-FWMARK"] == {
+        f"2001:db8:7::7,udp:53 skbmark {mark:#x}/0x3fff"
+    }
+
+
+def test_no_mark_without_external_policy_local_or_external_addresses() -> None:
+    for svc in (lb(), nodeport(externalTrafficPolicy="Local")):
+        plan = plan_service(svc, EPS, None, CONFIG)
+        assert not any(key.fwmark for key in plan.state.virtual_servers)
+        assert "KUBE-EXTERNAL-LOCAL-FWMARK" not in plan.state.ipsets
+
+
+def _colliding_ips() -> tuple[str, str]:
+    """Two external IPs whose port 443 gets the same mark (the mark space is small)."""
+    seen: dict[int, str] = {}
+    for n in range(1, 65536):
+        ip = f"198.51.{n >> 8}.{n & 255}"
+        mark = fwmark.mark_for(ip, Protocol.TCP, 443)
+        if mark in seen:
+            return seen[mark], ip
+        seen[mark] = ip
+    raise AssertionError("no collision in 65535 addresses")
+
+
+def test_a_mark_taken_by_another_port_of_the_service_is_reported_not_shared() -> None:
+    first, second = _colliding_ips()
+    svc = lb(externalTrafficPolicy="Local", externalIPs=[first, second], ingress=[])
+    plan = plan_service(svc, EPS, None, CONFIG)
+    mark = fwmark.mark_for(first, Protocol.TCP, 443)
+    assert summary(plan)[f"TCP FWM {mark:#x}"] == BOTH
+    assert plan.state.ipsets["KUBE-EXTERNAL-LOCAL-FWMARK"] == {
+        f"{first},tcp:443 skbmark {mark:#x}/0x3fff"
+    }
+    assert any(f"{second}:443: its firewall mark" in p for p in plan.problems)
+    assert summary(plan)[f"TCP {second}:443"] == [f"{LOCAL}:8080"]
 
 
 def test_external_policy_local_without_local_endpoints_falls_back_to_all() -> None:

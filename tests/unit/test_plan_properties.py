@@ -34,7 +34,7 @@ def check_consistent(plan: ServicePlan) -> None:
     assert set(state.real_servers) == set(state.virtual_servers)
     for key, server in state.virtual_servers.items():
         assert server.key == key
-        assert 1 <= key.port <= 65535
+        assert 1 <= key.port <= 65535 or (key.fwmark and key.port == 0)
         for rkey, status in state.real_servers[key].items():
             assert status.server.key == rkey
             assert status.server.weight == 1

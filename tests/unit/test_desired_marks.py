@@ -1,0 +1,75 @@
+"""DesiredIndex: two Services whose addresses hash to one firewall mark (#115931)."""
+
+from __future__ import annotations
+
+from ipvsproxy import fwmark
+from ipvsproxy.desired import DesiredIndex
+from ipvsproxy.model import Protocol, ServiceKey
+from ipvsproxy.plan import plan_service
+from ipvsproxy.state import ServicePlan
+from tests.unit.strategies import CONFIG, NODE, endpoint, port, service, slice_
+
+SET = "KUBE-EXTERNAL-LOCAL-FWMARK"
+
+
+def _colliding_ips() -> tuple[str, str]:
+    seen: dict[int, str] = {}
+    for n in range(1, 65536):
+        ip = f"198.51.{n >> 8}.{n & 255}"
+        mark = fwmark.mark_for(ip, Protocol.TCP, 80)
+        if mark in seen:
+            return seen[mark], ip
+        seen[mark] = ip
+    raise AssertionError("no collision in 65535 addresses")
+
+
+def _plan(name: str, external_ip: str, pod: str) -> ServicePlan:
+    svc = service(
+        name,
+        type="LoadBalancer",
+        lb_ingress=[],
+        cluster_ips=(f"10.96.0.{len(name)}",),
+        externalTrafficPolicy="Local",
+        externalIPs=[external_ip],
+        ports=[port(80, "", "TCP", 30000 + len(name))],
+    )
+    slices = [slice_([endpoint(pod, NODE), endpoint(pod.replace(".1.", ".2."))], name=name)]
+    return plan_service(svc, slices, None, CONFIG)
+
+
+FIRST, SECOND = _colliding_ips()
+MARK = fwmark.mark_for(FIRST, Protocol.TCP, 80)
+A, B = ServiceKey("default", "a"), ServiceKey("default", "bb")
+
+
+def test_the_first_claim_keeps_the_mark_and_the_other_service_gets_no_entry() -> None:
+    index = DesiredIndex()
+    index.set_plan(A, _plan("a", FIRST, "10.244.1.5"))
+    index.set_plan(B, _plan("bb", SECOND, "10.244.1.6"))
+    desired = index.desired()
+    marked = [key for key in desired.virtual_servers if key.fwmark]
+    assert [key.fwmark for key in marked] == [MARK]
+    assert sorted(str(k) for k in desired.servers_of(marked[0])) == [
+        "10.244.1.5:8080",
+        "10.244.2.5:8080",
+    ]
+    assert desired.ipsets[SET] == {f"{FIRST},tcp:80 skbmark {MARK:#x}/0x3fff"}
+    # B's own address virtual server still carries its external traffic.
+    assert any(key.address == SECOND for key in desired.virtual_servers)
+
+
+def test_when_the_holder_goes_the_other_service_takes_the_mark_in_the_same_scope() -> None:
+    index = DesiredIndex()
+    index.set_plan(A, _plan("a", FIRST, "10.244.1.5"))
+    index.set_plan(B, _plan("bb", SECOND, "10.244.1.6"))
+    scope = index.set_plan(A, None)
+    entry = f"{SECOND},tcp:80 skbmark {MARK:#x}/0x3fff"
+    assert (SET, entry) in scope.entries
+    desired = index.desired(scope)
+    assert desired.ipsets[SET] == {entry}
+    marked = next(key for key in desired.virtual_servers if key.fwmark)
+    assert sorted(str(k) for k in desired.servers_of(marked)) == [
+        "10.244.1.6:8080",
+        "10.244.2.6:8080",
+    ]
+    assert index.desired().ipsets[SET] == {entry}
