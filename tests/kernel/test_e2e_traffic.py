@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from ipvsproxy.model import Protocol, VirtualServerKey
+from ipvsproxy.app import remove_everything
+from ipvsproxy.config import Config
+from ipvsproxy.model import Family, Protocol, VirtualServerKey
 from tests.support.cluster import Cluster, service_object, slice_object
 from tests.support.pods import Pod, PodNetwork, tcp_ask, tcp_open, udp_ask
 
@@ -213,3 +215,59 @@ async def test_source_ranges_hold_for_traffic_from_the_node_too(
     else:
         with pytest.raises((OSError, asyncio.TimeoutError)):
             await tcp_ask(lb, 80, timeout=1.0)
+
+
+async def test_external_policy_local_keeps_outside_clients_local_but_not_the_cluster(
+    env: Env,
+) -> None:
+    """Upstream #115931: with externalTrafficPolicy Local, a client outside the cluster
+    reaches only this node's endpoint through the LB IP or an external IP, while pods
+    (inside --cluster-cidr) and the node itself reach every endpoint."""
+    network = PodNetwork()
+    inside = await network.add_pod("inside", 3)  # 10.244.3.2: in the cluster CIDR
+    outside = env.client  # 10.244.100.2: not in it
+    local, remote = env.pods  # pod2 stands for a pod on node-b
+    lb, external = "198.51.100.8", "203.0.113.11"
+    cluster = Cluster(env.cluster.dataplane, cluster_cidrs=("10.244.0.0/20",))
+    cluster.apply(
+        service_object(
+            "web",
+            VIP,
+            [(80, 8080, "TCP")],
+            type="LoadBalancer",
+            nodePorts=[30082],
+            externalTrafficPolicy="Local",
+            healthCheckNodePort=32082,
+            externalIPs=[external],
+            status={"loadBalancer": {"ingress": [{"ip": lb}]}},
+        ),
+        slice_object(
+            "web",
+            [(local.ip, True), (remote.ip, True)],
+            [("p80", 8080, "TCP")],
+            nodes={remote.ip: "node-b"},
+        ),
+    )
+    try:
+        await cluster.sync()
+        for address in (lb, external):
+            assert {await tcp_ask(address, 80, outside) for _ in range(4)} == {"pod1"}
+            from_pod = [await tcp_ask(address, 80, inside) for _ in range(4)]
+            assert Counter(from_pod) == {"pod1": 2, "pod2": 2}, address
+            from_node = [await tcp_ask(address, 80) for _ in range(4)]
+            assert Counter(from_node) == {"pod1": 2, "pod2": 2}, address
+        table = await env.cluster.dataplane.ipvs.dump()
+        marked = [key for key in table.virtual_servers if key.fwmark]
+        assert len(marked) == 2
+        for key in marked:
+            servers = {s.server.key.address for s in table.real_servers[key]}
+            assert servers == {local.ip, remote.ip}
+        entries = await env.cluster.dataplane.ipsets.entries("KUBE-EXTERNAL-LOCAL-FWMARK")
+        assert {e.split(" ")[0] for e in entries} == {f"{lb},tcp:80", f"{external},tcp:80"}
+        # --cleanup knows the mark's virtual servers and the mangle chain for the proxy's.
+        await remove_everything(env.cluster.dataplane, Config())
+        assert not (await env.cluster.dataplane.ipvs.dump()).virtual_servers
+        mangle = await env.cluster.dataplane.iptables.save(Family.V4, "mangle")
+        assert "KUBE-IN-CLUSTER-FWMARK" not in mangle
+    finally:
+        network.close()

@@ -58,9 +58,11 @@ def slice_object(
     ports: list[tuple[str, int, str]],
     *,
     suffix: str = "1",
+    nodes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """``endpoints``: (ip, ready); ``ports``: (name, port, protocol), the name being the
-    service port's (service_object names port N "pN")."""
+    service port's (service_object names port N "pN"); ``nodes``: the node of an
+    endpoint by its ip, when not this one."""
     family = "IPv6" if endpoints and ":" in endpoints[0][0] else "IPv4"
     return {
         "apiVersion": "discovery.k8s.io/v1",
@@ -75,7 +77,7 @@ def slice_object(
             {
                 "addresses": [ip],
                 "conditions": {"ready": ready, "serving": True, "terminating": not ready},
-                "nodeName": NODE,
+                "nodeName": (nodes or {}).get(ip, NODE),
             }
             for ip, ready in endpoints
         ],
