@@ -215,8 +215,17 @@ def ip_port_net_entry(address: str, protocol: Protocol, port: int, cidr: str) ->
 
 
 def marked_entry(address: str, protocol: Protocol, port: int, mark: int, mask: int) -> str:
-    """hash:ip,port with skbinfo: ``203.0.113.7,tcp:443 skbmark 0x2c05/0x3fff``."""
-    return f"{ip_port_entry(address, protocol, port)} skbmark {mark:#x}/{mask:#x}"
+    """hash:ip,port with skbinfo: ``203.0.113.7,tcp:443 skbmark 0x2c05/0x3fff``.
+
+    As ``ipset save`` prints it: the mask left off when it is 0xffffffff, and no
+    ``skbmark`` at all for 0x0/0x0 (the kernel keeps that as no mark).
+    """
+    entry = ip_port_entry(address, protocol, port)
+    if mark == 0 and mask == 0:
+        return entry
+    if mask == 0xFFFFFFFF:
+        return f"{entry} skbmark {mark:#x}"
+    return f"{entry} skbmark {mark:#x}/{mask:#x}"
 
 
 def entry_mark(entry: str) -> int | None:

@@ -6,6 +6,12 @@ are brought to the exact text ``ipset save`` prints, so that a desired entry com
 to one read back from the kernel (addresses compressed, a net masked to its prefix and
 printed without ``/32`` or ``/128``, ports numeric, protocols lower case), and anything
 malformed is an InvalidValueError before ``ipset restore`` half-applies a batch.
+
+An entry of a set created with ``skbinfo`` may end in a firewall mark for ``-j SET
+--map-mark``: `` skbmark 0xM`` (mask 0xffffffff) or `` skbmark 0xM/0xMASK``, printed as
+ipset prints it (lower-case hex; no ``skbmark`` at all for 0x0/0x0, which the kernel keeps
+as "no mark"). The mark is data, not key: the kernel holds one entry per key and adding
+it again (``-exist``) overwrites the mark; deleting needs only the key.
 """
 
 from __future__ import annotations
@@ -40,10 +46,13 @@ def create_line(spec: IpsetSpec) -> str:
         raise InvalidValueError("ipset type", spec.type, f"expected one of {', '.join(TYPES)}")
     if len(spec.name) > MAX_NAME_LENGTH or not spec.name:
         raise InvalidValueError("ipset name", spec.name, f"1 to {MAX_NAME_LENGTH} characters")
+    options = " skbinfo" if spec.skbinfo else ""
     if spec.type == BITMAP_PORT:
-        return f"create {spec.name} {spec.type} range 0-65535 comment"
+        return f"create {spec.name} {spec.type} range 0-65535 comment{options}"
     inet = "inet6" if spec.family is Family.V6 else "inet"
-    return f"create {spec.name} {spec.type} family {inet} hashsize 1024 maxelem 65536 comment"
+    return (
+        f"create {spec.name} {spec.type} family {inet} hashsize 1024 maxelem 65536 comment{options}"
+    )
 
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -57,9 +66,20 @@ class EntryParts(NamedTuple):
     port: int | None = None
     address2: IpAddress | None = None  # the third field: an address, or a net's (masked) one
     prefix: int | None = None  # hash:ip,port,net: the third field's prefix length
+    mark: int | None = None  # skbmark: None, or both set (never 0x0/0x0)
+    mask: int | None = None
 
     def text(self) -> str:
         """The entry in the exact form ``ipset save`` prints it."""
+        out = self.key_text()
+        if self.mark is not None and self.mask is not None:
+            out += f" skbmark {self.mark:#x}"
+            if self.mask != FULL_MASK:
+                out += f"/{self.mask:#x}"
+        return out
+
+    def key_text(self) -> str:
+        """The entry without its mark: what a delete names."""
         if self.address is None:  # bitmap:port
             return str(self.port)
         out = str(self.address)
@@ -110,6 +130,28 @@ def _proto_port(text: str) -> tuple[Protocol, int]:
     return protocol, _port(port)
 
 
+FULL_MASK = 0xFFFFFFFF
+_MARK_WORD = " skbmark"
+
+
+def _hex32(text: str, field: str) -> int:
+    # ipset reads "0x%x": the prefix is required, the digits are hex of either case.
+    digits = text[2:] if text.startswith("0x") else ""
+    if not digits or len(digits) > 8 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise InvalidValueError(field, text, "expected 0x and 1-8 hex digits")
+    return int(digits, 16)
+
+
+def _skbmark(text: str) -> tuple[int | None, int | None]:
+    """``0xM`` or ``0xM/0xMASK`` as (mark, mask); (None, None) for 0x0/0x0 (no mark)."""
+    mark_text, sep, mask_text = text.strip().partition("/")
+    mark = _hex32(mark_text, "ipset entry skbmark")
+    mask = _hex32(mask_text, "ipset entry skbmark mask") if sep else FULL_MASK
+    if mark == 0 and mask == 0:
+        return None, None
+    return mark, mask
+
+
 _ARITY = {HASH_IP: 1, HASH_IP_PORT: 2, HASH_IP_PORT_IP: 3, HASH_IP_PORT_NET: 3}
 
 
@@ -117,8 +159,30 @@ def parse_entry(kind: str, family: Family, entry: str) -> EntryParts:
     """``entry`` of a set of type ``kind`` taken apart and checked, or InvalidValueError.
 
     The one parser of entries: the ``ipset restore`` path writes ``.text()``, the netlink
-    path encodes the parts, so the two cannot disagree on what an entry means.
+    path encodes the parts, so the two cannot disagree on what an entry means. A mark is
+    taken whatever the set; whether the set can hold one is :func:`check_mark`'s question.
     """
+    key, sep, mark_text = entry.strip().partition(_MARK_WORD)
+    if sep and mark_text[:1].strip():  # "skbmarkX": not the option
+        key, sep = entry, ""
+    parts = _parse_key(kind, family, key)
+    if sep:
+        mark, mask = _skbmark(mark_text)
+        parts = parts._replace(mark=mark, mask=mask)
+    return parts
+
+
+def check_mark(parts: EntryParts, name: str, skbinfo: bool) -> EntryParts:
+    """``parts``, or InvalidValueError if it has a mark and set ``name`` has no skbinfo
+    (the kernel would refuse it, after applying the entries before it)."""
+    if parts.mark is not None and not skbinfo:
+        raise InvalidValueError(
+            "ipset entry skbmark", parts.text(), f"set {name} was created without skbinfo"
+        )
+    return parts
+
+
+def _parse_key(kind: str, family: Family, entry: str) -> EntryParts:
     if kind == BITMAP_PORT:
         return EntryParts(port=_port(entry.strip()))
     arity = _ARITY.get(kind)
