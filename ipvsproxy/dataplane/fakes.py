@@ -16,7 +16,7 @@ from ipvsproxy.dataplane.addresses import is_node_address, parse_addresses
 from ipvsproxy.dataplane.conntrack import parse_target
 from ipvsproxy.dataplane.errors import CommandError, InvalidValueError, KernelModuleError
 from ipvsproxy.dataplane.interfaces import IpsetSpec
-from ipvsproxy.dataplane.ipset_specs import create_line, normalize_entry
+from ipvsproxy.dataplane.ipset_specs import EntryParts, check_mark, create_line, parse_entry
 from ipvsproxy.dataplane.ipsets import _check_owned
 from ipvsproxy.dataplane.iptables import cleanup as iptables_cleanup
 from ipvsproxy.model import Family
@@ -82,7 +82,16 @@ class FakeIpsets:
             if old and (old[0].type, old[0].family) != (spec.type, spec.family):
                 raise CommandError(["ipset", "restore"], 1, f"set {spec.name} exists: other type")
         for spec in specs:
-            self.sets.setdefault(spec.name, (spec, set()))
+            old = self.sets.get(spec.name)
+            if old is None:
+                self.sets[spec.name] = (spec, set())
+            elif old[0].skbinfo != spec.skbinfo:
+                # Rebuilt with the spec's options, as IpsetCli does (a swap): same entries,
+                # without their marks if the set can no longer hold any.
+                entries = old[1]
+                if not spec.skbinfo:
+                    entries = {_key(e) for e in entries}
+                self.sets[spec.name] = (old[0]._replace(skbinfo=spec.skbinfo), entries)
         self.calls += 1
 
     async def list_names(self) -> set[str]:
@@ -95,26 +104,36 @@ class FakeIpsets:
         return {name: set(entries) for name, (_, entries) in self.sets.items()}
 
     async def update(self, changes: Mapping[str, tuple[set[str], set[str]]]) -> None:
-        planned = []
+        planned: list[tuple[str, list[str], set[str]]] = []
         for name, (add, delete) in changes.items():
             spec, _ = self._get(name)
-            kind, family = spec.type, spec.family
             planned.append(
                 (
                     name,
-                    {normalize_entry(kind, family, e) for e in add},
-                    {normalize_entry(kind, family, e) for e in delete},
+                    [_parse(spec, e).text() for e in add],
+                    {_parse(spec, e).key_text() for e in delete},
                 )
             )
-        for name, add, delete in planned:
-            self.sets[name][1].difference_update(delete)
-            self.sets[name][1].update(add)
+        for name, adds, deletes in planned:
+            spec, held = self.sets[name]
+            if not spec.skbinfo:  # an entry is its key: O(change), as the benches need
+                held.difference_update(deletes)
+                held.update(adds)
+                continue
+            # The kernel keeps one entry per key; the mark is data: deletes go by key, an
+            # add of a present key replaces its mark (-exist). Marked sets are small.
+            by_key = {_key(e): e for e in held}
+            for key in deletes:
+                by_key.pop(key, None)
+            by_key.update((_key(e), e) for e in adds)
+            self.sets[name] = (spec, set(by_key.values()))
         self.calls += 1
 
     async def replace(self, name: str, entries: set[str]) -> None:
         _check_owned([name])
         spec, _ = self._get(name)
-        self.sets[name] = (spec, {normalize_entry(spec.type, spec.family, e) for e in entries})
+        by_key = {_key(t): t for t in (_parse(spec, e).text() for e in entries)}
+        self.sets[name] = (spec, set(by_key.values()))
         self.calls += 1
 
     async def destroy(self, names: Sequence[str]) -> None:
@@ -122,6 +141,15 @@ class FakeIpsets:
         for name in names:
             self.sets.pop(name, None)
         self.calls += 1
+
+
+def _parse(spec: IpsetSpec, entry: str) -> EntryParts:
+    return check_mark(parse_entry(spec.type, spec.family, entry), spec.name, spec.skbinfo)
+
+
+def _key(entry: str) -> str:
+    """A normalised entry without its mark."""
+    return entry.partition(" skbmark ")[0]
 
 
 # ------------------------------------------------------------------- iptables

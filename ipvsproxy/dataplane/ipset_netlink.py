@@ -16,12 +16,18 @@ messages go out in one buffer; the kernel's netlink input runs them in order, in
 the sender's context, and answers each (every one asks for an ACK) before
 ``sendmsg`` returns.
 
-Entries arrive here already parsed and checked (``ipset_specs.parse_entry``).
+Entries arrive here already parsed and checked (``ipset_specs.parse_entry``). An add
+carries an entry's firewall mark as IPSET_ATTR_SKBMARK (a u64 in network byte order,
+``mark << 32 | mask``, as ipset's own ``skbmark`` option sends it); without NLM_F_EXCL an
+add of a present key overwrites its mark. A delete carries the key alone: the kernel
+would refuse a mark on a set without skbinfo even for a delete, and ignores it otherwise.
+
+Which sets exist, of what type and family and with or without skbinfo, comes from one
+header-only IPSET_CMD_LIST dump (``ipset list -t``, no entries), again with no process.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import struct
 from collections.abc import Sequence
@@ -30,10 +36,20 @@ from typing import NamedTuple
 from ipvsproxy.dataplane.errors import DataplaneError
 from ipvsproxy.dataplane.ipset_specs import EntryParts, IpAddress
 from ipvsproxy.dataplane.ipvs_netlink import (
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
     Message,
     attrs,
+    error_code,
+    frame,
     nla,
+    open_socket,
+    receive,
     request_all,
+    send,
+    split,
 )
 
 NETLINK_NETFILTER = 12
@@ -48,15 +64,16 @@ NFPROTO_IPV6 = 10
 # Every kernel since 3.x takes protocol 6 (newer ones take 6..7, IPSET_PROTOCOL_MIN = 6).
 PROTOCOL = 6
 
+CMD_LIST = 7
 CMD_ADD = 9
 CMD_DEL = 10
-CMD_HEADER = 12
 
 # command level attributes
 ATTR_PROTOCOL = 1
 ATTR_SETNAME = 2
 ATTR_TYPENAME = 3
 ATTR_FAMILY = 5
+ATTR_FLAGS = 6
 ATTR_DATA = 7
 ATTR_ADT = 8
 ATTR_LINENO = 9
@@ -64,10 +81,16 @@ ATTR_LINENO = 9
 ATTR_IP = 1
 ATTR_PORT = 4
 ATTR_PROTO = 7
+ATTR_CADT_FLAGS = 8  # inside a listed set's IPSET_ATTR_DATA: its create flags
 ATTR_IP2 = 20
 ATTR_CIDR2 = 21
+ATTR_SKBMARK = 27
 ATTR_IPADDR_IPV4 = 1
 ATTR_IPADDR_IPV6 = 2
+# IPSET_ATTR_FLAGS of a list: headers only, no entries.
+FLAG_LIST_HEADER = 1 << 2
+# IPSET_ATTR_CADT_FLAGS of a set created with ``skbinfo``.
+FLAG_WITH_SKBINFO = 1 << 6
 
 # ipset's own error numbers (answered as negative errnos)
 _ERRORS = {
@@ -79,6 +102,7 @@ _ERRORS = {
     4106: "invalid family",
     4109: "invalid IPv4 address",
     4110: "invalid IPv6 address",
+    4114: "set was created without skbinfo",
     4352: "hash is full / out of bitmap range",
 }
 
@@ -86,6 +110,7 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("=BBH")
 _BE16 = struct.Struct(">H")
 _BE32 = struct.Struct(">I")
+_BE64 = struct.Struct(">Q")
 
 # An ADT nest's length is a u16: keep each message's entries well below 64 KiB.
 MAX_ADT_BYTES = 60_000
@@ -115,8 +140,9 @@ def _ip(kind: int, address: IpAddress) -> bytes:
     return nla(kind | NLA_F_NESTED, nla(inner | NLA_F_NET_BYTEORDER, address.packed))
 
 
-def entry_data(parts: EntryParts) -> bytes:
-    """One entry as an IPSET_ATTR_DATA nest (the attributes its set type reads)."""
+def entry_data(parts: EntryParts, with_mark: bool = True) -> bytes:
+    """One entry as an IPSET_ATTR_DATA nest (the attributes its set type reads); its
+    mark too unless ``with_mark`` is False (deletes)."""
     out = b""
     if parts.address is not None:
         out += _ip(ATTR_IP, parts.address)
@@ -128,6 +154,9 @@ def entry_data(parts: EntryParts) -> bytes:
         out += _ip(ATTR_IP2, parts.address2)
     if parts.prefix is not None:
         out += nla(ATTR_CIDR2, bytes([parts.prefix]))
+    if with_mark and parts.mark is not None and parts.mask is not None:
+        skbmark = _BE64.pack(parts.mark << 32 | parts.mask)
+        out += nla(ATTR_SKBMARK | NLA_F_NET_BYTEORDER, skbmark)
     return nla(ATTR_DATA | NLA_F_NESTED, out)
 
 
@@ -140,7 +169,7 @@ def _head(name: str) -> bytes:
     )
 
 
-def adt_payloads(name: str, entries: Sequence[EntryParts]) -> list[bytes]:
+def adt_payloads(name: str, entries: Sequence[EntryParts], with_mark: bool = True) -> list[bytes]:
     """Add or delete payloads for ``entries`` of set ``name``, as few as the nest allows.
 
     LINENO must accompany an ADT nest; entries carry no line number of their own, so a
@@ -151,7 +180,7 @@ def adt_payloads(name: str, entries: Sequence[EntryParts]) -> list[bytes]:
     chunk: list[bytes] = []
     size = 0
     for parts in entries:
-        data = entry_data(parts)
+        data = entry_data(parts, with_mark)
         if chunk and size + len(data) > MAX_ADT_BYTES:
             payloads.append(head + nla(ATTR_ADT | NLA_F_NESTED, b"".join(chunk)))
             chunk, size = [], 0
@@ -200,24 +229,55 @@ async def apply(changes: Sequence[SetChange]) -> None:
     requests: list[Request] = []
     for change in changes:
         for cmd, entries in ((CMD_DEL, change.delete), (CMD_ADD, change.add)):
-            requests += [Request(cmd, change.name, p) for p in adt_payloads(change.name, entries)]
+            payloads = adt_payloads(change.name, entries, with_mark=cmd == CMD_ADD)
+            requests += [Request(cmd, change.name, p) for p in payloads]
     for request, (code, _) in zip(requests, await exchange(requests), strict=True):
         if code:
             verb = "add" if request.command == CMD_ADD else "del"
             raise IpsetNetlinkError(verb, request.name, code)
 
 
-async def headers(names: Sequence[str]) -> dict[str, tuple[str, int]]:
-    """{name: (type, NFPROTO family)} of the sets that exist among ``names``."""
-    requests = [Request(CMD_HEADER, name, _head(name)) for name in names]
-    found: dict[str, tuple[str, int]] = {}
-    for name, (code, replies) in zip(names, await exchange(requests), strict=True):
-        if code == errno.ENOENT:
-            continue
-        if code:
-            raise IpsetNetlinkError("header", name, code)
-        for reply in replies:
-            got = attrs(reply.data, _NLMSGHDR.size + _NFGENMSG.size)
-            if ATTR_TYPENAME in got and ATTR_FAMILY in got:
-                found[name] = (got[ATTR_TYPENAME].rstrip(b"\0").decode(), got[ATTR_FAMILY][0])
-    return found
+class SetHeader(NamedTuple):
+    type: str  # "hash:ip,port", ...
+    family: int  # NFPROTO_*; NFPROTO_UNSPEC for bitmap:port
+    skbinfo: bool  # created with ``skbinfo``: entries may carry a mark
+
+
+async def list_headers() -> dict[str, SetHeader]:
+    """Every set of this network namespace: {name: its header}, from one dump."""
+    payload = (
+        _NFGENMSG.pack(NFPROTO_UNSPEC, NFNETLINK_V0, 0)
+        + nla(ATTR_PROTOCOL, bytes([PROTOCOL]))
+        + nla(ATTR_FLAGS | NLA_F_NET_BYTEORDER, _BE32.pack(FLAG_LIST_HEADER))
+    )
+    kind = (NFNL_SUBSYS_IPSET << 8) | CMD_LIST
+    found: dict[str, SetHeader] = {}
+    sock = open_socket(NETLINK_NETFILTER)
+    try:
+        await send(sock, frame(kind, NLM_F_REQUEST | NLM_F_DUMP, 1, payload))
+        while True:
+            for message in split(await receive(sock)):
+                if message.seq != 1:
+                    continue
+                if message.kind in (NLMSG_DONE, NLMSG_ERROR):
+                    # A dump ends in NLMSG_DONE; either carries an errno (0: done).
+                    if code := error_code(message):
+                        raise IpsetNetlinkError("list", "", code)
+                    return found
+                name, header = _header(message)
+                if name:
+                    found[name] = header
+    finally:
+        sock.close()
+
+
+def _header(message: Message) -> tuple[str, SetHeader]:
+    """One listed set's name and header ("" if the message is not one)."""
+    got = attrs(message.data, _NLMSGHDR.size + _NFGENMSG.size)
+    if not {ATTR_SETNAME, ATTR_TYPENAME, ATTR_FAMILY} <= got.keys():
+        return "", SetHeader("", NFPROTO_UNSPEC, False)
+    flags = attrs(got.get(ATTR_DATA, b"")).get(ATTR_CADT_FLAGS)
+    skbinfo = flags is not None and bool(_BE32.unpack(flags[:4])[0] & FLAG_WITH_SKBINFO)
+    return got[ATTR_SETNAME].rstrip(b"\0").decode(), SetHeader(
+        got[ATTR_TYPENAME].rstrip(b"\0").decode(), got[ATTR_FAMILY][0], skbinfo
+    )

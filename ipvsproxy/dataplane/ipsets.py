@@ -11,15 +11,26 @@ same: deletes before adds, ``-exist`` (adding a present entry or deleting a miss
 one is no error).
 Entries are validated and taken apart in Python first (``ipset_specs.parse_entry``), so a
 bad entry raises InvalidValueError before anything reaches the kernel: either path
-applies entries one by one and would otherwise leave a half-applied batch behind.
+applies entries one by one and would otherwise leave a half-applied batch behind. That
+includes a firewall mark (`` skbmark 0xM/0xMASK``) for a set created without
+``skbinfo``: which sets have it is known from ``ensure`` or from one netlink header dump.
+
+A set that exists with other options than its spec asks for (only ``skbinfo`` can
+differ: an older proxy made it without) cannot be fixed by ``create -exist``, which
+fails on any difference. ``ensure`` rebuilds it instead: a new set with the spec's
+options and the old entries, swapped in under the name (the kernel swaps sets of one
+type and family whatever their options, even while iptables rules reference them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
+import shlex
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from ipvsproxy.dataplane.errors import CommandError, InvalidValueError
 from ipvsproxy.dataplane.interfaces import Ipsets, IpsetSpec
@@ -28,9 +39,16 @@ from ipvsproxy.dataplane.ipset_netlink import (
     IpsetNetlinkError,
     SetChange,
     apply,
-    headers,
+    list_headers,
 )
-from ipvsproxy.dataplane.ipset_specs import create_line, is_owned, normalize_entry, parse_entry
+from ipvsproxy.dataplane.ipset_specs import (
+    EntryParts,
+    check_mark,
+    create_line,
+    is_owned,
+    parse_entry,
+)
+from ipvsproxy.ipsetnames import BITMAP_PORT
 from ipvsproxy.model import Family
 
 # Entries (adds plus deletes, all sets) up to which an update goes over netlink rather
@@ -58,20 +76,66 @@ async def run_command(argv: Sequence[str], stdin: str | None = None) -> str:
 
 
 def parse_save(text: str) -> dict[str, tuple[str, set[str]]]:
-    """``ipset save`` output as {name: (type, entries)}; entry comments are dropped."""
+    """``ipset save`` output as {name: (type, entries)}; an entry keeps its mark
+    (`` skbmark 0xM[/0xMASK]``, as printed), other options (comments) are dropped."""
     sets: dict[str, tuple[str, set[str]]] = {}
     for line in text.splitlines():
         words = line.split()
         if len(words) >= 3 and words[0] == "create":
             sets[words[1]] = (words[2], set())
         elif len(words) >= 3 and words[0] == "add" and words[1] in sets:
-            sets[words[1]][1].add(words[2])
+            entry = words[2]
+            if " skbmark " in line:
+                entry += _mark_option(line, words)
+            sets[words[1]][1].add(entry)
     return sets
+
+
+def _mark_option(line: str, words: list[str]) -> str:
+    """`` skbmark VALUE`` of an ``add`` line, or "" (ipset prints a comment before it,
+    quoted, and the comment may hold any word)."""
+    if '"' in line:
+        with contextlib.suppress(ValueError):  # unbalanced quotes: plain words
+            words = shlex.split(line)
+    for i in range(3, len(words) - 1):
+        if words[i] == "skbmark":
+            return f" skbmark {words[i + 1]}"
+    return ""
 
 
 def temporary_name(name: str) -> str:
     """A short, stable scratch name for replacing ``name`` (still KUBE-*, so still ours)."""
     return "KUBE-TMP-" + hashlib.sha1(name.encode()).hexdigest()[:12]
+
+
+class SetInfo(NamedTuple):
+    type: str
+    family: Family
+    skbinfo: bool
+
+
+def rebuild_lines(spec: IpsetSpec, entries: set[str]) -> list[str]:
+    """``ipset restore`` lines that give set ``spec.name`` the options of ``spec`` and
+    keep its ``entries`` (their marks dropped if ``spec`` has no skbinfo)."""
+    if not spec.skbinfo:
+        entries = {parse_entry(spec.type, spec.family, e).key_text() for e in entries}
+    tmp = temporary_name(spec.name)
+    return _fill_and_swap(spec._replace(name=tmp, comment=""), sorted(entries), spec.name)
+
+
+def _fill_and_swap(tmp: IpsetSpec, entries: Sequence[str], name: str) -> list[str]:
+    # A scratch set left over by a failed run may have other options: start afresh
+    # (destroying a missing set is no error under -exist).
+    lines = [f"destroy {tmp.name}", create_line(tmp)]
+    lines += [f"add {tmp.name} {e}" for e in entries]
+    lines += [f"swap {tmp.name} {name}", f"destroy {tmp.name}"]
+    return lines
+
+
+def _same_kind(info: SetInfo, spec: IpsetSpec) -> bool:
+    # A bitmap:port set has no family of its own (its entries are ports).
+    same_family = info.family is spec.family or spec.type == BITMAP_PORT
+    return info.type == spec.type and same_family
 
 
 def _check_owned(names: Sequence[str]) -> None:
@@ -86,29 +150,44 @@ class IpsetCli:
     def __init__(self, binary: str = "ipset", netlink_limit: int = NETLINK_UPDATE_LIMIT) -> None:
         self._ipset = binary
         self._netlink_limit = netlink_limit
-        self._types: dict[str, tuple[str, Family]] = {}
+        self._sets: dict[str, SetInfo] = {}  # what we know of the kernel's sets
 
     async def _restore(self, lines: Sequence[str]) -> None:
         if lines:
             await run_command([self._ipset, "restore", "-exist"], "\n".join(lines) + "\n")
 
-    async def _types_of(self, names: Sequence[str]) -> list[tuple[str, Family]]:
-        """(type, family) of each set, asked of the kernel (netlink) unless known."""
-        missing = [name for name in names if name not in self._types]
-        if missing:
-            for name, (kind, nfproto) in (await headers(missing)).items():
-                # bitmap:port sets have no family (NFPROTO_UNSPEC): their entries are ports.
-                self._types[name] = (kind, Family.V6 if nfproto == NFPROTO_IPV6 else Family.V4)
+    async def _refresh(self) -> dict[str, SetInfo]:
+        """Every set's type, family and skbinfo, asked of the kernel (netlink)."""
+        self._sets = {
+            # bitmap:port sets have no family (NFPROTO_UNSPEC): their entries are ports.
+            name: SetInfo(h.type, Family.V6 if h.family == NFPROTO_IPV6 else Family.V4, h.skbinfo)
+            for name, h in (await list_headers()).items()
+        }
+        return self._sets
+
+    async def _info(self, names: Sequence[str]) -> list[SetInfo]:
+        """What each set is, from the kernel unless known."""
+        if any(name not in self._sets for name in names):
+            await self._refresh()
         for name in names:
-            if name not in self._types:
+            if name not in self._sets:
                 raise InvalidValueError("ipset name", name, "no such set")
-        return [self._types[name] for name in names]
+        return [self._sets[name] for name in names]
 
     async def ensure(self, specs: Sequence[IpsetSpec]) -> None:
         _check_owned([s.name for s in specs])
-        await self._restore([create_line(s) for s in specs])
-        for s in specs:
-            self._types[s.name] = (s.type, s.family)
+        existing = await self._refresh()
+        lines: list[str] = []
+        for spec in specs:
+            old = existing.get(spec.name)
+            if old is not None and _same_kind(old, spec) and old.skbinfo != spec.skbinfo:
+                lines += rebuild_lines(spec, await self.entries(spec.name))
+            else:
+                # Present with these options: a no-op under -exist; other type: an error.
+                lines.append(create_line(spec))
+        await self._restore(lines)
+        for spec in specs:
+            self._sets[spec.name] = SetInfo(spec.type, spec.family, spec.skbinfo)
 
     async def list_names(self) -> set[str]:
         out = await run_command([self._ipset, "list", "-n"])
@@ -129,21 +208,23 @@ class IpsetCli:
     async def update(self, changes: Mapping[str, tuple[set[str], set[str]]]) -> None:
         names = list(changes)
         parsed: list[SetChange] = []
-        for name, (kind, family) in zip(names, await self._types_of(names), strict=True):
+        for name, info in zip(names, await self._info(names), strict=True):
             add, delete = changes[name]
-            # Deletes first, so an entry both removed and re-added ends up present.
+            # Deletes first, so an entry both removed and re-added ends up present (with
+            # the added entry's mark: the mark is not part of the key).
             parsed.append(
                 SetChange(
                     name,
-                    [parse_entry(kind, family, e) for e in sorted(delete)],
-                    [parse_entry(kind, family, e) for e in sorted(add)],
+                    [_parse(info, name, e) for e in sorted(delete)],
+                    [_parse(info, name, e) for e in sorted(add)],
                 )
             )
         size = sum(len(c.delete) + len(c.add) for c in parsed)
         if size > self._netlink_limit:
             lines: list[str] = []
             for c in parsed:
-                lines += [f"del {c.name} {e.text()}" for e in c.delete]
+                # ``ipset del`` takes no skbmark option: the key alone.
+                lines += [f"del {c.name} {e.key_text()}" for e in c.delete]
                 lines += [f"add {c.name} {e.text()}" for e in c.add]
             await self._restore(lines)
         elif size:
@@ -152,26 +233,26 @@ class IpsetCli:
             except IpsetNetlinkError as err:
                 if err.code != errno.ENOENT:
                     raise
-                self._types.pop(err.name, None)  # destroyed behind our back
+                self._sets.pop(err.name, None)  # destroyed behind our back
                 raise InvalidValueError("ipset name", err.name, "no such set") from None
 
     async def replace(self, name: str, entries: set[str]) -> None:
         _check_owned([name])
-        [(kind, family)] = await self._types_of([name])
-        normal = sorted(normalize_entry(kind, family, e) for e in entries)
-        tmp = temporary_name(name)
-        spec = IpsetSpec(tmp, kind, family, "")
-        lines = [create_line(spec), f"flush {tmp}"]
-        lines += [f"add {tmp} {e}" for e in normal]
-        lines += [f"swap {tmp} {name}", f"destroy {tmp}"]
-        await self._restore(lines)
+        [info] = await self._info([name])
+        normal = sorted(_parse(info, name, e).text() for e in entries)
+        tmp = IpsetSpec(temporary_name(name), info.type, info.family, "", info.skbinfo)
+        await self._restore(_fill_and_swap(tmp, normal, name))
 
     async def destroy(self, names: Sequence[str]) -> None:
         """Destroy the given KUBE-* sets; missing ones are fine. Refuses any other name."""
         _check_owned(names)
         await self._restore([f"destroy {n}" for n in names])
         for n in names:
-            self._types.pop(n, None)
+            self._sets.pop(n, None)
+
+
+def _parse(info: SetInfo, name: str, entry: str) -> EntryParts:
+    return check_mark(parse_entry(info.type, info.family, entry), name, info.skbinfo)
 
 
 async def destroy_owned(ipsets: Ipsets) -> list[str]:
