@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 from collections.abc import Iterator, Sequence
 
 import pytest
 
+from ipvsproxy import fwmark
 from ipvsproxy.dataplane import ipsets as ipsets_module
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.fakes import FakeIpsets
 from ipvsproxy.dataplane.interfaces import Ipsets, IpsetSpec
 from ipvsproxy.dataplane.ipsets import IpsetCli, destroy_owned
-from ipvsproxy.ipsetnames import all_specs
-from ipvsproxy.model import Family
+from ipvsproxy.dataplane.iptables import IptablesCli, detect_backend
+from ipvsproxy.fwmark import mark_for
+from ipvsproxy.ipsetnames import EXTERNAL_LOCAL_FWMARK, all_specs, marked_entry, set_spec
+from ipvsproxy.model import Family, Protocol
 
 
 @pytest.fixture
@@ -253,3 +257,190 @@ async def test_large_updates_on_either_path(
     assert len(restores) == (2 if real and path == "restore" else 0)
     assert len(started) == len(restores)
     assert await ipsets.entries(name) == _many(family, 1_500, start=1_001)
+
+
+# ------------------------------------------------------------ firewall marks (skbinfo)
+# KUBE-EXTERNAL-LOCAL-FWMARK: hash:ip,port created with ``skbinfo``; its entries carry the
+# mark that ``iptables -j SET --map-set NAME dst,dst --map-mark`` stamps on packets.
+
+MARKED = {Family.V4: "KUBE-EXTERNAL-LOCAL-FWMARK", Family.V6: "KUBE-6-EXTERNAL-LOCAL-FWMARK"}
+TARGET = {Family.V4: "203.0.113.7", Family.V6: "fd00:203::7"}
+
+
+def _marked(family: Family, port: int, protocol: Protocol = Protocol.TCP) -> str:
+    address = TARGET[family]
+    return marked_entry(address, protocol, port, mark_for(address, protocol, port), fwmark.MASK)
+
+
+@pytest.mark.parametrize("family", [Family.V4, Family.V6], ids=["v4", "v6"])
+async def test_marked_set_is_created_with_skbinfo(
+    ipsets: Ipsets, real: bool, family: Family
+) -> None:
+    await ipsets.ensure(all_specs(family))
+    assert MARKED[family] in await ipsets.list_names()
+    if real:  # the create line exactly as the kernel lists it back
+        inet = "inet6" if family is Family.V6 else "inet"
+        saved = await ipsets_module.run_command(["ipset", "save", MARKED[family]])
+        assert saved.startswith(
+            f"create {MARKED[family]} hash:ip,port family {inet} hashsize 1024 maxelem 65536"
+            " comment skbinfo "
+        )
+
+
+@pytest.mark.parametrize("family", [Family.V4, Family.V6], ids=["v4", "v6"])
+@pytest.mark.parametrize("path", ["netlink", "restore"])
+async def test_marked_entries_read_back_as_written(
+    real: bool, netns: None, monkeypatch: pytest.MonkeyPatch, family: Family, path: str
+) -> None:
+    ipsets: Ipsets = IpsetCli(netlink_limit=0 if path == "restore" else 1_000) if real else (
+        FakeIpsets())  # fmt: skip
+    name = MARKED[family]
+    a, b, c = _marked(family, 443), _marked(family, 53, Protocol.UDP), _marked(family, 80)
+    # The full mask is left off, 0x0/0x0 is no mark at all (as ipset prints them).
+    full = f"{TARGET[family]},sctp:9 skbmark 0x2c07"
+    assert marked_entry(TARGET[family], Protocol.SCTP, 9, 0x2C07, 0xFFFFFFFF) == full
+    unmarked = f"{TARGET[family]},udp:10"
+    await ipsets.ensure(all_specs(family))
+    with processes_started(monkeypatch) as started:
+        await ipsets.update({name: ({a, b, full, f"{unmarked} skbmark 0x0/0x0"}, set())})
+    assert len(started) == (1 if real and path == "restore" else 0)
+    assert await ipsets.entries(name) == {a, b, full, unmarked}
+    assert (await ipsets.save_all())[name] == {a, b, full, unmarked}
+    # Deleting needs the key only, with or without a mark (any mark).
+    await ipsets.update({name: (set(), {a, b.partition(" skbmark")[0] + " skbmark 0x1"})})
+    await ipsets.update({name: (set(), {full.partition(" ")[0]})})
+    assert await ipsets.entries(name) == {unmarked}
+    await ipsets.replace(name, {a, c})
+    assert await ipsets.entries(name) == {a, c}
+    assert (await ipsets.save_all())[name] == {a, c}
+
+
+@pytest.mark.parametrize("family", [Family.V4, Family.V6], ids=["v4", "v6"])
+@pytest.mark.parametrize("path", ["netlink", "restore"])
+async def test_adding_a_present_key_with_another_mark_leaves_the_new_mark(
+    real: bool, netns: None, family: Family, path: str
+) -> None:
+    """The mark is data, not key: the kernel holds one entry per key, -exist overwrites."""
+    ipsets: Ipsets = IpsetCli(netlink_limit=0 if path == "restore" else 1_000) if real else (
+        FakeIpsets())  # fmt: skip
+    name, key = MARKED[family], f"{TARGET[family]},tcp:443"
+    await ipsets.ensure(all_specs(family))
+    await ipsets.update({name: ({f"{key} skbmark 0x2c05/0x3fff"}, set())})
+    await ipsets.update({name: ({f"{key} skbmark 0x2c09/0x3fff"}, set())})
+    assert await ipsets.entries(name) == {f"{key} skbmark 0x2c09/0x3fff"}
+    # As a diff writes a changed mark: the old entry deleted, the new one added.
+    await ipsets.update(
+        {name: ({f"{key} skbmark 0x2c0d/0x3fff"}, {f"{key} skbmark 0x2c09/0x3fff"})}
+    )
+    assert await ipsets.entries(name) == {f"{key} skbmark 0x2c0d/0x3fff"}
+    await ipsets.update({name: ({key}, set())})  # re-added with no mark: the mark goes
+    assert await ipsets.entries(name) == {key}
+
+
+@pytest.mark.parametrize("path", ["netlink", "restore"])
+async def test_a_mark_for_a_set_without_skbinfo_changes_nothing(
+    real: bool, netns: None, path: str
+) -> None:
+    ipsets: Ipsets = IpsetCli(netlink_limit=0 if path == "restore" else 1_000) if real else (
+        FakeIpsets())  # fmt: skip
+    await ipsets.ensure(all_specs(Family.V4))
+    with pytest.raises(InvalidValueError) as info:
+        await ipsets.update(
+            {
+                MARKED[Family.V4]: ({_marked(Family.V4, 443)}, set()),
+                "KUBE-CLUSTER-IP": ({"10.96.0.1,tcp:443 skbmark 0x2c05/0x3fff"}, set()),
+            }
+        )
+    assert info.value.field == "ipset entry skbmark"
+    assert "KUBE-CLUSTER-IP" in str(info.value)
+    with pytest.raises(InvalidValueError, match="without skbinfo"):
+        await ipsets.update({"KUBE-CLUSTER-IP": (set(), {"10.96.0.1,tcp:443 skbmark 0x1"})})
+    with pytest.raises(InvalidValueError, match="without skbinfo"):
+        await ipsets.replace("KUBE-CLUSTER-IP", {"10.96.0.1,tcp:443 skbmark 0x1"})
+    assert await ipsets.entries(MARKED[Family.V4]) == set()
+    assert await ipsets.entries("KUBE-CLUSTER-IP") == set()
+
+
+@pytest.mark.parametrize(
+    ("mark", "field"),
+    [
+        ("2c05", "skbmark"),  # ipset wants the 0x
+        ("0x", "skbmark"),
+        ("0x2c05/3fff", "skbmark mask"),
+        ("0x123456789", "skbmark"),
+        ("0x2c05/0xzz", "skbmark mask"),
+    ],
+)
+async def test_malformed_mark_raises_and_changes_nothing(
+    ipsets: Ipsets, mark: str, field: str
+) -> None:
+    name = MARKED[Family.V4]
+    await ipsets.ensure(all_specs(Family.V4))
+    with pytest.raises(InvalidValueError) as info:
+        await ipsets.update(
+            {name: ({_marked(Family.V4, 443), f"{TARGET[Family.V4]},tcp:80 skbmark {mark}"}, set())}
+        )
+    assert info.value.field == f"ipset entry {field}"
+    assert await ipsets.entries(name) == set()
+
+
+@pytest.mark.parametrize("family", [Family.V4, Family.V6], ids=["v4", "v6"])
+async def test_ensure_rebuilds_a_set_made_without_skbinfo(
+    ipsets: Ipsets, real: bool, family: Family
+) -> None:
+    """An older proxy's set: swapped for one with skbinfo, its entries kept."""
+    name, key = MARKED[family], f"{TARGET[family]},tcp:443"
+    spec = set_spec(EXTERNAL_LOCAL_FWMARK, family)
+    await ipsets.ensure([spec._replace(skbinfo=False)])
+    await ipsets.update({name: ({key}, set())})
+    await ipsets.ensure(all_specs(family))
+    assert await ipsets.entries(name) == {key}
+    # A fresh process learns from the kernel (one header dump) that the set takes marks.
+    fresh = IpsetCli() if real else ipsets
+    await fresh.update({name: ({_marked(family, 443)}, set())})
+    assert await ipsets.entries(name) == {_marked(family, 443)}
+    assert await ipsets.list_names() == {s.name for s in all_specs(family)}  # no temporary
+    # And back: the marks go with the option.
+    await ipsets.ensure([spec._replace(skbinfo=False)])
+    assert await ipsets.entries(name) == {key}
+    with pytest.raises(InvalidValueError, match="without skbinfo"):
+        await ipsets.update({name: ({_marked(family, 443)}, set())})
+    if real:
+        other = IpsetCli()  # a fresh process learns the option from the kernel
+        with pytest.raises(InvalidValueError, match="without skbinfo"):
+            await other.update({name: ({_marked(family, 443)}, set())})
+
+
+@pytest.mark.parametrize("family", [Family.V4, Family.V6], ids=["v4", "v6"])
+async def test_map_mark_stamps_the_entrys_mark_on_packets(
+    real: bool, netns: None, family: Family
+) -> None:
+    """Under the kernel: a datagram to a marked address:port leaves OUTPUT with the mark,
+    also after ensure swapped the set (made without skbinfo) under a live rule."""
+    if not real:
+        pytest.skip("needs the kernel: iptables -j SET --map-mark and a real datagram")
+    ipsets = IpsetCli()
+    name, address, port = MARKED[family], TARGET[family], 9999
+    mark = mark_for(address, Protocol.UDP, port)
+    await ipsets.ensure([set_spec(EXTERNAL_LOCAL_FWMARK, family)._replace(skbinfo=False)])
+    prefix = "ip6tables" if family is Family.V6 else "iptables"
+    backend = await detect_backend()
+    rule = f"-A OUTPUT -m mark --mark {mark:#x} -j ACCEPT"
+    await IptablesCli(backend).restore(
+        family,
+        f"*mangle\n-A OUTPUT -j SET --map-set {name} dst,dst --map-mark\n{rule}\nCOMMIT\n",
+    )
+    await ipsets.ensure(all_specs(family))  # rebuilt while the rule references it
+    entry = marked_entry(address, Protocol.UDP, port, mark, fwmark.MASK)
+    await ipsets.update({name: ({entry}, set())})
+    plen = 128 if family is Family.V6 else 32
+    await ipsets_module.run_command(["ip", "addr", "add", f"{address}/{plen}", "dev", "lo"])
+    inet = socket.AF_INET6 if family is Family.V6 else socket.AF_INET
+    with socket.socket(inet, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"marked", (address, port))
+        sock.sendto(b"not marked", (address, port + 1))
+    saved = await ipsets_module.run_command([f"{prefix}-{backend}-save", "-c", "-t", "mangle"])
+    # One packet, and its size says which: the 6-byte payload behind the IP and UDP headers.
+    counts = re.findall(rf"^\[(\d+):(\d+)\] {re.escape(rule)}$", saved, re.MULTILINE)
+    headers = (40 if family is Family.V6 else 20) + 8
+    assert counts == [("1", str(headers + len(b"marked")))], saved
