@@ -6,12 +6,14 @@ from ipvsproxy.model import (
     FLAG_PERSISTENT,
     FLAG_SCHED_SH_FALLBACK,
     FLAG_SCHED_SH_PORT,
+    Family,
     Protocol,
     RealServer,
     RealServerKey,
     RealServerStatus,
     VirtualServer,
     VirtualServerKey,
+    fwmark_key,
 )
 from ipvsproxy.plan_output import HEADER, format_ipvs, format_plan, real_server_line, service_line
 
@@ -35,6 +37,13 @@ def test_lines_match_ipvsadm_columns() -> None:
     assert real_server_line(status) == (
         "  -> [fd00::5]:8080               Masq    0      3          12"
     )
+
+
+def test_firewall_mark_services_print_as_ipvsadm_does() -> None:
+    v4 = VirtualServer(fwmark_key(Family.V4, 0x2C05, Protocol.TCP))
+    assert service_line(v4) == "FWM  11269 rr"
+    v6 = VirtualServer(fwmark_key(Family.V6, 0x2C06, Protocol.UDP), "lc")
+    assert service_line(v6) == "FWM  11270 IPv6 lc"
 
 
 def test_persistence_and_scheduler_flags() -> None:
