@@ -160,9 +160,25 @@ class DesiredIndex:
             if not owned:
                 del self._entry_owners[name]
 
-    def vs_conflicts(self) -> dict[VirtualServerKey, list[ServiceKey]]:
-        """Virtual servers more than one Service asks for (to be reported)."""
-        return {vs: list(held) for vs, held in self._vs_owners.items() if isinstance(held, list)}
+    def lost_claims(self, key: ServiceKey) -> list[str]:
+        """Why virtual servers ``key``'s plan asks for are another Service's, for its report."""
+        plan = self.plans.get(key)
+        if plan is None:
+            return []
+        found = []
+        for vs in plan.state.virtual_servers:
+            held = self._vs_owners.get(vs)
+            if not isinstance(held, list) or held[0] == key:
+                continue
+            if vs.fwmark:
+                found.append(
+                    f"firewall mark {vs.fwmark:#x} of one of its addresses is Service"
+                    f" {held[0]}'s (hashes meet): in-cluster clients of that address"
+                    " reach only this node's endpoints"
+                )
+            else:
+                found.append(f"{vs} is Service {held[0]}'s, which claimed it first")
+        return found
 
     def desired(self, scope: Scope | None = None) -> DataplaneState:
         """The desired state, restricted to ``scope`` (None: everything)."""

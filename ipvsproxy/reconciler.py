@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -269,8 +270,12 @@ class Reconciler:
             plan = None
             if service is not None:
                 plan = plan_service(service, self.cluster.slices_for(key), node, self.plan_config)
-            plans[key] = plan
             scope.update(self.index.set_plan(key, plan))
+            lost = self.index.lost_claims(key)
+            if plan is not None and lost:
+                # Reported like the plan's own problems (a log line and an Event).
+                plan = dataclasses.replace(plan, problems=plan.problems + tuple(lost))
+            plans[key] = plan
         return scope, plans
 
     def _take_dirty(self) -> tuple[set[ServiceKey], list[float]]:

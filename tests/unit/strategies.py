@@ -11,6 +11,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from ipvsproxy import fwmark
 from ipvsproxy.model import (
     Family,
     Protocol,
@@ -395,3 +396,15 @@ def virtual(plan: Any, text: str) -> VirtualServer:
     raise AssertionError(
         f"no virtual server {text}; have {sorted(map(str, plan.state.virtual_servers))}"
     )
+
+
+def colliding_ips(port: int) -> tuple[str, str]:
+    """Two addresses whose TCP ``port`` gets the same firewall mark (the mark space is small)."""
+    seen: dict[int, str] = {}
+    for n in range(1, 65536):
+        ip = f"198.51.{n >> 8}.{n & 255}"
+        mark = fwmark.mark_for(ip, Protocol.TCP, port)
+        if mark in seen:
+            return seen[mark], ip
+        seen[mark] = ip
+    raise AssertionError("no collision in 65535 addresses")

@@ -7,20 +7,9 @@ from ipvsproxy.desired import DesiredIndex
 from ipvsproxy.model import Protocol, ServiceKey
 from ipvsproxy.plan import plan_service
 from ipvsproxy.state import ServicePlan
-from tests.unit.strategies import CONFIG, NODE, endpoint, port, service, slice_
+from tests.unit.strategies import CONFIG, NODE, colliding_ips, endpoint, port, service, slice_
 
 SET = "KUBE-EXTERNAL-LOCAL-FWMARK"
-
-
-def _colliding_ips() -> tuple[str, str]:
-    seen: dict[int, str] = {}
-    for n in range(1, 65536):
-        ip = f"198.51.{n >> 8}.{n & 255}"
-        mark = fwmark.mark_for(ip, Protocol.TCP, 80)
-        if mark in seen:
-            return seen[mark], ip
-        seen[mark] = ip
-    raise AssertionError("no collision in 65535 addresses")
 
 
 def _plan(name: str, external_ip: str, pod: str) -> ServicePlan:
@@ -37,7 +26,7 @@ def _plan(name: str, external_ip: str, pod: str) -> ServicePlan:
     return plan_service(svc, slices, None, CONFIG)
 
 
-FIRST, SECOND = _colliding_ips()
+FIRST, SECOND = colliding_ips(80)
 MARK = fwmark.mark_for(FIRST, Protocol.TCP, 80)
 A, B = ServiceKey("default", "a"), ServiceKey("default", "bb")
 
@@ -73,3 +62,17 @@ def test_when_the_holder_goes_the_other_service_takes_the_mark_in_the_same_scope
         "10.244.2.6:8080",
     ]
     assert index.desired().ipsets[SET] == {entry}
+
+
+def test_the_service_that_lost_a_claim_is_told_why() -> None:
+    index = DesiredIndex()
+    index.set_plan(A, _plan("a", FIRST, "10.244.1.5"))
+    index.set_plan(B, _plan("bb", SECOND, "10.244.1.6"))
+    assert index.lost_claims(A) == []
+    (reason,) = index.lost_claims(B)
+    assert f"firewall mark {MARK:#x}" in reason
+    assert "Service default/a's" in reason
+    # Two Services on one external IP and port: the address itself is the first's.
+    index.set_plan(B, _plan("bb", FIRST, "10.244.1.6"))
+    reasons = index.lost_claims(B)
+    assert f"TCP {FIRST}:80 is Service default/a's, which claimed it first" in reasons

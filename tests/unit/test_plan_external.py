@@ -10,7 +10,17 @@ from ipvsproxy import fwmark
 from ipvsproxy.model import Family, Protocol
 from ipvsproxy.plan import plan_service
 from ipvsproxy.planconfig import PlanConfig
-from tests.unit.strategies import CONFIG, NODE, NODE_V4, endpoint, port, service, slice_, summary
+from tests.unit.strategies import (
+    CONFIG,
+    NODE,
+    NODE_V4,
+    colliding_ips,
+    endpoint,
+    port,
+    service,
+    slice_,
+    summary,
+)
 
 LOCAL, REMOTE = "10.244.1.5", "10.244.2.6"
 EPS = [slice_([endpoint(LOCAL, NODE), endpoint(REMOTE, "node-b")])]
@@ -245,20 +255,8 @@ def test_no_mark_without_external_policy_local_or_external_addresses() -> None:
         assert "KUBE-EXTERNAL-LOCAL-FWMARK" not in plan.state.ipsets
 
 
-def _colliding_ips() -> tuple[str, str]:
-    """Two external IPs whose port 443 gets the same mark (the mark space is small)."""
-    seen: dict[int, str] = {}
-    for n in range(1, 65536):
-        ip = f"198.51.{n >> 8}.{n & 255}"
-        mark = fwmark.mark_for(ip, Protocol.TCP, 443)
-        if mark in seen:
-            return seen[mark], ip
-        seen[mark] = ip
-    raise AssertionError("no collision in 65535 addresses")
-
-
 def test_a_mark_taken_by_another_port_of_the_service_is_reported_not_shared() -> None:
-    first, second = _colliding_ips()
+    first, second = colliding_ips(443)
     svc = lb(externalTrafficPolicy="Local", externalIPs=[first, second], ingress=[])
     plan = plan_service(svc, EPS, None, CONFIG)
     mark = fwmark.mark_for(first, Protocol.TCP, 443)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ipvsproxy import fwmark
 from ipvsproxy.dataplane.errors import KernelModuleError
 from ipvsproxy.dataplane.executor import Dataplane
 from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
@@ -32,9 +33,10 @@ from ipvsproxy.model import (
     ServiceKey,
     VirtualServer,
     VirtualServerKey,
+    fwmark_key,
 )
 from ipvsproxy.reconciler import Reconciler, Settings
-from tests.unit.strategies import endpoint, port, service
+from tests.unit.strategies import colliding_ips, endpoint, port, service
 
 NODE_IP = "192.168.1.10"
 
@@ -263,3 +265,45 @@ async def test_a_kernel_error_outside_the_ops_is_retried_not_fatal() -> None:
     result = await world.reconciler.sync_once()
     assert result is not None
     assert await world.addresses.bound() == {"10.96.0.10"}
+
+
+def _etp_local_lb(name: str, lb_ip: str, cluster_ip: str) -> dict[str, Any]:
+    svc = service(
+        name,
+        type="LoadBalancer",
+        cluster_ips=(cluster_ip,),
+        ports=[port(80, "", "TCP", 30000 + int(cluster_ip.rsplit(".", 1)[1]))],
+        lb_ingress=[{"ip": lb_ip}],
+        externalTrafficPolicy="Local",
+    )
+    svc["spec"]["ports"][0]["targetPort"] = 8080
+    return svc
+
+
+async def test_a_shared_firewall_mark_serves_one_service_then_passes_on() -> None:
+    """#115931's marks are hashes: when two Services' LB IPs get one mark, in-cluster
+    traffic of the second stays local (and it is told why) until the first goes."""
+    first, second = colliding_ips(80)
+    mark = fwmark.mark_for(first, Protocol.TCP, 80)
+    world = World()
+    world.cache.service_store.upsert(_etp_local_lb("a", first, "10.96.0.1"))
+    world.cache.slice_store.upsert(slice_for("a", ["10.244.1.2"]))
+    world.cache.service_store.upsert(_etp_local_lb("b", second, "10.96.0.2"))
+    world.cache.slice_store.upsert(slice_for("b", ["10.244.2.2"]))
+    result = await world.reconciler.sync_once()
+    assert result is not None
+    marked = fwmark_key(Family.V4, mark, Protocol.TCP)
+    assert (await world.table())[marked] == {("10.244.1.2", 1)}
+    entries = {f"{first},tcp:80 skbmark {mark:#x}/0x3fff"}
+    assert await world.ipsets.entries("KUBE-EXTERNAL-LOCAL-FWMARK") == entries
+    plan_b = result.plans[ServiceKey("default", "b")]
+    assert plan_b is not None
+    assert any(f"firewall mark {mark:#x}" in problem for problem in plan_b.problems)
+
+    world.cache.service_store.delete(world.cache.services[ServiceKey("default", "a")])
+    result = await world.reconciler.sync_once()
+    assert result is not None
+    assert not result.full
+    assert (await world.table())[marked] == {("10.244.2.2", 1)}
+    entries = {f"{second},tcp:80 skbmark {mark:#x}/0x3fff"}
+    assert await world.ipsets.entries("KUBE-EXTERNAL-LOCAL-FWMARK") == entries
