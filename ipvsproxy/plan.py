@@ -20,16 +20,17 @@ Real servers: ready endpoints (else serving+terminating), narrowed by topology
 hints, from ``ipvsproxy.endpoints.categorize``. internalTrafficPolicy Local:
 the cluster IP gets only local endpoints (none: no real servers, so traffic is
 refused, as the API documents). externalTrafficPolicy Local: external virtual
-servers (NodePort, external IPs, LB IPs) get only local endpoints, or every
-endpoint when the node has none locally, kube-proxy's behaviour (PR #97081) so
-that pods on this node can still use an LB IP or external IP.
+servers (NodePort, external IPs, LB IPs) get only local endpoints.
 
 In-cluster traffic to an externalTrafficPolicy Local LB IP or external IP
 (#115931): besides its address virtual server (local endpoints), each such
 ``ip,proto:port`` gets a firewall-mark virtual server with every cluster
 endpoint and an entry mapping it to that mark in KUBE-EXTERNAL-LOCAL-FWMARK;
 mangle rules mark packets from the cluster CIDR and the node, and IPVS prefers
-the mark (``ipvsproxy.fwmark``).
+the mark (``ipvsproxy.fwmark``). Where pods cannot be told apart (no cluster
+CIDR of the family) and for NodePorts, which get no mark, a node without local
+endpoints gives the external virtual server every endpoint instead, as
+kube-proxy does (PR #97081), so that its pods can still use the address.
 """
 
 from __future__ import annotations
@@ -156,7 +157,14 @@ class _Builder:
         else:
             external = planned_servers(ep.key for ep in external_eps)
         proto = port.protocol
-        everyone = planned_servers(ep.key for ep in cluster) if marked else external
+        everyone = addressed = external
+        if marked:
+            if external_eps is not cluster:
+                everyone = planned_servers(ep.key for ep in cluster)
+            if not local and family in self.config.pod_cidr_families:
+                # Pods and the node take the mark's virtual server: no fallback needed,
+                # external clients get only local endpoints, here none.
+                addressed = planned_servers(())
 
         cip = spec.cluster_ips[family]
         if self._server(cip, port.port, port, internal):
@@ -164,14 +172,14 @@ class _Builder:
             self._entry(sets.CLUSTER_IP, family, sets.ip_port_entry(cip, proto, port.port))
 
         for ip in spec.external_ips:
-            if self._family_server(ip, family, port, external):
+            if self._family_server(ip, family, port, addressed):
                 kind = sets.EXTERNAL_IP_LOCAL if spec.external_local else sets.EXTERNAL_IP
                 self._entry(kind, family, sets.ip_port_entry(ip, proto, port.port))
                 if marked:
                     self._in_cluster_server(ip, family, port, everyone)
 
         for ip in spec.lb_ips:
-            if self._family_server(ip, family, port, external):
+            if self._family_server(ip, family, port, addressed):
                 self._load_balancer_entries(ip, family, port)
                 if marked:
                     self._in_cluster_server(ip, family, port, everyone)

@@ -62,8 +62,10 @@ class PlanConfig:
     fe80:: is ambiguous without a zone.
     ``families``: the families this proxy serves; None means every family in
     which the node has an address other than loopback or link-local.
-    ``cluster_cidrs`` and ``masquerade_all`` do not change the plan; they are
-    here so the whole node configuration travels as one value.
+    ``cluster_cidrs``: the pod CIDRs; a family with one has its pods' traffic
+    to externalTrafficPolicy Local addresses recognised (``ipvsproxy.fwmark``).
+    ``masquerade_all`` does not change the plan; it is here so the whole node
+    configuration travels as one value.
     """
 
     node_name: str
@@ -98,6 +100,18 @@ class PlanConfig:
             for family, addresses in self.node_addresses.items()
             if any(not _is_host_only(a) for a in addresses)
         )
+
+    @cached_property
+    def pod_cidr_families(self) -> frozenset[Family]:
+        """The families whose pod traffic the mangle rules can tell (one ``-s`` CIDR)."""
+        found = set()
+        for text in self.cluster_cidrs:
+            try:
+                net = ipaddress.ip_network(text.strip(), strict=False)
+            except (ValueError, AttributeError):
+                continue  # config validation reports it; the rules refuse it
+            found.add(Family.V6 if net.version == 6 else Family.V4)
+        return frozenset(found)
 
     @cached_property
     def all_node_addresses(self) -> frozenset[str]:

@@ -17,6 +17,7 @@ import pytest
 
 from ipvsproxy.app import remove_everything
 from ipvsproxy.config import Config
+from ipvsproxy.dataplane.ipsets import run_command
 from ipvsproxy.model import Family, Protocol, VirtualServerKey
 from tests.support.cluster import Cluster, service_object, slice_object
 from tests.support.pods import Pod, PodNetwork, tcp_ask, tcp_open, udp_ask
@@ -256,6 +257,8 @@ async def test_external_policy_local_keeps_outside_clients_local_but_not_the_clu
             assert Counter(from_pod) == {"pod1": 2, "pod2": 2}, address
             from_node = [await tcp_ask(address, 80) for _ in range(4)]
             assert Counter(from_node) == {"pod1": 2, "pod2": 2}, address
+        # The node's connections (the VIP as source) were masqueraded by the mark's rule.
+        assert await _packets(env.cluster, "node traffic to an in-cluster fwmark") == 8
         table = await env.cluster.dataplane.ipvs.dump()
         marked = [key for key in table.virtual_servers if key.fwmark]
         assert len(marked) == 2
@@ -264,6 +267,17 @@ async def test_external_policy_local_keeps_outside_clients_local_but_not_the_clu
             assert servers == {local.ip, remote.ip}
         entries = await env.cluster.dataplane.ipsets.entries("KUBE-EXTERNAL-LOCAL-FWMARK")
         assert {e.split(" ")[0] for e in entries} == {f"{lb},tcp:80", f"{external},tcp:80"}
+        # No local endpoint left: outside clients are refused, pods still reach node-b's.
+        cluster.apply(
+            slice_object(
+                "web", [(remote.ip, True)], [("p80", 8080, "TCP")], nodes={remote.ip: "node-b"}
+            )
+        )
+        await cluster.sync()
+        for address in (lb, external):
+            with pytest.raises((OSError, asyncio.TimeoutError)):
+                await tcp_ask(address, 80, outside, timeout=1.0)
+            assert {await tcp_ask(address, 80, inside) for _ in range(2)} == {"pod2"}
         # --cleanup knows the mark's virtual servers and the mangle chain for the proxy's.
         await remove_everything(env.cluster.dataplane, Config())
         assert not (await env.cluster.dataplane.ipvs.dump()).virtual_servers
@@ -271,3 +285,11 @@ async def test_external_policy_local_keeps_outside_clients_local_but_not_the_clu
         assert "KUBE-IN-CLUSTER-FWMARK" not in mangle
     finally:
         network.close()
+
+
+async def _packets(cluster: Cluster, comment: str) -> int:
+    """Packets counted by the IPv4 nat rule with ``comment`` (``iptables-save -c``)."""
+    backend = getattr(cluster.dataplane.iptables, "backend", "legacy")
+    saved = await run_command([f"iptables-{backend}-save", "-c", "-t", "nat"])
+    (line,) = [rule for rule in saved.splitlines() if f'"{comment}"' in rule]
+    return int(line[1:].split(":", 1)[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -269,11 +270,32 @@ def test_a_mark_taken_by_another_port_of_the_service_is_reported_not_shared() ->
 
 
 def test_external_policy_local_without_local_endpoints_falls_back_to_all() -> None:
+    """Without a cluster CIDR the node's pods cannot be told from outside clients."""
     eps = [slice_([endpoint(REMOTE, "node-b")])]
     svc = lb(externalTrafficPolicy="Local", healthCheckNodePort=32000)
     plan = plan_service(svc, eps, None, CONFIG)
     assert summary(plan)["TCP 203.0.113.7:443"] == [f"{REMOTE}:8080"]
     assert plan.local_endpoints == 0
+
+
+def test_with_a_cluster_cidr_external_clients_get_no_remote_endpoint() -> None:
+    """Pods are recognised by the cluster CIDR and use the mark: no fallback for the LB IP
+    and external IP, which outside clients reach only through local endpoints. NodePorts
+    get no mark, so they keep kube-proxy's fallback."""
+    eps = [slice_([endpoint(REMOTE, "node-b")])]
+    svc = lb(externalTrafficPolicy="Local", externalIPs=["198.51.100.9"])
+    config = dataclasses.replace(CONFIG, cluster_cidrs=("10.244.0.0/16",))
+    found = summary(plan_service(svc, eps, None, config))
+    mark = fwmark.mark_for("203.0.113.7", Protocol.TCP, 443)
+    assert found["TCP 203.0.113.7:443"] == []
+    assert found["TCP 198.51.100.9:443"] == []
+    assert found[f"TCP FWM {mark:#x}"] == [f"{REMOTE}:8080"]
+    assert found[f"TCP {NODE_V4}:30443"] == [f"{REMOTE}:8080"]
+    # A cluster CIDR of the other family changes nothing for this one.
+    config = dataclasses.replace(CONFIG, cluster_cidrs=("fd00:244::/56",))
+    assert summary(plan_service(svc, eps, None, config))["TCP 203.0.113.7:443"] == [
+        f"{REMOTE}:8080"
+    ]
 
 
 def test_external_policy_local_is_ignored_for_a_cluster_ip_service() -> None:
