@@ -20,6 +20,7 @@ from ipvsproxy.model import (
     RealServerStatus,
     VirtualServer,
     VirtualServerKey,
+    fwmark_key,
 )
 from ipvsproxy.planconfig import PlanConfig
 from ipvsproxy.state import DataplaneState
@@ -337,13 +338,37 @@ def _replace_somewhere(draw: st.DrawFn, obj: Any) -> Any:
 
 vips = st.sampled_from(["10.96.0.1", "10.96.0.2", "fd00::1", NODE_V4])
 reals = st.sampled_from(["10.244.0.1", "10.244.0.2", "10.244.0.3", "fd00:1::1"])
-vs_keys = st.builds(
-    VirtualServerKey, vips, st.sampled_from([53, 80]), st.sampled_from(list(Protocol))
+# Firewall-mark keys too (#115931): two addresses' marks, of each protocol and family.
+fwmark_keys = st.builds(
+    lambda family, address, protocol: fwmark_key(
+        family, fwmark.mark_for(address, protocol, 80), protocol
+    ),
+    st.sampled_from(list(Family)),
+    st.sampled_from(["203.0.113.7", "203.0.113.8"]),
+    st.sampled_from(list(Protocol)),
+)
+vs_keys = st.one_of(
+    st.builds(VirtualServerKey, vips, st.sampled_from([53, 80]), st.sampled_from(list(Protocol))),
+    fwmark_keys,
 )
 set_names = st.sampled_from(
-    ["KUBE-CLUSTER-IP", "KUBE-IPVS-IPS", "KUBE-6-CLUSTER-IP", "KUBE-NODE-PORT-TCP"]
+    [
+        "KUBE-CLUSTER-IP",
+        "KUBE-IPVS-IPS",
+        "KUBE-6-CLUSTER-IP",
+        "KUBE-NODE-PORT-TCP",
+        "KUBE-EXTERNAL-LOCAL-FWMARK",
+    ]
 )
-entries = st.sampled_from(["10.96.0.1,tcp:80", "10.96.0.2,udp:53", "30080", "fd00::1,tcp:80"])
+entries = st.sampled_from(
+    [
+        "10.96.0.1,tcp:80",
+        "10.96.0.2,udp:53",
+        "30080",
+        "fd00::1,tcp:80",
+        "203.0.113.7,tcp:80 skbmark 0x2c05/0x3fff",
+    ]
+)
 
 
 @st.composite
