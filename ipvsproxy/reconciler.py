@@ -265,7 +265,9 @@ class Reconciler:
         scope = Scope()
         plans: dict[ServiceKey, ServicePlan | None] = {}
         node = self.cluster.node
-        for key in keys:
+        # Sorted: where two Services claim one virtual server the first claim wins, and
+        # a full sync (a restart) must pick the same one whatever the sets' order.
+        for key in sorted(keys):
             service = self.cluster.services.get(key)
             plan = None
             if service is not None:
