@@ -15,7 +15,6 @@ import socket
 from collections.abc import AsyncIterator
 
 import structlog
-from kubernetes_asyncio.config.config_exception import ConfigException
 
 from ipvsproxy import __version__, ipsetnames
 from ipvsproxy.config import Config
@@ -33,7 +32,7 @@ from ipvsproxy.http.metrics_server import make_metrics_app
 from ipvsproxy.http.serve import start_at
 from ipvsproxy.http.service_health import ServiceHealthServers
 from ipvsproxy.kube.cache import ClusterCache
-from ipvsproxy.kube.client import EventPoster, make_api_client
+from ipvsproxy.kube.client import ConfigException, EventPoster, make_api_client
 from ipvsproxy.kube.watcher import ClusterWatcher
 from ipvsproxy.metrics import Metrics
 from ipvsproxy.model import Family, Protocol, VirtualServer, VirtualServerKey

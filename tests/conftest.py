@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+# The proxy imports kubernetes_asyncio and pyroute2 through lazy stand-ins
+# (ipvsproxy/lean_import.py, installed by ipvsproxy.kube and ipvsproxy.dataplane);
+# importing those packages here first makes every test run on them, as the proxy does.
+import ipvsproxy.dataplane
+import ipvsproxy.kube  # noqa: F401
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

@@ -12,7 +12,10 @@ from typing import Any
 import aiohttp
 import structlog
 from kubernetes_asyncio import client, config
-from kubernetes_asyncio.config.config_exception import ConfigException
+
+# Re-exported (app.py catches it) so that nothing outside ipvsproxy.kube imports
+# kubernetes_asyncio before lean_import has run.
+from kubernetes_asyncio.config.config_exception import ConfigException as ConfigException
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,108 @@
+"""Import a big library without running its package ``__init__``, which imports it all.
+
+Two of the proxy's dependencies import everything they have as soon as any part of
+them is imported: ``kubernetes_asyncio`` (every API class and model, 859 modules,
+some 30 MB of resident memory) and ``pyroute2`` (IPDB, NDB and every netlink
+family, some 15 MB). design.md's budget is kube-proxy's 107 MB at 5,000 Services;
+the proxy uses a handful of their modules.
+
+``install()`` puts lazy stand-ins for a library's packages in ``sys.modules``
+before anything imports them. A stand-in has the real package's ``__path__``, so
+submodules import as usual, and it resolves a name its real ``__init__`` exports
+(``from M import N``, read from the file with ``ast``; literal constants such as
+``__version__`` are copied) by importing ``M`` when the name is first used: a
+kubernetes_asyncio model still loads, alone, if a response is ever deserialized
+into one. Anything unexpected (another layout, the library already imported, a
+needed module failing to import) leaves the normal import in place.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import sys
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+class LazyPackage(types.ModuleType):
+    """A package whose ``__init__`` is not run: its exports are imported on first use."""
+
+    def __init__(self, name: str, directory: Path) -> None:
+        super().__init__(name)
+        init = directory / "__init__.py"
+        self.__path__ = [str(directory)]
+        self.__file__ = str(init)
+        self.__package__ = name
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        self._exports = _exports(tree)
+        self.__dict__.update(_constants(tree))  # __version__ and the like
+
+    def __getattr__(self, attr: str) -> Any:
+        exports: dict[str, tuple[str, str]] = self.__dict__.get("_exports", {})
+        if attr in exports:
+            module, name = exports[attr]
+            value = getattr(importlib.import_module(module), name)
+        else:
+            try:
+                value = importlib.import_module(f"{self.__name__}.{attr}")
+            except ModuleNotFoundError:
+                raise AttributeError(f"module {self.__name__!r} has no {attr!r}") from None
+        setattr(self, attr, value)  # resolved once
+        return value
+
+
+def _exports(tree: ast.Module) -> dict[str, tuple[str, str]]:
+    """``{name: (module, attribute)}`` for each absolute ``from M import N [as X]``."""
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                found[alias.asname or alias.name] = (node.module, alias.name)
+    return found
+
+
+def _constants(tree: ast.Module) -> dict[str, Any]:
+    """Top-level ``NAME = <literal>`` assignments."""
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name):
+                try:
+                    found[target.id] = ast.literal_eval(node.value)
+                except (ValueError, TypeError, SyntaxError):
+                    continue  # not a literal
+    return found
+
+
+def install(root: str, packages: Sequence[str], needed: Sequence[str]) -> bool:
+    """Stand-ins for ``packages`` (``root`` and subpackages of it, parents first), then
+    ``needed`` imported through them. False, with the normal import left to happen, if
+    ``root`` is imported already or anything does not fit."""
+    if root in sys.modules:
+        return False
+    spec = importlib.util.find_spec(root)
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    base = Path(next(iter(spec.submodule_search_locations)))
+    directories = {name: base.joinpath(*name.split(".")[1:]) for name in packages}
+    if not all((d / "__init__.py").is_file() for d in directories.values()):
+        return False
+    try:
+        for name, directory in directories.items():
+            package = LazyPackage(name, directory)
+            sys.modules[name] = package
+            parent, _, child = name.rpartition(".")
+            if parent:
+                setattr(sys.modules[parent], child, package)
+        for name in needed:
+            importlib.import_module(name)
+    except Exception:
+        for name in [m for m in sys.modules if m == root or m.startswith(f"{root}.")]:
+            del sys.modules[name]
+        return False
+    return True

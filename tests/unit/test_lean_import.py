@@ -1,0 +1,94 @@
+"""kubernetes_asyncio and pyroute2 through lazy stand-ins: only what is used is imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ipvsproxy import lean_import
+
+
+def _run(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout.strip()
+
+
+def test_the_proxy_loads_no_model_and_a_model_still_loads_when_asked_for() -> None:
+    out = _run(
+        "import sys\n"
+        "import ipvsproxy.app\n"
+        "from kubernetes_asyncio import client\n"
+        "count = lambda: sum(m.startswith('kubernetes_asyncio.') for m in sys.modules)\n"
+        "before = count()\n"
+        "pod = client.ApiClient.__new__(client.ApiClient)\n"
+        "value = pod._ApiClient__deserialize({'metadata': {'name': 'p'}}, 'V1Pod')\n"
+        "print(before, count(), type(value).__name__, value.metadata.name)\n"
+    )
+    before, after, kind, name = out.split()
+    # 859 modules with the package's own __init__; a few dozen here.
+    assert int(before) < 40
+    assert int(after) <= int(before) + 10  # V1Pod and the models it refers to
+    assert (kind, name) == ("V1Pod", "p")
+
+
+def test_names_the_real_init_exports_resolve() -> None:
+    out = _run(
+        "import ipvsproxy.kube\n"
+        "import kubernetes_asyncio\n"
+        "from kubernetes_asyncio import client, config, watch\n"
+        "print(type(kubernetes_asyncio).__name__, client.CoreV1Api.__name__,"
+        " client.DiscoveryV1Api.__name__, config.load_kube_config.__name__,"
+        " watch.Watch.__name__, kubernetes_asyncio.__version__)\n"
+    )
+    assert out.split()[:5] == [
+        "LazyPackage",
+        "CoreV1Api",
+        "DiscoveryV1Api",
+        "load_kube_config",
+        "Watch",
+    ]
+
+
+def test_pyroute2_loads_what_the_dataplane_uses_and_the_rest_on_demand() -> None:
+    out = _run(
+        "import sys\n"
+        "import ipvsproxy.app\n"
+        "import pyroute2\n"
+        "loaded = lambda: sum(m.startswith('pyroute2.') for m in sys.modules)\n"
+        "before = loaded()\n"
+        "print(type(pyroute2).__name__, 'pyroute2.ndb.main' in sys.modules, before,"
+        " pyroute2.IPVSService.__name__, loaded() > before)\n"
+    )
+    kind, ndb, before, service, more = out.split()
+    assert (kind, ndb, service, more) == ("LazyPackage", "False", "IPVSService", "True")
+    assert int(before) < 140  # 163 with the package's own __init__
+
+
+def test_an_imported_package_is_left_alone() -> None:
+    # This session imported both already (tests/conftest.py, through ipvsproxy).
+    assert "kubernetes_asyncio" in sys.modules
+    assert lean_import.install("kubernetes_asyncio", ("kubernetes_asyncio",), ()) is False
+
+
+def test_a_needed_module_that_fails_leaves_the_normal_import(tmp_path: Path) -> None:
+    package = tmp_path / "bulky"
+    package.mkdir()
+    (package / "__init__.py").write_text("from bulky.part import Thing\nLOADED = True\n")
+    (package / "part.py").write_text("class Thing:\n    pass\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert lean_import.install("bulky", ("bulky",), needed=("bulky.missing",)) is False
+        assert "bulky" not in sys.modules
+        assert lean_import.install("bulky", ("bulky",), needed=("bulky.part",)) is True
+        import bulky  # type: ignore[import-not-found]
+
+        assert type(bulky).__name__ == "LazyPackage"
+        assert bulky.LOADED is True  # a literal constant of its __init__
+        assert bulky.Thing.__name__ == "Thing"  # an export, imported on first use
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [m for m in sys.modules if m == "bulky" or m.startswith("bulky.")]:
+            del sys.modules[name]
