@@ -26,7 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.interfaces import DUMMY_INTERFACE
-from ipvsproxy.dataplane.ipvs_netlink import nla, request_all
+from ipvsproxy.dataplane.netlink import nla, request_all
 
 IFA_F_NODAD = 0x02
 IFA_ADDRESS, IFA_LOCAL = 1, 2

@@ -35,11 +35,12 @@ from typing import NamedTuple
 
 from ipvsproxy.dataplane.errors import DataplaneError
 from ipvsproxy.dataplane.ipset_specs import EntryParts, IpAddress
-from ipvsproxy.dataplane.ipvs_netlink import (
+from ipvsproxy.dataplane.netlink import (
     NLM_F_DUMP,
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
+    NLMSGHDR,
     Message,
     attrs,
     error_code,
@@ -106,7 +107,6 @@ _ERRORS = {
     4352: "hash is full / out of bitmap range",
 }
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("=BBH")
 _BE16 = struct.Struct(">H")
 _BE32 = struct.Struct(">I")
@@ -273,7 +273,7 @@ async def list_headers() -> dict[str, SetHeader]:
 
 def _header(message: Message) -> tuple[str, SetHeader]:
     """One listed set's name and header ("" if the message is not one)."""
-    got = attrs(message.data, _NLMSGHDR.size + _NFGENMSG.size)
+    got = attrs(message.data, NLMSGHDR.size + _NFGENMSG.size)
     if not {ATTR_SETNAME, ATTR_TYPENAME, ATTR_FAMILY} <= got.keys():
         return "", SetHeader("", NFPROTO_UNSPEC, False)
     flags = attrs(got.get(ATTR_DATA, b"")).get(ATTR_CADT_FLAGS)

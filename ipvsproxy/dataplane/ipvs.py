@@ -37,6 +37,7 @@ from ipvsproxy.dataplane.interfaces import (
     UpdateRealServer,
     UpdateVirtualServer,
 )
+from ipvsproxy.dataplane.netlink import Message, attrs, be16, u16, u32
 from ipvsproxy.fwmark import protocol_of
 from ipvsproxy.model import (
     ANY_ADDRESS,
@@ -268,19 +269,17 @@ _DEST_FIELDS = frozenset(
 )
 
 
-def decode_service(
-    message: nl.Message, with_stats: bool = True
-) -> tuple[VirtualServer, Stats] | None:
+def decode_service(message: Message, with_stats: bool = True) -> tuple[VirtualServer, Stats] | None:
     """A listed service, or None for one we cannot name (other protocols or families)."""
     nest = nl.genl_attrs(message.data, _SERVICE).get(nl.CMD_ATTR_SERVICE, b"")
-    svc = nl.attrs(nest, wanted=_SERVICE_STATS if with_stats else _SERVICE_FIELDS)
+    svc = attrs(nest, wanted=_SERVICE_STATS if with_stats else _SERVICE_FIELDS)
     key = _listed_key(svc)
     if key is None:
         return None
     # Read flags and timeout from the attributes themselves (pyroute2's
     # from_message leaves them at 0); FLAG_HASHED is the kernel's, not ours.
     flags = nl.flags_of(svc[nl.SVC_FLAGS]) & ~FLAG_HASHED if nl.SVC_FLAGS in svc else 0
-    timeout = nl.u32(svc[nl.SVC_TIMEOUT]) if nl.SVC_TIMEOUT in svc else 0
+    timeout = u32(svc[nl.SVC_TIMEOUT]) if nl.SVC_TIMEOUT in svc else 0
     sched = svc.get(nl.SVC_SCHED_NAME, b"").rstrip(b"\0").decode()
     stats = Stats(*nl.stats_of(svc)) if with_stats else Stats()
     return VirtualServer(key, sched, flags, timeout), stats
@@ -289,10 +288,10 @@ def decode_service(
 def _listed_key(svc: dict[int, bytes]) -> VirtualServerKey | None:
     if nl.SVC_AF not in svc:
         return None
-    family = nl.u16(svc[nl.SVC_AF])
+    family = u16(svc[nl.SVC_AF])
     if family not in (nl.AF_INET, nl.AF_INET6):
         return None
-    mark = nl.u32(svc[nl.SVC_FWMARK]) if nl.SVC_FWMARK in svc else 0
+    mark = u32(svc[nl.SVC_FWMARK]) if nl.SVC_FWMARK in svc else 0
     if mark:
         # The kernel lists a fwmark service with AF and FWMARK only: no protocol.
         # Ours carry theirs in the mark; a foreign mark reads as TCP (ownership,
@@ -301,28 +300,28 @@ def _listed_key(svc: dict[int, bytes]) -> VirtualServerKey | None:
     if nl.SVC_ADDR not in svc or nl.SVC_PROTOCOL not in svc or nl.SVC_PORT not in svc:
         return None
     try:
-        protocol = Protocol.from_number(nl.u16(svc[nl.SVC_PROTOCOL]))
+        protocol = Protocol.from_number(u16(svc[nl.SVC_PROTOCOL]))
     except ValueError:
         return None
     return VirtualServerKey(
-        nl.unpack_addr(svc[nl.SVC_ADDR], family), nl.be16(svc[nl.SVC_PORT]), protocol
+        nl.unpack_addr(svc[nl.SVC_ADDR], family), be16(svc[nl.SVC_PORT]), protocol
     )
 
 
-def decode_dest(message: nl.Message) -> tuple[RealServerStatus, int]:
+def decode_dest(message: Message) -> tuple[RealServerStatus, int]:
     """A listed real server and its forwarding method (0 = masquerade)."""
     nest = nl.genl_attrs(message.data, _DEST)[nl.CMD_ATTR_DEST]
-    dest = nl.attrs(nest, wanted=_DEST_FIELDS)
-    family = nl.u16(dest[nl.DEST_ADDR_FAMILY]) if nl.DEST_ADDR_FAMILY in dest else 0
+    dest = attrs(nest, wanted=_DEST_FIELDS)
+    family = u16(dest[nl.DEST_ADDR_FAMILY]) if nl.DEST_ADDR_FAMILY in dest else 0
     raw = dest[nl.DEST_ADDR]
     family = family or (nl.AF_INET6 if raw[4:].strip(b"\0") else nl.AF_INET)
-    key = RealServerKey(nl.unpack_addr(raw, family), nl.be16(dest[nl.DEST_PORT]))
+    key = RealServerKey(nl.unpack_addr(raw, family), be16(dest[nl.DEST_PORT]))
     status = RealServerStatus(
-        RealServer(key, nl.u32(dest[nl.DEST_WEIGHT])),
-        nl.u32(dest[nl.DEST_ACTIVE_CONNS]),
-        nl.u32(dest[nl.DEST_INACT_CONNS]),
+        RealServer(key, u32(dest[nl.DEST_WEIGHT])),
+        u32(dest[nl.DEST_ACTIVE_CONNS]),
+        u32(dest[nl.DEST_INACT_CONNS]),
     )
-    return status, nl.u32(dest[nl.DEST_FWD_METHOD]) & nl.FWD_MASK
+    return status, u32(dest[nl.DEST_FWD_METHOD]) & nl.FWD_MASK
 
 
 # ------------------------------------------------------------------ the Ipvs
@@ -438,7 +437,7 @@ class NetlinkIpvs:
             raise kernel_error(code)
         got = nl.genl_attrs(replies[0].data)
         return (
-            nl.u32(got[nl.CMD_ATTR_TIMEOUT_TCP]),
-            nl.u32(got[nl.CMD_ATTR_TIMEOUT_TCP_FIN]),
-            nl.u32(got[nl.CMD_ATTR_TIMEOUT_UDP]),
+            u32(got[nl.CMD_ATTR_TIMEOUT_TCP]),
+            u32(got[nl.CMD_ATTR_TIMEOUT_TCP_FIN]),
+            u32(got[nl.CMD_ATTR_TIMEOUT_UDP]),
         )

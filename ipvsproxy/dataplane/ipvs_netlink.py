@@ -16,25 +16,38 @@ error of the batch has already been queued before it. Success costs no reply.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
 import struct
-from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
-# netlink
-NETLINK_GENERIC = 16
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10  # error ACKs carry only the failed header, not the whole message
-SO_RCVBUFFORCE = 33
-SO_SNDBUFFORCE = 32
-NLM_F_REQUEST = 0x1
-NLM_F_MULTI = 0x2
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
+from ipvsproxy.dataplane.netlink import (
+    BE16,
+    NETLINK_GENERIC,
+    NLM_F_ACK,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGHDR,
+    RECV_SIZE,
+    U16,
+    U32,
+    Message,
+    attrs,
+    error_code,
+    frame,
+    nla,
+    open_socket,
+    receive,
+    send,
+    split,
+    u16,
+    u32,
+    u64,
+)
+
+# generic netlink's controller
 GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3
 CTRL_ATTR_FAMILY_ID = 1
@@ -94,33 +107,17 @@ FWD_MASK = 0x7
 AF_INET = socket.AF_INET
 AF_INET6 = socket.AF_INET6
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _GENLHDR = struct.Struct("=BBH")
-_NLA = struct.Struct("=HH")
-_U16 = struct.Struct("=H")
-_BE16 = struct.Struct(">H")
-_U32 = struct.Struct("=I")
-_U64 = struct.Struct("=Q")
-_I32 = struct.Struct("=i")
-NLA_TYPE_MASK = 0x3FFF
 
 # Batches: bounded so that even if every op fails, its error ACKs fit in the
 # receive buffer (an error ACK skb costs well under 2 KiB of it).
 MAX_BATCH_MESSAGES = 1024
-MAX_BATCH_BYTES = 256 * 1024
+MAX_BATCH_BYTES = 256 * 1024  # netlink.SNDBUF holds two: change them together
 # Dumps in flight at once: each answer skb may take ~33 KiB of the receive buffer.
 MAX_DUMPS_IN_FLIGHT = 128
-RCVBUF = 32 * 1024 * 1024
-SNDBUF = 2 * MAX_BATCH_BYTES
-RECV_SIZE = 64 * 1024
 
 
 # ------------------------------------------------------------------ encoding
-
-
-def nla(kind: int, payload: bytes) -> bytes:
-    size = 4 + len(payload)
-    return _NLA.pack(size, kind) + payload + b"\0" * (-size % 4)
 
 
 def pack_addr(address: str, family: int) -> bytes:
@@ -129,17 +126,17 @@ def pack_addr(address: str, family: int) -> bytes:
 
 def service_key_attrs(family: int, protocol: int, address: str, port: int) -> bytes:
     return (
-        nla(SVC_AF, _U16.pack(family))
-        + nla(SVC_PROTOCOL, _U16.pack(protocol))
+        nla(SVC_AF, U16.pack(family))
+        + nla(SVC_PROTOCOL, U16.pack(protocol))
         + nla(SVC_ADDR, pack_addr(address, family))
-        + nla(SVC_PORT, _BE16.pack(port))
+        + nla(SVC_PORT, BE16.pack(port))
     )
 
 
 def fwmark_key_attrs(family: int, mark: int) -> bytes:
     """A firewall-mark service's key: the kernel finds it by (af, mark) alone and
     ignores protocol, address and port when FWMARK is present, so none is sent."""
-    return nla(SVC_AF, _U16.pack(family)) + nla(SVC_FWMARK, _U32.pack(mark))
+    return nla(SVC_AF, U16.pack(family)) + nla(SVC_FWMARK, U32.pack(mark))
 
 
 def service_settings(family: int, sched: str, flags: int, timeout: int) -> bytes:
@@ -148,25 +145,25 @@ def service_settings(family: int, sched: str, flags: int, timeout: int) -> bytes
     # length in host order (pyroute2 encodes it as an IPv4 address: wrong byte
     # order on little-endian hosts, and omitted altogether for IPv6 services).
     # Firewall-mark services need it just the same (persistence masks the client).
-    netmask = b"\xff\xff\xff\xff" if family == AF_INET else _U32.pack(128)
+    netmask = b"\xff\xff\xff\xff" if family == AF_INET else U32.pack(128)
     return (
         nla(SVC_SCHED_NAME, sched.encode() + b"\0")
         + nla(SVC_FLAGS, struct.pack("=II", flags, 0xFFFFFFFF))
-        + nla(SVC_TIMEOUT, _U32.pack(timeout))
+        + nla(SVC_TIMEOUT, U32.pack(timeout))
         + nla(SVC_NETMASK, netmask)
     )
 
 
 def dest_attrs(family: int, address: str, port: int, weight: int | None) -> bytes:
-    attrs = nla(DEST_ADDR, pack_addr(address, family)) + nla(DEST_PORT, _BE16.pack(port))
+    attrs = nla(DEST_ADDR, pack_addr(address, family)) + nla(DEST_PORT, BE16.pack(port))
     if weight is not None:  # a full entry: the kernel wants all four
         attrs += (
-            nla(DEST_FWD_METHOD, _U32.pack(FWD_MASQ))
-            + nla(DEST_WEIGHT, _U32.pack(weight))
-            + nla(DEST_U_THRESH, _U32.pack(0))
-            + nla(DEST_L_THRESH, _U32.pack(0))
+            nla(DEST_FWD_METHOD, U32.pack(FWD_MASQ))
+            + nla(DEST_WEIGHT, U32.pack(weight))
+            + nla(DEST_U_THRESH, U32.pack(0))
+            + nla(DEST_L_THRESH, U32.pack(0))
         )
-    return attrs + nla(DEST_ADDR_FAMILY, _U16.pack(family))
+    return attrs + nla(DEST_ADDR_FAMILY, U16.pack(family))
 
 
 def genl(cmd: int, attrs: bytes) -> bytes:
@@ -192,54 +189,16 @@ def config_message(tcp: int, tcpfin: int, udp: int) -> bytes:
         (CMD_ATTR_TIMEOUT_UDP, udp),
     ):
         if value:
-            attrs += nla(kind, _U32.pack(value))
+            attrs += nla(kind, U32.pack(value))
     return genl(CMD_SET_CONFIG, attrs)
 
 
 # ------------------------------------------------------------------ decoding
 
 
-def attrs(
-    data: bytes, start: int = 0, end: int | None = None, wanted: frozenset[int] | None = None
-) -> dict[int, bytes]:
-    """The attributes in ``data[start:end]`` by type (last one wins); only ``wanted`` if given.
-
-    This loop is most of the cost of a dump, so it copies only what is asked for.
-    """
-    out: dict[int, bytes] = {}
-    end = len(data) if end is None else end
-    unpack = _NLA.unpack_from
-    pos = start
-    while pos + 4 <= end:
-        size, kind = unpack(data, pos)
-        if size < 4:
-            break
-        kind &= NLA_TYPE_MASK
-        if wanted is None or kind in wanted:
-            out[kind] = data[pos + 4 : pos + size]
-        pos += (size + 3) & ~3
-    return out
-
-
 def genl_attrs(message: bytes, wanted: frozenset[int] | None = None) -> dict[int, bytes]:
     """Top-level attributes of one generic netlink message (nlmsghdr included)."""
-    return attrs(message, _NLMSGHDR.size + _GENLHDR.size, None, wanted)
-
-
-def u16(raw: bytes) -> int:
-    return int(_U16.unpack(raw)[0])
-
-
-def be16(raw: bytes) -> int:
-    return int(_BE16.unpack(raw)[0])
-
-
-def u32(raw: bytes) -> int:
-    return int(_U32.unpack(raw)[0])
-
-
-def u64(raw: bytes) -> int:
-    return int(_U64.unpack(raw)[0])
+    return attrs(message, NLMSGHDR.size + _GENLHDR.size, None, wanted)
 
 
 def unpack_addr(raw: bytes, family: int) -> str:
@@ -248,7 +207,7 @@ def unpack_addr(raw: bytes, family: int) -> str:
 
 
 def flags_of(raw: bytes) -> int:
-    return int(_U32.unpack_from(raw)[0])
+    return int(U32.unpack_from(raw)[0])
 
 
 def stats_of(svc: dict[int, bytes]) -> tuple[int, int, int, int, int]:
@@ -268,123 +227,6 @@ def stats_of(svc: dict[int, bytes]) -> tuple[int, int, int, int, int]:
         u64(inbytes) if inbytes else 0,  # 64-bit in both nests
         u64(outbytes) if outbytes else 0,
     )
-
-
-class Message(NamedTuple):
-    kind: int
-    flags: int
-    seq: int
-    data: bytes  # the whole message, header included
-
-
-def split(datagram: bytes) -> Iterator[Message]:
-    pos = 0
-    while pos + _NLMSGHDR.size <= len(datagram):
-        length, kind, flags, seq, _pid = _NLMSGHDR.unpack_from(datagram, pos)
-        if length < _NLMSGHDR.size:
-            break
-        yield Message(kind, flags, seq, datagram[pos : pos + length])
-        pos += (length + 3) & ~3
-
-
-def error_code(message: Message) -> int:
-    """The positive errno of an NLMSG_ERROR (0 for an ACK)."""
-    return -int(_I32.unpack_from(message.data, _NLMSGHDR.size)[0])
-
-
-# -------------------------------------------------------------------- socket
-
-
-def open_socket(protocol: int) -> socket.socket:
-    """A non-blocking netlink socket of ``protocol`` in the calling thread's namespace,
-    with buffers large enough for a batch's replies and only error headers echoed."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, protocol)
-    try:
-        sock.bind((0, 0))
-        for force, plain, size in (
-            (SO_RCVBUFFORCE, socket.SO_RCVBUF, RCVBUF),
-            (SO_SNDBUFFORCE, socket.SO_SNDBUF, SNDBUF),
-        ):
-            try:  # FORCE (CAP_NET_ADMIN) may exceed net.core.rmem_max
-                sock.setsockopt(socket.SOL_SOCKET, force, size)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, plain, size)
-        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def frame(kind: int, flags: int, seq: int, payload: bytes) -> bytes:
-    """One netlink message: header, payload, padding to 4 bytes."""
-    size = _NLMSGHDR.size + len(payload)
-    return _NLMSGHDR.pack(size, kind, flags, seq, 0) + payload + b"\0" * (-size % 4)
-
-
-async def send(sock: socket.socket, buffer: bytes) -> None:
-    try:
-        sock.send(buffer)
-    except BlockingIOError:
-        await asyncio.get_running_loop().sock_sendall(sock, buffer)
-
-
-async def receive(sock: socket.socket) -> bytes:
-    try:
-        return sock.recv(RECV_SIZE)
-    except BlockingIOError:
-        return await asyncio.get_running_loop().sock_recv(sock, RECV_SIZE)
-
-
-async def request_all(
-    protocol: int,
-    requests: Sequence[tuple[int, bytes]],
-    *,
-    flags: Sequence[int] | None = None,
-    in_flight: int = 16,
-    max_bytes: int = 128 * 1024,
-) -> list[tuple[int, list[Message]]]:
-    """Send (message type, payload) requests in order, several per sendmsg, each asking
-    for an ACK; return (errno, replies) per request, 0 = done. Every request is
-    attempted. ``flags`` adds NLM_F_* flags per request. The socket is opened for the
-    call, in the calling thread's network namespace, and closed after it; the event loop
-    runs other tasks between sends (the kernel does a send's work inside sendmsg)."""
-    results: list[tuple[int, list[Message]]] = [(0, []) for _ in requests]
-    if not requests:
-        return results
-    sock = open_socket(protocol)
-    try:
-        seq = start = 0
-        while start < len(requests):
-            by_seq: dict[int, int] = {}
-            frames: list[bytes] = []
-            size = 0
-            for i in range(start, min(start + in_flight, len(requests))):
-                kind, payload = requests[i]
-                extra = flags[i] if flags is not None else 0
-                framed = frame(kind, NLM_F_REQUEST | NLM_F_ACK | extra, seq + 1, payload)
-                if frames and size + len(framed) > max_bytes:
-                    break
-                seq += 1
-                by_seq[seq] = i
-                frames.append(framed)
-                size += len(framed)
-            start += len(frames)
-            await asyncio.sleep(0)
-            await send(sock, b"".join(frames))
-            while by_seq:
-                for message in split(await receive(sock)):
-                    i = by_seq.get(message.seq, -1)
-                    if i < 0:
-                        continue
-                    if message.kind == NLMSG_ERROR:
-                        del by_seq[message.seq]
-                        results[i] = (error_code(message), results[i][1])
-                    else:
-                        results[i][1].append(message)
-    finally:
-        sock.close()
-    return results
 
 
 class GenlSocket:
@@ -437,7 +279,7 @@ class GenlSocket:
         while start < len(payloads):
             end, size = start, 0
             while end < len(payloads) and end - start < MAX_BATCH_MESSAGES:
-                size += len(payloads[end]) + _NLMSGHDR.size
+                size += len(payloads[end]) + NLMSGHDR.size
                 if size > MAX_BATCH_BYTES and end > start:
                     break
                 end += 1

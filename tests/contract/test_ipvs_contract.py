@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ipvsproxy.dataplane import ipvs_netlink as nl
+from ipvsproxy.dataplane import netlink
 from ipvsproxy.dataplane.errors import (
     InvalidValueError,
     IpvsBatchError,
@@ -569,7 +570,7 @@ async def test_ipvsadm_sees_fwmark_services(ipvs: Ipvs, real: bool) -> None:
 def _pyroute2_decode(payload: bytes) -> dict[str, object]:
     from pyroute2.netlink.generic.ipvs import ipvsmsg  # type: ignore[import-untyped]
 
-    header = nl._NLMSGHDR.pack(16 + len(payload), 30, 1, 1, 0)
+    header = netlink.NLMSGHDR.pack(16 + len(payload), 30, 1, 1, 0)
     msg = ipvsmsg(header + payload)
     msg.decode()
     out: dict[str, object] = {"cmd": msg["cmd"]}
@@ -626,7 +627,7 @@ def test_decoding_reads_what_pyroute2_encodes() -> None:
         )
     ]
     msg.encode()
-    decoded = decode_service(nl.Message(0, 0, 0, bytes(msg.data)))
+    decoded = decode_service(netlink.Message(0, 0, 0, bytes(msg.data)))
     key = VirtualServerKey("fd00::10", 53, Protocol.UDP)
     # 0x13 = persistent | hashed | sh-port: the kernel's hashed bit is dropped.
     assert decoded == (VirtualServer(key, "sh", 0x11, 300), Stats())
@@ -652,7 +653,7 @@ def test_decoding_reads_what_pyroute2_encodes() -> None:
         )
     ]
     msg.encode()
-    assert decode_dest(nl.Message(0, 0, 0, bytes(msg.data))) == (
+    assert decode_dest(netlink.Message(0, 0, 0, bytes(msg.data))) == (
         status(rs("fd00::1", 80, 2), 5, 6),
         3,
     )

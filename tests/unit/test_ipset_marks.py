@@ -37,7 +37,7 @@ from ipvsproxy.dataplane.ipset_specs import (
     parse_entry,
 )
 from ipvsproxy.dataplane.ipsets import parse_save, rebuild_lines, temporary_name
-from ipvsproxy.dataplane.ipvs_netlink import Message, attrs, nla
+from ipvsproxy.dataplane.netlink import Message, attrs, nla
 from ipvsproxy.ipsetnames import EXTERNAL_LOCAL_FWMARK, marked_entry, set_spec
 from ipvsproxy.model import Family, Protocol
 

@@ -10,6 +10,7 @@ import pytest
 from pyroute2.netlink.generic.ipvs import ipvsmsg
 
 from ipvsproxy.dataplane import ipvs_netlink as nl
+from ipvsproxy.dataplane import netlink
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.interfaces import (
     AddRealServer,
@@ -39,12 +40,12 @@ UDP_MARK = mark_for("203.0.113.10", Protocol.UDP, 53)
 
 def service_nest(payload: bytes) -> dict[int, bytes]:
     """Our own view of the service nest of a generic netlink payload (no nlmsghdr)."""
-    top = nl.attrs(payload, 4)
-    return nl.attrs(top[nl.CMD_ATTR_SERVICE])
+    top = netlink.attrs(payload, 4)
+    return netlink.attrs(top[nl.CMD_ATTR_SERVICE])
 
 
 def pyroute2_decode(payload: bytes) -> dict[str, object]:
-    header = nl._NLMSGHDR.pack(16 + len(payload), 30, 1, 1, 0)
+    header = netlink.NLMSGHDR.pack(16 + len(payload), 30, 1, 1, 0)
     msg = ipvsmsg(header + payload)
     msg.decode()
     out: dict[str, object] = {"cmd": msg["cmd"]}
@@ -109,7 +110,7 @@ def test_key_only_messages_name_the_service_by_af_and_mark(family: Family) -> No
             assert decoded["IPVS_DEST_ATTR_FWD_METHOD"] == 0
 
 
-def listed(af: int, mark: int, stats: bool = True) -> nl.Message:
+def listed(af: int, mark: int, stats: bool = True) -> netlink.Message:
     """A service as ip_vs_genl_fill_service lists a fwmark one: AF and FWMARK, no
     protocol, address or port."""
     attrs = [
@@ -127,7 +128,7 @@ def listed(af: int, mark: int, stats: bool = True) -> nl.Message:
     msg["header"]["type"] = 30
     msg["attrs"] = [("IPVS_CMD_ATTR_SERVICE", {"attrs": attrs})]
     msg.encode()
-    return nl.Message(0, 0, 0, bytes(msg.data))
+    return netlink.Message(0, 0, 0, bytes(msg.data))
 
 
 @pytest.mark.parametrize(("af", "family"), [(2, Family.V4), (10, Family.V6)])
