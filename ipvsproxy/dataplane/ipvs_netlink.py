@@ -31,6 +31,7 @@ from ipvsproxy.dataplane.netlink import (
     NLMSG_ERROR,
     NLMSGHDR,
     RECV_SIZE,
+    SNDBUF,
     U16,
     U32,
     Message,
@@ -112,7 +113,7 @@ _GENLHDR = struct.Struct("=BBH")
 # Batches: bounded so that even if every op fails, its error ACKs fit in the
 # receive buffer (an error ACK skb costs well under 2 KiB of it).
 MAX_BATCH_MESSAGES = 1024
-MAX_BATCH_BYTES = 256 * 1024  # netlink.SNDBUF holds two: change them together
+MAX_BATCH_BYTES = SNDBUF // 2  # the send buffer holds two batches
 # Dumps in flight at once: each answer skb may take ~33 KiB of the receive buffer.
 MAX_DUMPS_IN_FLIGHT = 128
 

@@ -36,7 +36,7 @@ _I32 = struct.Struct("=i")
 NLA_TYPE_MASK = 0x3FFF
 
 RCVBUF = 32 * 1024 * 1024
-SNDBUF = 2 * 256 * 1024  # two of IPVS's largest batches (ipvs_netlink.MAX_BATCH_BYTES)
+SNDBUF = 512 * 1024  # two of IPVS's largest batches (ipvs_netlink.MAX_BATCH_BYTES)
 RECV_SIZE = 64 * 1024
 
 
