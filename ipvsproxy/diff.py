@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ipvsproxy import ipsetnames
 from ipvsproxy.dataplane.interfaces import (
     AddRealServer,
     AddVirtualServer,
@@ -129,6 +130,10 @@ def diff(observed: DataplaneState, desired: DataplaneState) -> list[Op]:
         ops.append(UnbindAddresses(tuple(sorted(unbind))))
     for name in sorted(observed.ipsets):
         removed = observed.ipsets[name] - desired.entries(name)
+        if removed and ipsetnames.is_marked_set(name):
+            # A mark changes by adding the entry again: a delete, by key, would undo it.
+            readded = {ipsetnames.entry_key(e) for e in desired.entries(name)}
+            removed = frozenset(e for e in removed if ipsetnames.entry_key(e) not in readded)
         if removed:
             ops.append(DeleteIpsetEntries(name, removed))
     return ops

@@ -228,6 +228,17 @@ def marked_entry(address: str, protocol: Protocol, port: int, mark: int, mask: i
     return f"{entry} skbmark {mark:#x}/{mask:#x}"
 
 
+def entry_key(entry: str) -> str:
+    """An entry without its mark: what the kernel keys it by (a mark is data)."""
+    return entry.partition(" skbmark ")[0]
+
+
+def is_marked_set(name: str) -> bool:
+    """Whether set ``name`` holds marked entries (one per key, the mark replaced on add)."""
+    found = kind_of(name)
+    return found is not None and found[0] in MARKED_KINDS
+
+
 def entry_mark(entry: str) -> int | None:
     """The mark of a :func:`marked_entry`, or None if it has none (or a malformed one)."""
     _, sep, rest = entry.partition(" skbmark ")

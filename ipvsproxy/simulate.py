@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ipvsproxy import ipsetnames
 from ipvsproxy.dataplane.interfaces import (
     AddRealServer,
     AddVirtualServer,
@@ -90,6 +91,11 @@ def apply_ops(state: DataplaneState, ops: Iterable[Op]) -> DataplaneState:
                 current = sets.setdefault(name, set())
                 if not entries or current & entries:
                     raise InvalidOp(f"{op}: empty or present")
+                if ipsetnames.is_marked_set(name):  # the kernel replaces a key's mark
+                    keys = {ipsetnames.entry_key(e) for e in entries}
+                    current.difference_update(
+                        [e for e in current if ipsetnames.entry_key(e) in keys]
+                    )
                 current.update(entries)
             case DeleteIpsetEntries(set=name, entries=entries):
                 current = sets.get(name, set())

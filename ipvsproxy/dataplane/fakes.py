@@ -19,6 +19,7 @@ from ipvsproxy.dataplane.interfaces import IpsetSpec
 from ipvsproxy.dataplane.ipset_specs import EntryParts, check_mark, create_line, parse_entry
 from ipvsproxy.dataplane.ipsets import _check_owned
 from ipvsproxy.dataplane.iptables import cleanup as iptables_cleanup
+from ipvsproxy.ipsetnames import entry_key
 from ipvsproxy.model import Family
 
 # ------------------------------------------------------------------ addresses
@@ -90,7 +91,7 @@ class FakeIpsets:
                 # without their marks if the set can no longer hold any.
                 entries = old[1]
                 if not spec.skbinfo:
-                    entries = {_key(e) for e in entries}
+                    entries = {entry_key(e) for e in entries}
                 self.sets[spec.name] = (old[0]._replace(skbinfo=spec.skbinfo), entries)
         self.calls += 1
 
@@ -122,17 +123,17 @@ class FakeIpsets:
                 continue
             # The kernel keeps one entry per key; the mark is data: deletes go by key, an
             # add of a present key replaces its mark (-exist). Marked sets are small.
-            by_key = {_key(e): e for e in held}
+            by_key = {entry_key(e): e for e in held}
             for key in deletes:
                 by_key.pop(key, None)
-            by_key.update((_key(e), e) for e in adds)
+            by_key.update((entry_key(e), e) for e in adds)
             self.sets[name] = (spec, set(by_key.values()))
         self.calls += 1
 
     async def replace(self, name: str, entries: set[str]) -> None:
         _check_owned([name])
         spec, _ = self._get(name)
-        by_key = {_key(t): t for t in (_parse(spec, e).text() for e in entries)}
+        by_key = {entry_key(t): t for t in (_parse(spec, e).text() for e in entries)}
         self.sets[name] = (spec, set(by_key.values()))
         self.calls += 1
 
@@ -145,11 +146,6 @@ class FakeIpsets:
 
 def _parse(spec: IpsetSpec, entry: str) -> EntryParts:
     return check_mark(parse_entry(spec.type, spec.family, entry), spec.name, spec.skbinfo)
-
-
-def _key(entry: str) -> str:
-    """A normalised entry without its mark."""
-    return entry.partition(" skbmark ")[0]
 
 
 # ------------------------------------------------------------------- iptables

@@ -366,9 +366,19 @@ entries = st.sampled_from(
         "10.96.0.2,udp:53",
         "30080",
         "fd00::1,tcp:80",
-        "203.0.113.7,tcp:80 skbmark 0x2c05/0x3fff",
     ]
 )
+marked_keys = st.sampled_from(["203.0.113.7,tcp:80", "203.0.113.8,udp:53"])
+marks = st.sampled_from(["0x2c05/0x3fff", "0x2c09/0x3fff"])
+
+
+def _entries(draw: st.DrawFn, name: str) -> frozenset[str]:
+    if name != "KUBE-EXTERNAL-LOCAL-FWMARK":
+        return frozenset(draw(st.sets(entries, min_size=1, max_size=3)))
+    # One entry per key, as the kernel holds them; the mark may differ between states.
+    return frozenset(
+        f"{key} skbmark {draw(marks)}" for key in draw(st.sets(marked_keys, min_size=1))
+    )
 
 
 @st.composite
@@ -394,10 +404,7 @@ def dataplane_states(draw: st.DrawFn, with_connections: bool = True) -> Dataplan
             servers[rkey] = RealServerStatus(RealServer(rkey, weight), active, inactive)
         real[k] = servers
     bound = frozenset(draw(st.sets(vips, max_size=3)))
-    ipsets = {
-        name: frozenset(draw(st.sets(entries, min_size=1, max_size=3)))
-        for name in draw(st.sets(set_names))
-    }
+    ipsets = {name: _entries(draw, name) for name in draw(st.sets(set_names))}
     return DataplaneState(virtual, real, bound, ipsets)
 
 

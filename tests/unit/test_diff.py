@@ -27,6 +27,7 @@ from ipvsproxy.model import (
     VirtualServer,
     VirtualServerKey,
 )
+from ipvsproxy.simulate import apply_ops
 from ipvsproxy.state import DataplaneState
 
 TCP = VirtualServerKey("10.96.0.10", 80, Protocol.TCP)
@@ -193,3 +194,21 @@ def test_only_observed_objects_are_deleted() -> None:
     assert not any(
         isinstance(op, DeleteVirtualServer | DeleteRealServer | UnbindAddresses) for op in ops
     )
+
+
+def test_a_changed_mark_is_an_add_alone_for_a_delete_would_go_by_key() -> None:
+    """The kernel keys a marked entry by ip,proto:port; adding it anew replaces the mark."""
+    name = "KUBE-EXTERNAL-LOCAL-FWMARK"
+    old, new = (
+        "203.0.113.7,tcp:80 skbmark 0x2c05/0x3fff",
+        "203.0.113.7,tcp:80 skbmark 0x2c09/0x3fff",
+    )
+    gone = "203.0.113.8,tcp:80 skbmark 0x2d01/0x3fff"
+    observed = DataplaneState(ipsets={name: frozenset({old, gone})})
+    desired = DataplaneState(ipsets={name: frozenset({new})})
+    ops = diff(observed, desired)
+    assert ops == [
+        AddIpsetEntries(name, frozenset({new})),
+        DeleteIpsetEntries(name, frozenset({gone})),
+    ]
+    assert apply_ops(observed, ops).ipsets == {name: frozenset({new})}
