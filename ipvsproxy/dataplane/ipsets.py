@@ -6,7 +6,8 @@ EndpointSlice change is a handful) goes to the kernel over nfnetlink from this t
 network namespace (:mod:`ipvsproxy.dataplane.ipset_netlink`) with no process at all: a
 process start costs a few ms on a host and up to a second under user-mode-linux. A
 larger update, a whole set's atomic replacement (fill a temporary set, ``swap``,
-destroy) and ``ensure`` go through one ``ipset restore``. Both update paths mean the
+destroy) and ``ensure`` go through one ``ipset restore``; listing the sets is one netlink
+dump of their headers, reading entries one ``ipset save``. Both update paths mean the
 same: deletes before adds, ``-exist`` (adding a present entry or deleting a missing
 one is no error).
 Entries are validated and taken apart in Python first (``ipset_specs.parse_entry``), so a
@@ -190,8 +191,7 @@ class IpsetCli:
             self._sets[spec.name] = SetInfo(spec.type, spec.family, spec.skbinfo)
 
     async def list_names(self) -> set[str]:
-        out = await run_command([self._ipset, "list", "-n"])
-        return {line.strip() for line in out.splitlines() if line.strip()}
+        return set(await self._refresh())  # one netlink dump of the headers, no process
 
     async def entries(self, name: str) -> set[str]:
         try:
