@@ -194,9 +194,9 @@ class DesiredIndex:
                 real[vs] = state.servers_of(vs)
         if scope is None:
             ipsets = {
-                name: frozenset(
-                    e for e in owned if name not in _MARKED or self._mark_is_ours(name, e)
-                )
+                name: frozenset(owned)
+                if name not in _MARKED
+                else frozenset(e for e in owned if self._mark_is_ours(name, e))
                 for name, owned in self._entry_owners.items()
             }
         else:
