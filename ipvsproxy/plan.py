@@ -123,7 +123,7 @@ class _Builder:
         self.real: dict[VirtualServerKey, RealServers] = {}
         self.bound: set[str] = set()
         self.sets: dict[str, set[str]] = {}
-        self.marks: set[int] = set()
+        self.marks: set[tuple[Family, int]] = set()  # a mark is per family, as in IPVS
 
     def state(self) -> DataplaneState:
         return DataplaneState(
@@ -223,14 +223,14 @@ class _Builder:
     def _in_cluster_server(self, ip: str, family: Family, port: Port, servers: RealServers) -> None:
         """The firewall-mark virtual server that in-cluster clients of ``ip`` use instead."""
         mark = fwmark.mark_for(ip, port.protocol, port.port)
-        if mark in self.marks:
+        if (family, mark) in self.marks:
             self.problems.append(
                 f"{port.protocol.value} {ip}:{port.port}: its firewall mark {mark:#x} is"
                 " taken by another port of this Service; in-cluster clients reach only"
                 " this node's endpoints"
             )
             return
-        self.marks.add(mark)
+        self.marks.add((family, mark))
         self._add_server(fwmark_key(family, mark, port.protocol), servers)
         entry = sets.marked_entry(ip, port.protocol, port.port, mark, fwmark.MASK)
         self._entry(sets.EXTERNAL_LOCAL_FWMARK, family, entry)

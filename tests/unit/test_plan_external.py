@@ -328,3 +328,31 @@ def test_health_check_port_only_for_load_balancer_with_local_policy() -> None:
     plan = plan_service(lb(healthCheckNodePort=32000), EPS, None, CONFIG)
     assert plan.health_check_node_port == 0
     assert "KUBE-HEALTH-CHECK-NODE-PORT" not in plan.state.ipsets
+
+
+def test_one_mark_in_both_families_is_no_collision() -> None:
+    """IPVS keys a firewall-mark service by family and mark: an IPv4 and an IPv6 address
+    of one dual-stack Service may share a mark."""
+    v4 = "198.51.100.9"
+    mark = fwmark.mark_for(v4, Protocol.TCP, 443)
+    v6 = next(
+        ip
+        for ip in (f"2001:db8:9::{n:x}" for n in range(1, 65536))
+        if fwmark.mark_for(ip, Protocol.TCP, 443) == mark
+    )
+    svc = lb(
+        externalTrafficPolicy="Local",
+        healthCheckNodePort=32000,
+        externalIPs=[v4, v6],
+        ingress=[],
+        cluster_ips=("10.96.0.10", "fd00::a"),
+    )
+    eps = [
+        slice_([endpoint(LOCAL, NODE)]),
+        slice_([endpoint("fd00:244::5", NODE)], name="web-6", address_type="IPv6"),
+    ]
+    plan = plan_service(svc, eps, None, CONFIG)
+    assert plan.problems == ()
+    found = summary(plan)
+    assert found[f"TCP FWM {mark:#x}"] == [f"{LOCAL}:8080"]
+    assert found[f"TCP FWM {mark:#x} IPv6"] == ["[fd00:244::5]:8080"]
