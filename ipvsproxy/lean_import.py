@@ -42,6 +42,8 @@ class LazyPackage(types.ModuleType):
         self.__dict__.update(_constants(tree))  # __version__ and the like
 
     def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):  # a probe (inspect, pickle, copy): never a submodule
+            raise AttributeError(f"module {self.__name__!r} has no {attr!r}")
         exports: dict[str, tuple[str, str]] = self.__dict__.get("_exports", {})
         if attr in exports:
             module, name = exports[attr]
