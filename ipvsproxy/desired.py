@@ -26,13 +26,11 @@ from typing import TypeVar
 from ipvsproxy import fwmark, ipsetnames
 from ipvsproxy.model import (
     Family,
-    Protocol,
     RealServerKey,
     RealServerStatus,
     ServiceKey,
     VirtualServer,
     VirtualServerKey,
-    fwmark_key,
 )
 from ipvsproxy.state import (
     FLAT_SERVERS,
@@ -116,7 +114,7 @@ class DesiredIndex:
         mark = ipsetnames.entry_mark(entry)
         if kind is None or mark is None:
             return False
-        vs = fwmark_key(kind[1], mark, fwmark.protocol_of(mark) or Protocol.TCP)
+        vs = fwmark.listed_key(kind[1], mark)
         held = _listed(self._vs_owners.get(vs))
         return bool(held) and held[0] in _listed(self._entry_owners.get(name, {}).get(entry))
 

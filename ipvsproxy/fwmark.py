@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import zlib
 
-from ipvsproxy.model import Protocol
+from ipvsproxy.model import Family, Protocol, VirtualServerKey, fwmark_key
 
 FLAG = 0x2000
 MASK = 0x3FFF
@@ -52,3 +52,10 @@ def protocol_of(mark: int) -> Protocol | None:
     if mark & ~MASK or not mark & FLAG:
         return None
     return _PROTOCOLS.get(mark & 0x3)
+
+
+def listed_key(family: Family, mark: int) -> VirtualServerKey:
+    """The key of the firewall-mark virtual server ``mark`` as the kernel names it (family
+    and mark only): the protocol is the mark's own, TCP for a mark not ours (the kernel
+    keeps every firewall-mark service as TCP)."""
+    return fwmark_key(family, mark, protocol_of(mark) or Protocol.TCP)

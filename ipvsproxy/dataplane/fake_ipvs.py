@@ -30,7 +30,7 @@ from ipvsproxy.dataplane.ipvs import (
     validate_timeouts,
     validate_virtual_key,
 )
-from ipvsproxy.fwmark import protocol_of
+from ipvsproxy.fwmark import listed_key
 from ipvsproxy.model import (
     SCHEDULERS,
     Protocol,
@@ -40,7 +40,6 @@ from ipvsproxy.model import (
     Stats,
     VirtualServer,
     VirtualServerKey,
-    fwmark_key,
 )
 
 
@@ -52,7 +51,7 @@ def _norm(key: VirtualServerKey) -> VirtualServerKey:
     (TCP for a mark that is not ours), as ``NetlinkIpvs`` decodes it.
     """
     if key.fwmark:
-        return fwmark_key(key.family, key.fwmark, protocol_of(key.fwmark) or Protocol.TCP)
+        return listed_key(key.family, key.fwmark)
     return VirtualServerKey(key.address, key.port, Protocol(key.protocol))
 
 

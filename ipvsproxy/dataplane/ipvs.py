@@ -38,7 +38,7 @@ from ipvsproxy.dataplane.interfaces import (
     UpdateVirtualServer,
 )
 from ipvsproxy.dataplane.netlink import Message, attrs, be16, u16, u32
-from ipvsproxy.fwmark import protocol_of
+from ipvsproxy.fwmark import listed_key
 from ipvsproxy.model import (
     ANY_ADDRESS,
     FLAG_HASHED,
@@ -51,7 +51,6 @@ from ipvsproxy.model import (
     Stats,
     VirtualServer,
     VirtualServerKey,
-    fwmark_key,
 )
 
 # Flags a virtual server may carry: persistent, one-packet, and the three
@@ -296,7 +295,7 @@ def _listed_key(svc: dict[int, bytes]) -> VirtualServerKey | None:
         # The kernel lists a fwmark service with AF and FWMARK only: no protocol.
         # Ours carry theirs in the mark; a foreign mark reads as TCP (ownership,
         # not this decoder, decides whether the proxy may touch it).
-        return fwmark_key(Family(family), mark, protocol_of(mark) or Protocol.TCP)
+        return listed_key(Family(family), mark)
     if nl.SVC_ADDR not in svc or nl.SVC_PROTOCOL not in svc or nl.SVC_PORT not in svc:
         return None
     try:
