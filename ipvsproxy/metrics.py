@@ -43,6 +43,16 @@ NETWORK_PROGRAMMING_BUCKETS = (
 StatsSnapshot = Mapping[tuple[ServiceKey, VirtualServerKey], Stats]
 
 
+# Stats fields and what each counts: one counter family each, named after the field.
+_SERVICE_COUNTERS = (
+    ("connections", "Connections scheduled by the IPVS virtual server"),
+    ("packets_in", "Packets received by the virtual server"),
+    ("packets_out", "Packets sent by the virtual server"),
+    ("bytes_in", "Bytes received by the virtual server"),
+    ("bytes_out", "Bytes sent by the virtual server"),
+)
+
+
 class ServiceStatsCollector(Collector):
     """Per-virtual-server IPVS counters, labelled with the Service they belong to.
 
@@ -70,31 +80,10 @@ class ServiceStatsCollector(Collector):
 
     def _families(self, snapshot: StatsSnapshot | None = None) -> Iterator[Metric]:
         fams = {
-            "connections": CounterMetricFamily(
-                "ipvsproxy_service_connections",
-                "Connections scheduled by the IPVS virtual server",
-                labels=self._LABELS,
-            ),
-            "packets_in": CounterMetricFamily(
-                "ipvsproxy_service_packets_in",
-                "Packets received by the virtual server",
-                labels=self._LABELS,
-            ),
-            "packets_out": CounterMetricFamily(
-                "ipvsproxy_service_packets_out",
-                "Packets sent by the virtual server",
-                labels=self._LABELS,
-            ),
-            "bytes_in": CounterMetricFamily(
-                "ipvsproxy_service_bytes_in",
-                "Bytes received by the virtual server",
-                labels=self._LABELS,
-            ),
-            "bytes_out": CounterMetricFamily(
-                "ipvsproxy_service_bytes_out",
-                "Bytes sent by the virtual server",
-                labels=self._LABELS,
-            ),
+            field: CounterMetricFamily(
+                f"ipvsproxy_service_{field}", description, labels=self._LABELS
+            )
+            for field, description in _SERVICE_COUNTERS
         }
         for (svc, vs), stats in sorted((snapshot or {}).items()):
             mark = f"{vs.fwmark:#x}" if vs.fwmark else ""
