@@ -16,13 +16,15 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from ipvsproxy import __version__, ipsetnames
+from ipvsproxy import __version__
 from ipvsproxy.config import Config
+from ipvsproxy.core import ipset_catalog
+from ipvsproxy.core.model import Family, IpProtocol, VirtualServer, VirtualServerKey
+from ipvsproxy.core.ops import AddVirtualServer, DeleteVirtualServer
 from ipvsproxy.dataplane.addresses import NetlinkAddresses
 from ipvsproxy.dataplane.conntrack import NetlinkConntrack
 from ipvsproxy.dataplane.errors import DataplaneError
 from ipvsproxy.dataplane.executor import Dataplane, read_owned
-from ipvsproxy.dataplane.interfaces import AddVirtualServer, DeleteVirtualServer
 from ipvsproxy.dataplane.ipsets import IpsetCli
 from ipvsproxy.dataplane.iptables import IptablesCli, detect_backend
 from ipvsproxy.dataplane.ipvs import NetlinkIpvs
@@ -35,15 +37,14 @@ from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.kube.client import ConfigException, EventPoster, make_api_client
 from ipvsproxy.kube.watcher import ClusterWatcher
 from ipvsproxy.metrics import Metrics
-from ipvsproxy.model import Family, Protocol, VirtualServer, VirtualServerKey
-from ipvsproxy.observer import ProxyObserver
 from ipvsproxy.reconciler import Reconciler, Settings
+from ipvsproxy.sync_reporter import SyncReporter
 
 log = structlog.get_logger("ipvsproxy")
 
 # kube-proxy validates --ipvs-scheduler by creating a throwaway virtual server in
 # TEST-NET-2 (RFC 5737), an address no real service can have.
-SCHEDULER_PROBE = VirtualServerKey("198.51.100.0", 20000, Protocol.TCP)
+SCHEDULER_PROBE = VirtualServerKey("198.51.100.0", 20000, IpProtocol.TCP)
 
 
 def node_name(config: Config) -> str:
@@ -139,7 +140,7 @@ async def serve(config: Config) -> int:
     service_health = ServiceHealthServers(health)
     cache = ClusterCache()
     reconciler = Reconciler(cache, dataplane, settings_from(config))
-    reconciler.observer = ProxyObserver(
+    reconciler.observer = SyncReporter(
         metrics,
         health,
         ipvs=dataplane.ipvs,
@@ -188,7 +189,7 @@ async def remove_everything(dataplane: Dataplane, config: Config) -> dict[str, i
     for family in Family:
         with contextlib.suppress(DataplaneError):
             await dataplane.iptables.cleanup(family)
-    ours = sorted(n for n in await dataplane.ipsets.list_names() if ipsetnames.kind_of(n))
+    ours = sorted(n for n in await dataplane.ipsets.list_names() if ipset_catalog.kind_of(n))
     await dataplane.ipsets.destroy(ours)
     return {"virtual_servers": len(owned.virtual_servers), "ipsets": len(ours)}
 

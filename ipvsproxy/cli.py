@@ -223,9 +223,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("config fields ignored", fields=list(inv.ignored_fields))
 
     if inv.command == "plan":
-        from ipvsproxy.plan_cli import run_plan
+        from ipvsproxy.plan_command import run_plan
 
         return run_plan(inv.plan_files, inv.plan_node, inv.config)
+    # Before anything imports kubernetes_asyncio or pyroute2 (see lean_import).
+    from ipvsproxy import lean_import
+
+    for library, reason in lean_import.install_dependencies().items():
+        log.debug(
+            "lean import not installed; the library's own import stands",
+            library=library,
+            reason=reason,
+        )
     # Imported here, not at the top: --help, --version and plan need neither the
     # Kubernetes client nor netlink, and start in a fraction of the time without them.
     from ipvsproxy import app

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ipvsproxy.model import SCHEDULERS
+from ipvsproxy.core.model import SCHEDULERS
 
 API_VERSION = "kubeproxy.config.k8s.io/v1alpha1"
 KIND = "KubeProxyConfiguration"

@@ -3,17 +3,21 @@
 Two of the proxy's dependencies import everything they have as soon as any part of
 them is imported: ``kubernetes_asyncio`` (every API class and model, 859 modules,
 some 30 MB of resident memory) and ``pyroute2`` (IPDB, NDB and every netlink
-family, some 15 MB). design.md's budget is kube-proxy's 107 MB at 5,000 Services;
-the proxy uses a handful of their modules.
+family, some 15 MB). The proxy's memory budget is kube-proxy's: no more than its
+107 MB of peak RSS at 5,000 Services (kube-proxy 1.19 in IPVS mode, measured under
+the same kernel), growing no faster per Service. The imports alone would take half
+of that, and the proxy uses a handful of their modules.
 
-``install()`` puts lazy stand-ins for a library's packages in ``sys.modules``
-before anything imports them. A stand-in has the real package's ``__path__``, so
-submodules import as usual, and it resolves a name its real ``__init__`` exports
-(``from M import N``, read from the file with ``ast``; literal constants such as
-``__version__`` are copied) by importing ``M`` when the name is first used: a
-kubernetes_asyncio model still loads, alone, if a response is ever deserialized
-into one. Anything unexpected (another layout, the library already imported, a
-needed module failing to import) leaves the normal import in place.
+``install_dependencies()`` puts lazy stand-ins for those libraries' packages in
+``sys.modules``; the program's entry point (``ipvsproxy.cli.main``) and the tests'
+(``tests/conftest.py``) call it once, before anything imports them. A stand-in has
+the real package's ``__path__``, so submodules import as usual, and it resolves a
+name its real ``__init__`` exports (``from M import N``, read from the file with
+``ast``; literal constants such as ``__version__`` are copied) by importing ``M``
+when the name is first used: a kubernetes_asyncio model still loads, alone, if a
+response is ever deserialized into one. Anything unexpected (another layout, the
+library already imported, a needed module failing to import) leaves the normal
+import in place, and says why.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import sys
 import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class LazyPackage(types.ModuleType):
@@ -81,19 +85,21 @@ def _constants(tree: ast.Module) -> dict[str, Any]:
     return found
 
 
-def install(root: str, packages: Sequence[str], needed: Sequence[str]) -> bool:
+def install(root: str, packages: Sequence[str], needed: Sequence[str]) -> str | None:
     """Stand-ins for ``packages`` (``root`` and subpackages of it, parents first), then
-    ``needed`` imported through them. False, with the normal import left to happen, if
-    ``root`` is imported already or anything does not fit."""
+    ``needed`` imported through them. None once installed; otherwise why not, with the
+    normal import left to happen (``root`` imported already, or anything that does not
+    fit)."""
     if root in sys.modules:
-        return False
+        return "imported already"
     spec = importlib.util.find_spec(root)
     if spec is None or not spec.submodule_search_locations:
-        return False
+        return "not a package"
     base = Path(next(iter(spec.submodule_search_locations)))
     directories = {name: base.joinpath(*name.split(".")[1:]) for name in packages}
-    if not all((d / "__init__.py").is_file() for d in directories.values()):
-        return False
+    missing = [name for name, d in directories.items() if not (d / "__init__.py").is_file()]
+    if missing:
+        return f"another layout: no {', '.join(missing)}"
     try:
         for name, directory in directories.items():
             package = LazyPackage(name, directory)
@@ -103,8 +109,42 @@ def install(root: str, packages: Sequence[str], needed: Sequence[str]) -> bool:
                 setattr(sys.modules[parent], child, package)
         for name in needed:
             importlib.import_module(name)
-    except Exception:
+    except Exception as err:
         for name in [m for m in sys.modules if m == root or m.startswith(f"{root}.")]:
             del sys.modules[name]
-        return False
-    return True
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+class Library(NamedTuple):
+    root: str
+    packages: tuple[str, ...]  # whose __init__ is not run, parents first
+    needed: tuple[str, ...]  # imported through the stand-ins at once
+
+
+DEPENDENCIES = (
+    # No model and no API class but the two the watcher uses is ever loaded.
+    Library(
+        "kubernetes_asyncio",
+        (
+            "kubernetes_asyncio",
+            "kubernetes_asyncio.client",
+            "kubernetes_asyncio.client.api",
+            "kubernetes_asyncio.client.models",
+        ),
+        ("kubernetes_asyncio.client.api_client", "kubernetes_asyncio.config"),
+    ),
+    # Only the iproute and conntrack parts, not IPDB, NDB and every other netlink family.
+    Library("pyroute2", ("pyroute2",), ("pyroute2.netlink.exceptions",)),
+)
+
+
+def install_dependencies() -> dict[str, str]:
+    """Install the stand-ins of the proxy's big dependencies. Returns, for each library
+    whose normal import stands, why (the caller logs it)."""
+    fallbacks = {}
+    for library in DEPENDENCIES:
+        reason = install(library.root, library.packages, library.needed)
+        if reason is not None:
+            fallbacks[library.root] = reason
+    return fallbacks

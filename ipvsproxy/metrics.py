@@ -20,7 +20,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ipvsproxy.model import ServiceKey, Stats, VirtualServerKey
+from ipvsproxy.core.model import ServiceKey, Stats, VirtualServerKey
 
 
 def _linear(start: float, width: float, count: int) -> list[float]:

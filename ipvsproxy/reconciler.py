@@ -31,26 +31,29 @@ from typing import Any, Protocol
 
 import structlog
 
-from ipvsproxy import ipsetnames
-from ipvsproxy.dataplane.errors import DataplaneError
-from ipvsproxy.dataplane.executor import Dataplane, SyncError, execute, read_owned
-from ipvsproxy.dataplane.iptables import RulesSyncer
-from ipvsproxy.dataplane.iptables_rules import RulesConfig
-from ipvsproxy.desired import DesiredIndex, ObservedMirror, Scope
-from ipvsproxy.diff import Op, diff
-from ipvsproxy.model import (
+from ipvsproxy.core import ipset_catalog
+from ipvsproxy.core.apply import apply_ops
+from ipvsproxy.core.desired import DesiredIndex
+from ipvsproxy.core.diff import diff
+from ipvsproxy.core.mirror import ObservedMirror
+from ipvsproxy.core.model import (
     Family,
+    IpProtocol,
     RealServerKey,
     RealServerStatus,
     ServiceKey,
     VirtualServerKey,
     family_of,
 )
-from ipvsproxy.model import Protocol as IpProtocol
-from ipvsproxy.plan import plan_service
-from ipvsproxy.planconfig import PlanConfig
-from ipvsproxy.simulate import apply_ops
-from ipvsproxy.state import DataplaneState, ServicePlan
+from ipvsproxy.core.ops import Op
+from ipvsproxy.core.plan.config import PlanConfig
+from ipvsproxy.core.plan.service import plan_service
+from ipvsproxy.core.scope import Scope
+from ipvsproxy.core.state import DataplaneState, ServicePlan
+from ipvsproxy.dataplane.errors import DataplaneError
+from ipvsproxy.dataplane.executor import Dataplane, SyncError, execute, read_owned
+from ipvsproxy.dataplane.iptables import RulesSyncer
+from ipvsproxy.dataplane.iptables_rules import RulesConfig
 
 log = structlog.get_logger(__name__)
 
@@ -198,7 +201,7 @@ class Reconciler:
         await self.dataplane.addresses.ensure_dummy()
         families = sorted(self.plan_config.served_families)
         await self.dataplane.ipsets.ensure(
-            [spec for family in families for spec in ipsetnames.all_specs(family)]
+            [spec for family in families for spec in ipset_catalog.all_specs(family)]
         )
         rules = RulesConfig(
             masquerade_all=self.settings.masquerade_all,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from ipvsproxy import lean_import
+
 # The proxy imports kubernetes_asyncio and pyroute2 through lazy stand-ins
-# (ipvsproxy/lean_import.py, installed by ipvsproxy.kube and ipvsproxy.dataplane);
-# importing those packages here first makes every test run on them, as the proxy does.
-import ipvsproxy.dataplane
-import ipvsproxy.kube  # noqa: F401
+# (ipvsproxy/lean_import.py, installed by its entry point); installing them here,
+# before any test module imports those libraries, makes every test run on them too.
+lean_import.install_dependencies()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

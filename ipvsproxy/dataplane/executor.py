@@ -1,7 +1,7 @@
 """Carry out diff's operations on the dataplane, batching each subsystem's run of them.
 
 Consecutive IPVS operations go to the kernel as one batch; consecutive ipset
-changes as one ``ipset restore``. Diff's order is kept between runs. A failing
+changes as one ipset update. Diff's order is kept between runs. A failing
 run does not stop the ones after it (a failed real server must not keep an
 address from being bound): every failure is collected and raised together,
 by subsystem, once all operations were attempted.
@@ -9,22 +9,15 @@ by subsystem, once all operations were attempted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import structlog
 
-from ipvsproxy import ipsetnames
-from ipvsproxy.dataplane.interfaces import (
-    Addresses,
-    Conntrack,
-    Ipsets,
-    Iptables,
-    Ipvs,
-    IpvsOp,
-    Sysctls,
-)
-from ipvsproxy.diff import (
+from ipvsproxy.core import ipset_catalog
+from ipvsproxy.core.ops import (
+    IPVS_OPS,
     AddIpsetEntries,
     BindAddresses,
     DeleteIpsetEntries,
@@ -32,8 +25,9 @@ from ipvsproxy.diff import (
     Op,
     UnbindAddresses,
 )
-from ipvsproxy.observe import Network, owned_state
-from ipvsproxy.state import DataplaneState
+from ipvsproxy.core.ownership import Network, owned_state
+from ipvsproxy.core.state import DataplaneState
+from ipvsproxy.dataplane.interfaces import Addresses, Conntrack, Ipsets, Iptables, Ipvs, Sysctls
 
 log = structlog.get_logger(__name__)
 
@@ -56,11 +50,11 @@ class Dataplane:
 
 
 async def read_owned(dataplane: Dataplane, exclude: Sequence[Network]) -> DataplaneState:
-    """What the kernel holds of the proxy's own (see ipvsproxy.observe), in four reads."""
+    """What the kernel holds of the proxy's own (see ipvsproxy.core.ownership), in four reads."""
     table = await dataplane.ipvs.dump()
     bound = await dataplane.addresses.bound()
     saved = await dataplane.ipsets.save_all()
-    entries = {name: found for name, found in saved.items() if ipsetnames.kind_of(name)}
+    entries = {name: found for name, found in saved.items() if ipset_catalog.kind_of(name)}
     return owned_state(table, bound, entries, exclude)
 
 
@@ -73,69 +67,84 @@ class SyncError(Exception):
         super().__init__(text)
 
 
-_IPSET_OPS = (AddIpsetEntries, DeleteIpsetEntries)
+async def _run_ipvs(dataplane: Dataplane, run: Sequence[Op]) -> None:
+    await dataplane.ipvs.apply([op for op in run if isinstance(op, IPVS_OPS)])
 
 
-def _runs(ops: Sequence[Op]) -> list[list[Op]]:
-    """Split ``ops`` into maximal runs that one subsystem call can carry."""
-    runs: list[list[Op]] = []
-    for op in ops:
-        if runs and _kind(runs[-1][0]) == _kind(op):
-            runs[-1].append(op)
+async def _run_ipsets(dataplane: Dataplane, run: Sequence[Op]) -> None:
+    changes: dict[str, tuple[set[str], set[str]]] = {}
+    for op in run:
+        if isinstance(op, AddIpsetEntries | DeleteIpsetEntries):
+            adds, deletes = changes.setdefault(op.set, (set(), set()))
+            (adds if isinstance(op, AddIpsetEntries) else deletes).update(op.entries)
+    await dataplane.ipsets.update(changes)
+
+
+async def _run_binds(dataplane: Dataplane, run: Sequence[Op]) -> None:
+    for op in run:
+        if isinstance(op, BindAddresses):
+            await dataplane.addresses.bind(op.addresses)
+
+
+async def _run_unbinds(dataplane: Dataplane, run: Sequence[Op]) -> None:
+    for op in run:
+        if isinstance(op, UnbindAddresses):
+            await dataplane.addresses.unbind(op.addresses)
+
+
+async def _run_conntrack(dataplane: Dataplane, run: Sequence[Op]) -> None:
+    for op in run:
+        if not isinstance(op, FlushUdpConntrack):
+            continue
+        if op.real is None:
+            await dataplane.conntrack.delete_udp_to_service(op.address, op.port)
         else:
-            runs.append([op])
+            await dataplane.conntrack.delete_udp_to_real_server(op.address, op.port, op.real)
+
+
+class _Runner(NamedTuple):
+    subsystem: str  # as failures and metrics name it
+    run: Callable[[Dataplane, Sequence[Op]], Awaitable[None]]
+
+
+_IPVS = _Runner("ipvs", _run_ipvs)
+_IPSETS = _Runner("ipset", _run_ipsets)
+# Binds and unbinds are separate runners: a run of one kind is one call.
+_BINDS = _Runner("address", _run_binds)
+_UNBINDS = _Runner("address", _run_unbinds)
+_CONNTRACK = _Runner("conntrack", _run_conntrack)
+
+# Which runner carries each operation type; consecutive ops of one runner form one run.
+RUNNERS: Mapping[type[Any], _Runner] = {
+    **dict.fromkeys(IPVS_OPS, _IPVS),
+    AddIpsetEntries: _IPSETS,
+    DeleteIpsetEntries: _IPSETS,
+    BindAddresses: _BINDS,
+    UnbindAddresses: _UNBINDS,
+    FlushUdpConntrack: _CONNTRACK,
+}
+
+
+def _runs(ops: Sequence[Op]) -> list[tuple[_Runner, list[Op]]]:
+    """Split ``ops`` into maximal runs that one subsystem call can carry."""
+    runs: list[tuple[_Runner, list[Op]]] = []
+    for op in ops:
+        runner = RUNNERS[type(op)]
+        if runs and runs[-1][0] is runner:
+            runs[-1][1].append(op)
+        else:
+            runs.append((runner, [op]))
     return runs
-
-
-def _kind(op: Op) -> str:
-    if isinstance(op, _IPSET_OPS):
-        return "ipset"
-    if isinstance(op, BindAddresses | UnbindAddresses):
-        return f"address-{type(op).__name__}"
-    if isinstance(op, FlushUdpConntrack):
-        return "conntrack"
-    return "ipvs"
 
 
 async def execute(dataplane: Dataplane, ops: Sequence[Op]) -> None:
     """Apply ``ops`` in order; raise SyncError naming each subsystem that failed."""
     failures: dict[str, BaseException] = {}
-    for run in _runs(ops):
-        kind = _kind(run[0])
+    for runner, run in _runs(ops):
         try:
-            await _execute_run(dataplane, kind, run)
+            await runner.run(dataplane, run)
         except Exception as exc:
-            subsystem = kind.split("-")[0]
-            log.warning("dataplane operation failed", subsystem=subsystem, error=str(exc))
-            failures.setdefault(subsystem, exc)
+            log.warning("dataplane operation failed", subsystem=runner.subsystem, error=str(exc))
+            failures.setdefault(runner.subsystem, exc)
     if failures:
         raise SyncError(failures)
-
-
-async def _execute_run(dataplane: Dataplane, kind: str, run: list[Op]) -> None:
-    if kind == "ipvs":
-        ipvs_ops: list[IpvsOp] = [op for op in run if not isinstance(op, _NON_IPVS)]
-        await dataplane.ipvs.apply(ipvs_ops)
-    elif kind == "ipset":
-        changes: dict[str, tuple[set[str], set[str]]] = {}
-        for op in run:
-            assert isinstance(op, _IPSET_OPS)
-            adds, deletes = changes.setdefault(op.set, (set(), set()))
-            (adds if isinstance(op, AddIpsetEntries) else deletes).update(op.entries)
-        await dataplane.ipsets.update(changes)
-    elif kind == "conntrack":
-        for op in run:
-            assert isinstance(op, FlushUdpConntrack)
-            if op.real is None:
-                await dataplane.conntrack.delete_udp_to_service(op.address, op.port)
-            else:
-                await dataplane.conntrack.delete_udp_to_real_server(op.address, op.port, op.real)
-    else:
-        for op in run:
-            if isinstance(op, BindAddresses):
-                await dataplane.addresses.bind(op.addresses)
-            elif isinstance(op, UnbindAddresses):
-                await dataplane.addresses.unbind(op.addresses)
-
-
-_NON_IPVS = (AddIpsetEntries, DeleteIpsetEntries, BindAddresses, UnbindAddresses, FlushUdpConntrack)

@@ -12,16 +12,27 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterable, Sequence
 
-from ipvsproxy.dataplane.errors import IpvsBatchError, SchedulerUnavailableError
-from ipvsproxy.dataplane.interfaces import (
+from ipvsproxy.core.fwmark import listed_key
+from ipvsproxy.core.model import (
+    SCHEDULERS,
+    IpProtocol,
+    IpvsTable,
+    RealServer,
+    RealServerKey,
+    RealServerStatus,
+    Stats,
+    VirtualServer,
+    VirtualServerKey,
+)
+from ipvsproxy.core.ops import (
     AddRealServer,
     AddVirtualServer,
     DeleteVirtualServer,
     IpvsOp,
-    IpvsTable,
     UpdateRealServer,
     UpdateVirtualServer,
 )
+from ipvsproxy.dataplane.errors import IpvsBatchError, SchedulerUnavailableError
 from ipvsproxy.dataplane.ipvs import (
     DEFAULT_TIMEOUTS,
     kernel_error,
@@ -29,17 +40,6 @@ from ipvsproxy.dataplane.ipvs import (
     validate_ops,
     validate_timeouts,
     validate_virtual_key,
-)
-from ipvsproxy.fwmark import listed_key
-from ipvsproxy.model import (
-    SCHEDULERS,
-    Protocol,
-    RealServer,
-    RealServerKey,
-    RealServerStatus,
-    Stats,
-    VirtualServer,
-    VirtualServerKey,
 )
 
 
@@ -52,7 +52,7 @@ def _norm(key: VirtualServerKey) -> VirtualServerKey:
     """
     if key.fwmark:
         return listed_key(key.family, key.fwmark)
-    return VirtualServerKey(key.address, key.port, Protocol(key.protocol))
+    return VirtualServerKey(key.address, key.port, IpProtocol(key.protocol))
 
 
 class _Dest:

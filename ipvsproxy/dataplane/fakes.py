@@ -12,15 +12,14 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from ipvsproxy.core.ipset_catalog import IpsetSpec, entry_key
+from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.addresses import is_node_address, parse_addresses
 from ipvsproxy.dataplane.conntrack import parse_target
 from ipvsproxy.dataplane.errors import CommandError, InvalidValueError, KernelModuleError
-from ipvsproxy.dataplane.interfaces import IpsetSpec
 from ipvsproxy.dataplane.ipset_specs import EntryParts, check_mark, create_line, parse_entry
 from ipvsproxy.dataplane.ipsets import _check_owned
 from ipvsproxy.dataplane.iptables import cleanup as iptables_cleanup
-from ipvsproxy.ipsetnames import entry_key
-from ipvsproxy.model import Family
 
 # ------------------------------------------------------------------ addresses
 

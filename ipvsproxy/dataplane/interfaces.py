@@ -8,67 +8,13 @@ in-memory fake; one contract test suite per interface runs against both
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
-from ipvsproxy.model import (
-    Family,
-    RealServer,
-    RealServerKey,
-    RealServerStatus,
-    Stats,
-    VirtualServer,
-    VirtualServerKey,
-)
+from ipvsproxy.core.ipset_catalog import IpsetSpec
+from ipvsproxy.core.model import Family, IpvsTable, RealServerStatus, Stats, VirtualServerKey
+from ipvsproxy.core.ops import IpvsOp
 
 # ----------------------------------------------------------------- IPVS
-
-
-class AddVirtualServer(NamedTuple):
-    server: VirtualServer
-
-
-class UpdateVirtualServer(NamedTuple):
-    """Change scheduler, flags or persistence timeout in place (no delete+add)."""
-
-    server: VirtualServer
-
-
-class DeleteVirtualServer(NamedTuple):
-    key: VirtualServerKey
-
-
-class AddRealServer(NamedTuple):
-    virtual: VirtualServerKey
-    server: RealServer
-
-
-class UpdateRealServer(NamedTuple):
-    """Change the weight of an existing real server."""
-
-    virtual: VirtualServerKey
-    server: RealServer
-
-
-class DeleteRealServer(NamedTuple):
-    virtual: VirtualServerKey
-    key: RealServerKey
-
-
-IpvsOp = (
-    AddVirtualServer
-    | UpdateVirtualServer
-    | DeleteVirtualServer
-    | AddRealServer
-    | UpdateRealServer
-    | DeleteRealServer
-)
-
-
-class IpvsTable(NamedTuple):
-    """A snapshot of the kernel's IPVS table."""
-
-    virtual_servers: Mapping[VirtualServerKey, VirtualServer]
-    real_servers: Mapping[VirtualServerKey, Sequence[RealServerStatus]]
 
 
 class Ipvs(Protocol):
@@ -124,15 +70,6 @@ class Addresses(Protocol):
 
 
 # -------------------------------------------------------------- ipsets
-
-
-class IpsetSpec(NamedTuple):
-    name: str
-    type: str  # "hash:ip,port", "bitmap:port", ...
-    family: Family
-    comment: str
-    # Entries carry skb info (``skbmark``) for ``-j SET --map-mark``: create with ``skbinfo``.
-    skbinfo: bool = False
 
 
 class Ipsets(Protocol):

@@ -1,7 +1,7 @@
 """How the dataplane writes the KUBE-* ipsets: the ``create`` line and entries (pure).
 
 The sets themselves (names, types, comments, the ``KUBE-6-`` names of IPv6) are
-:mod:`ipvsproxy.ipsetnames`'s. This module checks what is about to reach the kernel: entries
+:mod:`ipvsproxy.core.ipset_catalog`'s. This module checks what is about to reach the kernel: entries
 are brought to the exact text ``ipset save`` prints, so that a desired entry compares equal
 to one read back from the kernel (addresses compressed, a net masked to its prefix and
 printed without ``/32`` or ``/128``, ports numeric, protocols lower case), and anything
@@ -19,10 +19,8 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
-from ipvsproxy import ipsetnames
-from ipvsproxy.dataplane.errors import InvalidValueError
-from ipvsproxy.dataplane.interfaces import IpsetSpec
-from ipvsproxy.ipsetnames import (
+from ipvsproxy.core import ipset_catalog
+from ipvsproxy.core.ipset_catalog import (
     BITMAP_PORT,
     HASH_IP,
     HASH_IP_PORT,
@@ -30,14 +28,16 @@ from ipvsproxy.ipsetnames import (
     HASH_IP_PORT_NET,
     MAX_NAME_LENGTH,
     TYPES,
+    IpsetSpec,
 )
-from ipvsproxy.model import Family, Protocol
+from ipvsproxy.core.model import Family, IpProtocol
+from ipvsproxy.dataplane.errors import InvalidValueError
 
-_PROTOCOLS = {ipsetnames.protocol_text(p): p for p in Protocol}
+_PROTOCOLS = {ipset_catalog.protocol_text(p): p for p in IpProtocol}
 
 
 def is_owned(name: str) -> bool:
-    return name.startswith(ipsetnames.OWNED_PREFIX)
+    return name.startswith(ipset_catalog.OWNED_PREFIX)
 
 
 def create_line(spec: IpsetSpec) -> str:
@@ -62,7 +62,7 @@ class EntryParts(NamedTuple):
     """One entry's fields, as the kernel takes them; None where the set type has none."""
 
     address: IpAddress | None = None  # the first field (every hash type)
-    protocol: Protocol | None = None
+    protocol: IpProtocol | None = None
     port: int | None = None
     address2: IpAddress | None = None  # the third field: an address, or a net's (masked) one
     prefix: int | None = None  # hash:ip,port,net: the third field's prefix length
@@ -84,13 +84,13 @@ class EntryParts(NamedTuple):
             return str(self.port)
         out = str(self.address)
         if self.protocol is not None:
-            out += f",{ipsetnames.protocol_text(self.protocol)}:{self.port}"
+            out += f",{ipset_catalog.protocol_text(self.protocol)}:{self.port}"
         if self.address2 is not None:
             if self.prefix is None:
                 out += f",{self.address2}"
             else:
                 net = ipaddress.ip_network(f"{self.address2}/{self.prefix}")
-                out += f",{ipsetnames.network_text(net)}"
+                out += f",{ipset_catalog.network_text(net)}"
         return out
 
 
@@ -122,7 +122,7 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _proto_port(text: str) -> tuple[Protocol, int]:
+def _proto_port(text: str) -> tuple[IpProtocol, int]:
     proto, sep, port = text.partition(":")
     protocol = _PROTOCOLS.get(proto.lower())
     if not sep or protocol is None:

@@ -33,8 +33,10 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+from ipvsproxy.core.ipset_catalog import BITMAP_PORT, IpsetSpec
+from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import CommandError, InvalidValueError
-from ipvsproxy.dataplane.interfaces import Ipsets, IpsetSpec
+from ipvsproxy.dataplane.interfaces import Ipsets
 from ipvsproxy.dataplane.ipset_netlink import (
     NFPROTO_IPV6,
     IpsetNetlinkError,
@@ -49,8 +51,6 @@ from ipvsproxy.dataplane.ipset_specs import (
     is_owned,
     parse_entry,
 )
-from ipvsproxy.ipsetnames import BITMAP_PORT
-from ipvsproxy.model import Family
 
 # Entries (adds plus deletes, all sets) up to which an update goes over netlink rather
 # than through one ``ipset restore``. Measured (hash:ip,port,ip, adds then deletes of N

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import CommandError, InvalidValueError
 from ipvsproxy.dataplane.interfaces import Iptables
 from ipvsproxy.dataplane.ipsets import run_command
@@ -24,7 +25,6 @@ from ipvsproxy.dataplane.iptables_rules import (
     cleanup_restore,
     find_jumps,
 )
-from ipvsproxy.model import Family
 
 TABLES = ("nat", "filter", "mangle", "raw", "security")
 _HINTS = re.compile(r"KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY")

@@ -18,7 +18,7 @@ The chains and rules are kube-proxy IPVS mode's (``writeIptablesRules`` and
 - externalTrafficPolicy Local (#115931): mangle KUBE-IN-CLUSTER-FWMARK, from PREROUTING and
   OUTPUT, stamps the mark of ``KUBE-EXTERNAL-LOCAL-FWMARK`` (``--map-mark``) on packets from
   the cluster CIDR or the node to an LB IP or external IP of such a Service, so that IPVS
-  hands them to a firewall-mark virtual server with every endpoint (``ipvsproxy.fwmark``).
+  hands them to a firewall-mark virtual server with every endpoint (``ipvsproxy.core.fwmark``).
   Node-originated ones leave with the VIP as source and are masqueraded, recognised by the
   mark's flag bit: kube-proxy's masquerade mark cannot be used, IPVS matches marks exactly.
 
@@ -36,10 +36,10 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from ipvsproxy import fwmark
-from ipvsproxy import ipsetnames as S
+from ipvsproxy.core import fwmark
+from ipvsproxy.core import ipset_catalog as S
+from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import InvalidValueError
-from ipvsproxy.model import Family
 
 NAT_CHAINS = (
     "KUBE-SERVICES",

@@ -20,31 +20,14 @@ import re
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 
-from ipvsproxy.dataplane import ipvs_netlink as nl
-from ipvsproxy.dataplane.errors import InvalidValueError as Invalid
-from ipvsproxy.dataplane.errors import (
-    IpvsBatchError,
-    KernelModuleError,
-    SchedulerUnavailableError,
-)
-from ipvsproxy.dataplane.interfaces import (
-    AddRealServer,
-    AddVirtualServer,
-    DeleteRealServer,
-    DeleteVirtualServer,
-    IpvsOp,
-    IpvsTable,
-    UpdateRealServer,
-    UpdateVirtualServer,
-)
-from ipvsproxy.dataplane.netlink import Message, attrs, be16, u16, u32
-from ipvsproxy.fwmark import listed_key
-from ipvsproxy.model import (
+from ipvsproxy.core.fwmark import listed_key
+from ipvsproxy.core.model import (
     ANY_ADDRESS,
     FLAG_HASHED,
     FLAG_PERSISTENT,
     Family,
-    Protocol,
+    IpProtocol,
+    IpvsTable,
     RealServer,
     RealServerKey,
     RealServerStatus,
@@ -52,6 +35,23 @@ from ipvsproxy.model import (
     VirtualServer,
     VirtualServerKey,
 )
+from ipvsproxy.core.ops import (
+    AddRealServer,
+    AddVirtualServer,
+    DeleteRealServer,
+    DeleteVirtualServer,
+    IpvsOp,
+    UpdateRealServer,
+    UpdateVirtualServer,
+)
+from ipvsproxy.dataplane import ipvs_netlink as nl
+from ipvsproxy.dataplane.errors import InvalidValueError as Invalid
+from ipvsproxy.dataplane.errors import (
+    IpvsBatchError,
+    KernelModuleError,
+    SchedulerUnavailableError,
+)
+from ipvsproxy.dataplane.netlink import Message, attrs, be16, u16, u32
 
 # Flags a virtual server may carry: persistent, one-packet, and the three
 # scheduler flags (for sh and mh: 0x08 fallback, 0x10 hash the source port too;
@@ -104,7 +104,7 @@ def validate_virtual_key(key: object) -> VirtualServerKey:
     else:
         _address("address", key.address)
         _int("port", key.port, 1, 65535)
-    if not isinstance(key.protocol, str) or key.protocol not in Protocol.__members__.values():
+    if not isinstance(key.protocol, str) or key.protocol not in IpProtocol.__members__.values():
         raise Invalid("protocol", key.protocol, "must be TCP, UDP or SCTP")
     return key
 
@@ -228,7 +228,7 @@ def _family(address: str) -> int:
 def _svc_key(key: VirtualServerKey) -> bytes:
     if key.fwmark:
         return nl.fwmark_key_attrs(_family(key.address), key.fwmark)
-    protocol = Protocol(key.protocol).number  # a plain "TCP" string is accepted too
+    protocol = IpProtocol(key.protocol).number  # a plain "TCP" string is accepted too
     return nl.service_key_attrs(_family(key.address), protocol, key.address, key.port)
 
 
@@ -299,7 +299,7 @@ def _listed_key(svc: dict[int, bytes]) -> VirtualServerKey | None:
     if nl.SVC_ADDR not in svc or nl.SVC_PROTOCOL not in svc or nl.SVC_PORT not in svc:
         return None
     try:
-        protocol = Protocol.from_number(u16(svc[nl.SVC_PROTOCOL]))
+        protocol = IpProtocol.from_number(u16(svc[nl.SVC_PROTOCOL]))
     except ValueError:
         return None
     return VirtualServerKey(

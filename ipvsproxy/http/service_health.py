@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
+from ipvsproxy.core.model import ServiceKey
 from ipvsproxy.http.health import ProxyHealth
 from ipvsproxy.http.serve import Server, start_app
 from ipvsproxy.logging import get_logger
-from ipvsproxy.model import ServiceKey
 
 log = get_logger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Protocol
 
 import structlog
 
+from ipvsproxy.core.model import ServiceKey
 from ipvsproxy.kube.objects import SERVICE_NAME_LABEL, Obj, same_content, trigger_time
-from ipvsproxy.model import ServiceKey
 
 log = structlog.get_logger(__name__)
 

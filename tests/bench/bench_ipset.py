@@ -13,14 +13,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from ipvsproxy import lean_import
 
-from ipvsproxy import ipsetnames
+# As the proxy's entry point does, before anything imports its big dependencies.
+lean_import.install_dependencies()
+
+from ipvsproxy.core import ipset_catalog
+from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.ipsets import IpsetCli
-from ipvsproxy.model import Family
 from tests.support.netns import fresh_netns
 
 NEEDS_KERNEL = True
-CLUSTER_IP = ipsetnames.set_name(ipsetnames.CLUSTER_IP, Family.V4)
+CLUSTER_IP = ipset_catalog.set_name(ipset_catalog.CLUSTER_IP, Family.V4)
 
 COUNT = 10_000
 
@@ -33,7 +37,7 @@ def entries(count: int) -> set[str]:
 
 async def load(ipsets: IpsetCli, name: str) -> None:
     """Bulk-load COUNT entries into an empty KUBE-CLUSTER-IP and print the time."""
-    await ipsets.ensure(ipsetnames.all_specs(Family.V4))
+    await ipsets.ensure(ipset_catalog.all_specs(Family.V4))
     await ipsets.update({CLUSTER_IP: (set(), await ipsets.entries(CLUSTER_IP))})
     wanted = entries(COUNT)
     start = time.perf_counter()

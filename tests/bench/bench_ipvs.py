@@ -21,8 +21,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from ipvsproxy import lean_import
 
-from ipvsproxy.dataplane.interfaces import (
+# As the proxy's entry point does, before anything imports its big dependencies.
+lean_import.install_dependencies()
+
+from ipvsproxy.core.model import (
+    IpProtocol,
+    RealServer,
+    RealServerKey,
+    VirtualServer,
+    VirtualServerKey,
+)
+from ipvsproxy.core.ops import (
     AddRealServer,
     AddVirtualServer,
     DeleteRealServer,
@@ -30,13 +41,6 @@ from ipvsproxy.dataplane.interfaces import (
     IpvsOp,
 )
 from ipvsproxy.dataplane.ipvs import NetlinkIpvs
-from ipvsproxy.model import (
-    Protocol,
-    RealServer,
-    RealServerKey,
-    VirtualServer,
-    VirtualServerKey,
-)
 from tests.support.netns import fresh_netns
 
 NEEDS_KERNEL = True
@@ -45,7 +49,7 @@ NEEDS_KERNEL = True
 def table(services: int) -> list[tuple[VirtualServer, list[RealServer]]]:
     out = []
     for i in range(services):
-        key = VirtualServerKey(f"10.96.{i // 250}.{i % 250 + 1}", 80, Protocol.TCP)
+        key = VirtualServerKey(f"10.96.{i // 250}.{i % 250 + 1}", 80, IpProtocol.TCP)
         pods = [
             RealServer(RealServerKey(f"10.244.{i // 125}.{2 * (i % 125) + n + 1}", 8080), 1)
             for n in range(2)

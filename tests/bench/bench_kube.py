@@ -23,13 +23,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from ipvsproxy import lean_import
 
+# As the proxy's entry point does, before anything imports its big dependencies.
+lean_import.install_dependencies()
+
+from ipvsproxy.core.model import ServiceKey
 from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.kube.client import make_api_client
 from ipvsproxy.kube.objects import trim_endpoint_slice, trim_service
 from ipvsproxy.kube.reflector import Reflector
 from ipvsproxy.kube.watcher import PROXY_LABEL_SELECTOR
-from ipvsproxy.model import ServiceKey
 
 
 def trigger(gen: int) -> str:

@@ -42,20 +42,22 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from ipvsproxy import lean_import
 
-from ipvsproxy.dataplane.executor import Dataplane  # noqa: E402
-from ipvsproxy.dataplane.fake_ipvs import FakeIpvs  # noqa: E402
-from ipvsproxy.dataplane.fakes import (  # noqa: E402
+# As the proxy's entry point does, before anything imports its big dependencies.
+lean_import.install_dependencies()
+
+from ipvsproxy.core.model import IpvsTable, RealServerStatus, VirtualServerKey
+from ipvsproxy.core.ops import IpvsOp
+from ipvsproxy.dataplane.executor import Dataplane
+from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
+from ipvsproxy.dataplane.fakes import (
     FakeAddresses,
-    FakeConntrack,
     FakeIpsets,
-    FakeIptables,
-    FakeSysctls,
 )
-from ipvsproxy.dataplane.interfaces import IpvsOp, IpvsTable  # noqa: E402
-from ipvsproxy.kube import objects  # noqa: E402
-from ipvsproxy.model import RealServerStatus, VirtualServerKey  # noqa: E402
-from tests.bench.reconcile_common import Load, bench, peak_rss_mb  # noqa: E402
+from ipvsproxy.kube import objects
+from tests.bench.reconcile_common import Load, bench, peak_rss_mb
+from tests.support.fake_dataplane import NODE_ADDRESSES, fake_dataplane
 
 SIZES = (5_000, 10_000)
 TOP_SITES = 25
@@ -124,24 +126,16 @@ class KernelLikeIpsets(FakeIpsets):
 
 
 def kernel_like_dataplane() -> Dataplane:
-    return Dataplane(
-        KernelLikeIpvs(),
-        KernelLikeAddresses(node_addresses=("127.0.0.1", "192.168.1.10")),
-        KernelLikeIpsets(),
-        FakeIptables(),
-        FakeConntrack(),
-        FakeSysctls(),
+    return fake_dataplane(
+        ipvs=KernelLikeIpvs(),
+        addresses=KernelLikeAddresses(node_addresses=NODE_ADDRESSES),
+        ipsets=KernelLikeIpsets(),
     )
 
 
 def null_dataplane() -> Dataplane:
-    return Dataplane(
-        NullIpvs(),
-        NullAddresses(node_addresses=("127.0.0.1", "192.168.1.10")),
-        NullIpsets(),
-        FakeIptables(),
-        FakeConntrack(),
-        FakeSysctls(),
+    return fake_dataplane(
+        ipvs=NullIpvs(), addresses=NullAddresses(node_addresses=NODE_ADDRESSES), ipsets=NullIpsets()
     )
 
 

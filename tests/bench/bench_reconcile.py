@@ -18,28 +18,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from ipvsproxy import lean_import
 
-from ipvsproxy.dataplane.executor import Dataplane
-from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
-from ipvsproxy.dataplane.fakes import (
-    FakeAddresses,
-    FakeConntrack,
-    FakeIpsets,
-    FakeIptables,
-    FakeSysctls,
-)
+# As the proxy's entry point does, before anything imports its big dependencies.
+lean_import.install_dependencies()
+
 from tests.bench.reconcile_common import Load, bench, median_ms, peak_rss_mb
-
-
-def fake_dataplane() -> Dataplane:
-    return Dataplane(
-        FakeIpvs(),
-        FakeAddresses(node_addresses=("127.0.0.1", "192.168.1.10")),
-        FakeIpsets(),
-        FakeIptables(),
-        FakeConntrack(),
-        FakeSysctls(),
-    )
+from tests.support.fake_dataplane import fake_dataplane
 
 
 async def run(services: int) -> tuple[list[float], float]:

@@ -20,6 +20,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from ipvsproxy import lean_import
+
+# As the proxy's entry point does, before anything imports its big dependencies.
+lean_import.install_dependencies()
 
 from pyroute2 import AsyncIPRoute
 

@@ -13,16 +13,22 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from ipvsproxy import fwmark
+from ipvsproxy.core import fwmark
+from ipvsproxy.core.fwmark import mark_for
+from ipvsproxy.core.ipset_catalog import (
+    EXTERNAL_LOCAL_FWMARK,
+    IpsetSpec,
+    all_specs,
+    marked_entry,
+    set_spec,
+)
+from ipvsproxy.core.model import Family, IpProtocol
 from ipvsproxy.dataplane import ipsets as ipsets_module
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.fakes import FakeIpsets
-from ipvsproxy.dataplane.interfaces import Ipsets, IpsetSpec
+from ipvsproxy.dataplane.interfaces import Ipsets
 from ipvsproxy.dataplane.ipsets import IpsetCli, destroy_owned
 from ipvsproxy.dataplane.iptables import IptablesCli, detect_backend
-from ipvsproxy.fwmark import mark_for
-from ipvsproxy.ipsetnames import EXTERNAL_LOCAL_FWMARK, all_specs, marked_entry, set_spec
-from ipvsproxy.model import Family, Protocol
 
 
 @pytest.fixture
@@ -267,7 +273,7 @@ MARKED = {Family.V4: "KUBE-EXTERNAL-LOCAL-FWMARK", Family.V6: "KUBE-6-EXTERNAL-L
 TARGET = {Family.V4: "203.0.113.7", Family.V6: "fd00:203::7"}
 
 
-def _marked(family: Family, port: int, protocol: Protocol = Protocol.TCP) -> str:
+def _marked(family: Family, port: int, protocol: IpProtocol = IpProtocol.TCP) -> str:
     address = TARGET[family]
     return marked_entry(address, protocol, port, mark_for(address, protocol, port), fwmark.MASK)
 
@@ -295,10 +301,10 @@ async def test_marked_entries_read_back_as_written(
     ipsets: Ipsets = IpsetCli(netlink_limit=0 if path == "restore" else 1_000) if real else (
         FakeIpsets())  # fmt: skip
     name = MARKED[family]
-    a, b, c = _marked(family, 443), _marked(family, 53, Protocol.UDP), _marked(family, 80)
+    a, b, c = _marked(family, 443), _marked(family, 53, IpProtocol.UDP), _marked(family, 80)
     # The full mask is left off, 0x0/0x0 is no mark at all (as ipset prints them).
     full = f"{TARGET[family]},sctp:9 skbmark 0x2c07"
-    assert marked_entry(TARGET[family], Protocol.SCTP, 9, 0x2C07, 0xFFFFFFFF) == full
+    assert marked_entry(TARGET[family], IpProtocol.SCTP, 9, 0x2C07, 0xFFFFFFFF) == full
     unmarked = f"{TARGET[family]},udp:10"
     await ipsets.ensure(all_specs(family))
     with processes_started(monkeypatch) as started:
@@ -421,7 +427,7 @@ async def test_map_mark_stamps_the_entrys_mark_on_packets(
         pytest.skip("needs the kernel: iptables -j SET --map-mark and a real datagram")
     ipsets = IpsetCli()
     name, address, port = MARKED[family], TARGET[family], 9999
-    mark = mark_for(address, Protocol.UDP, port)
+    mark = mark_for(address, IpProtocol.UDP, port)
     await ipsets.ensure([set_spec(EXTERNAL_LOCAL_FWMARK, family)._replace(skbinfo=False)])
     prefix = "ip6tables" if family is Family.V6 else "iptables"
     backend = await detect_backend()
@@ -431,7 +437,7 @@ async def test_map_mark_stamps_the_entrys_mark_on_packets(
         f"*mangle\n-A OUTPUT -j SET --map-set {name} dst,dst --map-mark\n{rule}\nCOMMIT\n",
     )
     await ipsets.ensure(all_specs(family))  # rebuilt while the rule references it
-    entry = marked_entry(address, Protocol.UDP, port, mark, fwmark.MASK)
+    entry = marked_entry(address, IpProtocol.UDP, port, mark, fwmark.MASK)
     await ipsets.update({name: ({entry}, set())})
     plen = 128 if family is Family.V6 else 32
     await ipsets_module.run_command(["ip", "addr", "add", f"{address}/{plen}", "dev", "lo"])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from ipvsproxy.core.ipset_catalog import all_specs
+from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import CommandError
 from ipvsproxy.dataplane.fakes import FakeIpsets, FakeIptables
 from ipvsproxy.dataplane.interfaces import Ipsets, Iptables
@@ -20,8 +22,6 @@ from ipvsproxy.dataplane.iptables_rules import (
     RulesConfig,
     find_jumps,
 )
-from ipvsproxy.ipsetnames import all_specs
-from ipvsproxy.model import Family
 
 FAMILIES = [Family.V4, Family.V6]
 OPERATOR_RULE = {

@@ -10,32 +10,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ipvsproxy.dataplane import ipvs_netlink as nl
-from ipvsproxy.dataplane import netlink
-from ipvsproxy.dataplane.errors import (
-    InvalidValueError,
-    IpvsBatchError,
-    SchedulerUnavailableError,
-)
-from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
-from ipvsproxy.dataplane.interfaces import (
-    AddRealServer,
-    AddVirtualServer,
-    DeleteRealServer,
-    DeleteVirtualServer,
-    IpvsOp,
-    UpdateRealServer,
-    UpdateVirtualServer,
-)
-from ipvsproxy.dataplane.ipvs import NetlinkIpvs, decode_dest, decode_service, encode_op
-from ipvsproxy.fwmark import mark_for
-from ipvsproxy.model import (
+from ipvsproxy.core.fwmark import mark_for
+from ipvsproxy.core.model import (
     FLAG_PERSISTENT,
     FLAG_SCHED_MH_PORT,
     FLAG_SCHED_SH_FALLBACK,
     FLAG_SCHED_SH_PORT,
     Family,
-    Protocol,
+    IpProtocol,
     RealServer,
     RealServerKey,
     RealServerStatus,
@@ -44,18 +26,36 @@ from ipvsproxy.model import (
     VirtualServerKey,
     fwmark_key,
 )
+from ipvsproxy.core.ops import (
+    AddRealServer,
+    AddVirtualServer,
+    DeleteRealServer,
+    DeleteVirtualServer,
+    IpvsOp,
+    UpdateRealServer,
+    UpdateVirtualServer,
+)
+from ipvsproxy.dataplane import ipvs_netlink as nl
+from ipvsproxy.dataplane import netlink
+from ipvsproxy.dataplane.errors import (
+    InvalidValueError,
+    IpvsBatchError,
+    SchedulerUnavailableError,
+)
+from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
+from ipvsproxy.dataplane.ipvs import NetlinkIpvs, decode_dest, decode_service, encode_op
 
 Ipvs = NetlinkIpvs | FakeIpvs
 
 # Every scheduler module of Debian's 6.1 kernel (twos came in 6.7).
 KERNEL_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh")
 
-V4 = VirtualServerKey("10.96.0.10", 80, Protocol.TCP)
-V6 = VirtualServerKey("fd00::10", 80, Protocol.TCP)
+V4 = VirtualServerKey("10.96.0.10", 80, IpProtocol.TCP)
+V6 = VirtualServerKey("fd00::10", 80, IpProtocol.TCP)
 # Firewall-mark services with marks of ours (which carry their protocol).
-MARK = mark_for("203.0.113.10", Protocol.TCP, 80)
-FWM4 = fwmark_key(Family.V4, MARK, Protocol.TCP)
-FWM6 = fwmark_key(Family.V6, MARK, Protocol.TCP)
+MARK = mark_for("203.0.113.10", IpProtocol.TCP, 80)
+FWM4 = fwmark_key(Family.V4, MARK, IpProtocol.TCP)
+FWM6 = fwmark_key(Family.V6, MARK, IpProtocol.TCP)
 KEYS = [V4, V6, FWM4, FWM6]
 KEY_IDS = ["v4", "v6", "fwmark-v4", "fwmark-v6"]
 
@@ -103,9 +103,9 @@ def endpoints(key: VirtualServerKey) -> tuple[RealServer, RealServer]:
 # ----------------------------------------------------------- virtual servers
 
 
-@pytest.mark.parametrize("protocol", list(Protocol))
+@pytest.mark.parametrize("protocol", list(IpProtocol))
 @pytest.mark.parametrize("address", ["10.96.0.10", "fd00::10"])
-async def test_add_list_delete(ipvs: Ipvs, protocol: Protocol, address: str) -> None:
+async def test_add_list_delete(ipvs: Ipvs, protocol: IpProtocol, address: str) -> None:
     key = VirtualServerKey(address, 53, protocol)
     a, b = endpoints(key)
     server = VirtualServer(key, "rr")
@@ -173,7 +173,7 @@ async def test_real_server_weight(ipvs: Ipvs, key: VirtualServerKey) -> None:
 
 
 async def test_connection_counters(ipvs: Ipvs, real: bool) -> None:
-    key = VirtualServerKey("10.96.0.10", 80, Protocol.TCP)
+    key = VirtualServerKey("10.96.0.10", 80, IpProtocol.TCP)
     backend = rs("10.0.1.1", 8080)
     await ipvs.apply([AddVirtualServer(VirtualServer(key)), AddRealServer(key, backend)])
     if isinstance(ipvs, FakeIpvs):
@@ -198,9 +198,9 @@ async def test_connection_counters(ipvs: Ipvs, real: bool) -> None:
 # ------------------------------------------------------ firewall-mark services
 
 
-@pytest.mark.parametrize("protocol", list(Protocol))
+@pytest.mark.parametrize("protocol", list(IpProtocol))
 @pytest.mark.parametrize("family", list(Family))
-async def test_fwmark_add_list_delete(ipvs: Ipvs, family: Family, protocol: Protocol) -> None:
+async def test_fwmark_add_list_delete(ipvs: Ipvs, family: Family, protocol: IpProtocol) -> None:
     key = fwmark_key(family, mark_for("203.0.113.10", protocol, 53), protocol)
     a, b = endpoints(key)
     server = VirtualServer(key, "wlc", FLAG_PERSISTENT, 60)
@@ -247,12 +247,12 @@ async def test_fwmark_and_address_services_coexist(ipvs: Ipvs) -> None:
 async def test_fwmark_service_is_named_by_family_and_mark(ipvs: Ipvs) -> None:
     # A key naming another protocol names the same service (the kernel keeps
     # none); it lists back with the mark's. A foreign mark lists back as TCP.
-    as_udp = FWM4._replace(protocol=Protocol.UDP)
-    foreign = fwmark_key(Family.V6, 0x1, Protocol.SCTP)
+    as_udp = FWM4._replace(protocol=IpProtocol.UDP)
+    foreign = fwmark_key(Family.V6, 0x1, IpProtocol.SCTP)
     await ipvs.apply(
         [AddVirtualServer(VirtualServer(as_udp)), AddVirtualServer(VirtualServer(foreign))]
     )
-    listed_foreign = foreign._replace(protocol=Protocol.TCP)
+    listed_foreign = foreign._replace(protocol=IpProtocol.TCP)
     assert set((await ipvs.dump()).virtual_servers) == {FWM4, listed_foreign}
     with pytest.raises(IpvsBatchError) as caught:
         await ipvs.apply([AddVirtualServer(VirtualServer(FWM4))])
@@ -264,7 +264,7 @@ async def test_fwmark_service_is_named_by_family_and_mark(ipvs: Ipvs) -> None:
 
 
 async def test_fwmark_errors(ipvs: Ipvs) -> None:
-    missing = fwmark_key(Family.V4, MARK + 4, Protocol.TCP)  # another mark of ours
+    missing = fwmark_key(Family.V4, MARK + 4, IpProtocol.TCP)  # another mark of ours
     a, b = endpoints(FWM4)
     await ipvs.apply([AddVirtualServer(VirtualServer(FWM4)), AddRealServer(FWM4, a)])
     batch: list[tuple[IpvsOp, int]] = [
@@ -292,30 +292,30 @@ async def test_fwmark_errors(ipvs: Ipvs) -> None:
 
 # ------------------------------------------------------------------ bad input
 
-GOOD = VirtualServer(VirtualServerKey("10.96.0.1", 80, Protocol.TCP))
+GOOD = VirtualServer(VirtualServerKey("10.96.0.1", 80, IpProtocol.TCP))
 
 BAD_OPS: list[tuple[str, IpvsOp, str]] = [
     (
         "address",
-        AddVirtualServer(VirtualServer(VirtualServerKey("10.0.0.300", 80, Protocol.TCP))),
+        AddVirtualServer(VirtualServer(VirtualServerKey("10.0.0.300", 80, IpProtocol.TCP))),
         "address",
     ),
     (
         "not-ip",
-        AddVirtualServer(VirtualServer(VirtualServerKey("svc.local", 80, Protocol.TCP))),
+        AddVirtualServer(VirtualServer(VirtualServerKey("svc.local", 80, IpProtocol.TCP))),
         "address",
     ),
     (
         "v6-case",
-        AddVirtualServer(VirtualServer(VirtualServerKey("FD00::1", 80, Protocol.TCP))),
+        AddVirtualServer(VirtualServer(VirtualServerKey("FD00::1", 80, IpProtocol.TCP))),
         "address",
     ),
     (
         "port-0",
-        AddVirtualServer(VirtualServer(VirtualServerKey("10.0.0.1", 0, Protocol.TCP))),
+        AddVirtualServer(VirtualServer(VirtualServerKey("10.0.0.1", 0, IpProtocol.TCP))),
         "port",
     ),
-    ("port-big", DeleteVirtualServer(VirtualServerKey("10.0.0.1", 65536, Protocol.UDP)), "port"),
+    ("port-big", DeleteVirtualServer(VirtualServerKey("10.0.0.1", 65536, IpProtocol.UDP)), "port"),
     (
         "protocol",
         AddVirtualServer(VirtualServer(VirtualServerKey("10.0.0.1", 80, "ICMP"))),  # type: ignore[arg-type]
@@ -401,8 +401,8 @@ async def test_fake_scheduler_availability_is_settable() -> None:
 
 
 async def test_batch_reports_every_failure_and_applies_the_rest(ipvs: Ipvs) -> None:
-    other = VirtualServerKey("10.96.0.20", 80, Protocol.UDP)
-    missing = VirtualServerKey("10.96.0.99", 80, Protocol.TCP)
+    other = VirtualServerKey("10.96.0.20", 80, IpProtocol.UDP)
+    missing = VirtualServerKey("10.96.0.99", 80, IpProtocol.TCP)
     a, b = rs("10.0.1.1"), rs("10.0.1.2")
     await ipvs.apply([AddVirtualServer(GOOD), AddRealServer(GOOD.key, a)])
 
@@ -436,7 +436,7 @@ async def test_batch_reports_every_failure_and_applies_the_rest(ipvs: Ipvs) -> N
 async def test_large_batch(ipvs: Ipvs) -> None:
     # More ops than one sendmsg carries, with failures spread over the chunks.
     keys = [
-        VirtualServerKey(f"10.97.{i // 250}.{i % 250 + 1}", 80, Protocol.TCP) for i in range(1500)
+        VirtualServerKey(f"10.97.{i // 250}.{i % 250 + 1}", 80, IpProtocol.TCP) for i in range(1500)
     ]
     ops: list[IpvsOp] = []
     for key in keys:
@@ -457,7 +457,7 @@ async def test_large_batch(ipvs: Ipvs) -> None:
 async def test_dump_with_long_real_server_lists(ipvs: Ipvs) -> None:
     # A service whose real servers overflow one netlink buffer keeps its dump
     # running, so the dumps pipelined after it are refused (EBUSY) and retried.
-    keys = [VirtualServerKey(f"10.96.0.{i}", 80, Protocol.TCP) for i in range(1, 7)]
+    keys = [VirtualServerKey(f"10.96.0.{i}", 80, IpProtocol.TCP) for i in range(1, 7)]
     many = {key: [rs(f"10.1.{i}.{n}", 80) for n in range(1, 201)] for i, key in enumerate(keys)}
     ops: list[IpvsOp] = []
     for key in keys:
@@ -511,9 +511,9 @@ async def test_ipvsadm_sees_what_we_programmed(ipvs: Ipvs, real: bool) -> None:
         pytest.skip("ipvsadm reads the kernel")
     assert isinstance(ipvs, NetlinkIpvs)
     v4 = VirtualServer(
-        VirtualServerKey("10.96.0.10", 443, Protocol.TCP), "wlc", FLAG_PERSISTENT, 10800
+        VirtualServerKey("10.96.0.10", 443, IpProtocol.TCP), "wlc", FLAG_PERSISTENT, 10800
     )
-    v6 = VirtualServer(VirtualServerKey("fd00::53", 53, Protocol.UDP), "mh", FLAG_SCHED_MH_PORT)
+    v6 = VirtualServer(VirtualServerKey("fd00::53", 53, IpProtocol.UDP), "mh", FLAG_SCHED_MH_PORT)
     await ipvs.apply(
         [
             AddVirtualServer(v4),
@@ -539,7 +539,7 @@ async def test_ipvsadm_sees_fwmark_services(ipvs: Ipvs, real: bool) -> None:
     if not real:
         pytest.skip("ipvsadm reads the kernel")
     assert isinstance(ipvs, NetlinkIpvs)
-    udp = fwmark_key(Family.V6, mark_for("2001:db8::10", Protocol.UDP, 53), Protocol.UDP)
+    udp = fwmark_key(Family.V6, mark_for("2001:db8::10", IpProtocol.UDP, 53), IpProtocol.UDP)
     v4 = VirtualServer(FWM4, "rr")
     v6 = VirtualServer(udp, "wlc", FLAG_PERSISTENT, 30)
     await ipvs.apply(
@@ -583,7 +583,7 @@ def _pyroute2_decode(payload: bytes) -> dict[str, object]:
 
 @pytest.mark.parametrize("address", ["10.96.0.10", "fd00::10"])
 def test_encoding_reads_back_through_pyroute2(address: str) -> None:
-    key = VirtualServerKey(address, 8443, Protocol.SCTP)
+    key = VirtualServerKey(address, 8443, IpProtocol.SCTP)
     server = VirtualServer(key, "mh", FLAG_SCHED_MH_PORT | FLAG_PERSISTENT, 77)
     svc = _pyroute2_decode(encode_op(UpdateVirtualServer(server)))
     assert svc["cmd"] == nl.CMD_SET_SERVICE
@@ -628,7 +628,7 @@ def test_decoding_reads_what_pyroute2_encodes() -> None:
     ]
     msg.encode()
     decoded = decode_service(netlink.Message(0, 0, 0, bytes(msg.data)))
-    key = VirtualServerKey("fd00::10", 53, Protocol.UDP)
+    key = VirtualServerKey("fd00::10", 53, IpProtocol.UDP)
     # 0x13 = persistent | hashed | sh-port: the kernel's hashed bit is dropped.
     assert decoded == (VirtualServer(key, "sh", 0x11, 300), Stats())
 

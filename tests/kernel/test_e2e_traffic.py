@@ -17,8 +17,8 @@ import pytest
 
 from ipvsproxy.app import remove_everything
 from ipvsproxy.config import Config
+from ipvsproxy.core.model import Family, IpProtocol, VirtualServerKey
 from ipvsproxy.dataplane.ipsets import run_command
-from ipvsproxy.model import Family, Protocol, VirtualServerKey
 from tests.support.cluster import Cluster, service_object, slice_object
 from tests.support.pods import Pod, PodNetwork, tcp_ask, tcp_open, udp_ask
 
@@ -113,7 +113,7 @@ async def test_a_terminating_pod_keeps_its_connection_but_gets_no_new_one(env: E
 
 
 def web_key() -> VirtualServerKey:
-    return VirtualServerKey(VIP, 80, Protocol.TCP)
+    return VirtualServerKey(VIP, 80, IpProtocol.TCP)
 
 
 async def test_udp_service(env: Env) -> None:

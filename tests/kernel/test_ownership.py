@@ -2,7 +2,7 @@
 
 Before: an operator's IPVS service on an address that is not ours (made with ipvsadm), an
 operator's iptables rule and chain, an operator's ipset; plus everything the proxy makes.
-Then every cleanup path runs: deleting the virtual servers ``observe.owned_state`` finds ours
+Then every cleanup path runs: deleting the virtual servers ``ownership.owned_state`` finds ours
 in a dump of the real table, iptables cleanup (both families), destroying the KUBE-* sets,
 unbinding our addresses and deleting kube-ipvs0. After: the operator's state is intact.
 """
@@ -12,15 +12,15 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 
+from ipvsproxy.core.ipset_catalog import all_specs
+from ipvsproxy.core.model import Family, IpProtocol, VirtualServerKey
+from ipvsproxy.core.ops import DeleteVirtualServer
+from ipvsproxy.core.ownership import owned_state
 from ipvsproxy.dataplane.addresses import NetlinkAddresses
-from ipvsproxy.dataplane.interfaces import DeleteVirtualServer
 from ipvsproxy.dataplane.ipsets import IpsetCli, destroy_owned
 from ipvsproxy.dataplane.iptables import IptablesCli, RulesSyncer, detect_backend
 from ipvsproxy.dataplane.iptables_rules import RulesConfig
 from ipvsproxy.dataplane.ipvs import NetlinkIpvs
-from ipvsproxy.ipsetnames import all_specs
-from ipvsproxy.model import Family, Protocol, VirtualServerKey
-from ipvsproxy.observe import owned_state
 
 
 def sh(*argv: str) -> str:
@@ -66,7 +66,7 @@ async def test_cleanup_paths_keep_operator_state(netns: int) -> None:
 
     # Every cleanup path.
     entries = {n: await ipsets.entries(n) for n in await ipsets.list_names() if n in names}
-    tcp = Protocol.TCP
+    tcp = IpProtocol.TCP
     excluded = VirtualServerKey("10.96.0.11", 80, tcp)
     async with await NetlinkIpvs.open() as ipvs:
         exclude = [ipaddress.ip_network("10.96.0.11/32")]

@@ -11,12 +11,12 @@ from typing import Any
 
 from ipvsproxy.app import open_dataplane, prepare_kernel
 from ipvsproxy.config import Config
+from ipvsproxy.core.model import ServiceKey
 from ipvsproxy.dataplane.executor import Dataplane
 from ipvsproxy.kube.cache import ClusterCache
-from ipvsproxy.model import ServiceKey
 from ipvsproxy.reconciler import Reconciler, Settings, SyncResult
-
-NODE = "node-a"
+from tests.support import builders
+from tests.support.builders import NODE
 
 
 def service_object(
@@ -25,31 +25,26 @@ def service_object(
     ports: list[tuple[int, int, str]],
     **spec: Any,
 ) -> dict[str, Any]:
-    """``ports``: (port, targetPort, protocol); ``spec``: extra spec fields (camelCase)."""
-    annotations = spec.pop("annotations", None)
+    """``ports``: (port, targetPort, protocol), port N named "pN"; ``spec``: extra spec
+    fields (camelCase), ``nodePorts`` (one per port), ``annotations`` and ``status``."""
+    node_ports = spec.pop("nodePorts", None)
     status = spec.pop("status", None)
-    body: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": "default", "resourceVersion": "1"},
-        "spec": {
-            "type": spec.pop("type", "ClusterIP"),
-            "clusterIP": cluster_ip,
-            "clusterIPs": [cluster_ip],
-            "ports": [
-                {"name": f"p{port}", "port": port, "targetPort": target, "protocol": proto}
-                | ({"nodePort": spec["nodePorts"][i]} if "nodePorts" in spec else {})
-                for i, (port, target, proto) in enumerate(ports)
-            ],
-        },
-    }
-    spec.pop("nodePorts", None)
-    body["spec"].update(spec)
-    if annotations:
-        body["metadata"]["annotations"] = annotations
+    svc = builders.service(
+        name,
+        cluster_ips=(cluster_ip,),
+        ports=[
+            builders.port(
+                number, f"p{number}", proto, node_ports[i] if node_ports else None, target
+            )
+            for i, (number, target, proto) in enumerate(ports)
+        ],
+        annotations=spec.pop("annotations", None),
+        resource_version="1",
+        **spec,
+    )
     if status:
-        body["status"] = status
-    return body
+        svc["status"] = status
+    return svc
 
 
 def slice_object(
@@ -60,29 +55,20 @@ def slice_object(
     suffix: str = "1",
     nodes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``endpoints``: (ip, ready); ``ports``: (name, port, protocol), the name being the
-    service port's (service_object names port N "pN"); ``nodes``: the node of an
-    endpoint by its ip, when not this one."""
-    family = "IPv6" if endpoints and ":" in endpoints[0][0] else "IPv4"
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": f"{service}-{suffix}",
-            "namespace": "default",
-            "labels": {"kubernetes.io/service-name": service},
-        },
-        "addressType": family,
-        "endpoints": [
-            {
-                "addresses": [ip],
-                "conditions": {"ready": ready, "serving": True, "terminating": not ready},
-                "nodeName": (nodes or {}).get(ip, NODE),
-            }
+    """``endpoints``: (ip, ready), a not-ready one terminating; ``ports``: (name, port,
+    protocol), the name being the service port's (service_object names port N "pN");
+    ``nodes``: the node of an endpoint by its ip, when not this one."""
+    return builders.endpoint_slice(
+        [
+            builders.endpoint(
+                ip, (nodes or {}).get(ip, NODE), ready=ready, serving=True, terminating=not ready
+            )
             for ip, ready in endpoints
         ],
-        "ports": [{"name": name, "port": port, "protocol": proto} for name, port, proto in ports],
-    }
+        ports,
+        service=service,
+        name=f"{service}-{suffix}",
+    )
 
 
 class Cluster:

@@ -9,19 +9,12 @@ from ipvsproxy.config import Config
 from ipvsproxy.dataplane.errors import KernelModuleError, SchedulerUnavailableError
 from ipvsproxy.dataplane.executor import Dataplane
 from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
-from ipvsproxy.dataplane.fakes import (
-    FakeAddresses,
-    FakeConntrack,
-    FakeIpsets,
-    FakeIptables,
-    FakeSysctls,
-)
+from ipvsproxy.dataplane.fakes import FakeSysctls
+from tests.support.fake_dataplane import fake_dataplane
 
 
 def dataplane(sysctls: FakeSysctls, ipvs: FakeIpvs | None = None) -> Dataplane:
-    return Dataplane(
-        ipvs or FakeIpvs(), FakeAddresses(), FakeIpsets(), FakeIptables(), FakeConntrack(), sysctls
-    )
+    return fake_dataplane(sysctls=sysctls, ipvs=ipvs)
 
 
 async def test_modules_sysctls_and_timeouts_as_kube_proxy() -> None:

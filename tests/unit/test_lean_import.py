@@ -19,6 +19,8 @@ def _run(code: str) -> str:
 def test_the_proxy_loads_no_model_and_a_model_still_loads_when_asked_for() -> None:
     out = _run(
         "import sys\n"
+        "from ipvsproxy import lean_import\n"
+        "lean_import.install_dependencies()\n"
         "import ipvsproxy.app\n"
         "from kubernetes_asyncio import client\n"
         "count = lambda: sum(m.startswith('kubernetes_asyncio.') for m in sys.modules)\n"
@@ -36,7 +38,8 @@ def test_the_proxy_loads_no_model_and_a_model_still_loads_when_asked_for() -> No
 
 def test_names_the_real_init_exports_resolve() -> None:
     out = _run(
-        "import ipvsproxy.kube\n"
+        "from ipvsproxy import lean_import\n"
+        "lean_import.install_dependencies()\n"
         "import kubernetes_asyncio\n"
         "from kubernetes_asyncio import client, config, watch\n"
         "print(type(kubernetes_asyncio).__name__, client.CoreV1Api.__name__,"
@@ -55,6 +58,8 @@ def test_names_the_real_init_exports_resolve() -> None:
 def test_pyroute2_loads_what_the_dataplane_uses_and_the_rest_on_demand() -> None:
     out = _run(
         "import sys\n"
+        "from ipvsproxy import lean_import\n"
+        "lean_import.install_dependencies()\n"
         "import ipvsproxy.app\n"
         "import pyroute2\n"
         "loaded = lambda: sum(m.startswith('pyroute2.') for m in sys.modules)\n"
@@ -68,9 +73,10 @@ def test_pyroute2_loads_what_the_dataplane_uses_and_the_rest_on_demand() -> None
 
 
 def test_an_imported_package_is_left_alone() -> None:
-    # This session imported both already (tests/conftest.py, through ipvsproxy).
+    # This session imported both already (tests/conftest.py installed them, tests used them).
     assert "kubernetes_asyncio" in sys.modules
-    assert lean_import.install("kubernetes_asyncio", ("kubernetes_asyncio",), ()) is False
+    reason = lean_import.install("kubernetes_asyncio", ("kubernetes_asyncio",), ())
+    assert reason == "imported already"
 
 
 def test_a_needed_module_that_fails_leaves_the_normal_import(tmp_path: Path) -> None:
@@ -80,9 +86,10 @@ def test_a_needed_module_that_fails_leaves_the_normal_import(tmp_path: Path) -> 
     (package / "part.py").write_text("class Thing:\n    pass\n")
     sys.path.insert(0, str(tmp_path))
     try:
-        assert lean_import.install("bulky", ("bulky",), needed=("bulky.missing",)) is False
+        reason = lean_import.install("bulky", ("bulky",), needed=("bulky.missing",))
+        assert reason == "ModuleNotFoundError: No module named 'bulky.missing'"
         assert "bulky" not in sys.modules
-        assert lean_import.install("bulky", ("bulky",), needed=("bulky.part",)) is True
+        assert lean_import.install("bulky", ("bulky",), needed=("bulky.part",)) is None
         import bulky  # type: ignore[import-not-found]
 
         assert type(bulky).__name__ == "LazyPackage"
@@ -92,3 +99,47 @@ def test_a_needed_module_that_fails_leaves_the_normal_import(tmp_path: Path) -> 
         sys.path.remove(str(tmp_path))
         for name in [m for m in sys.modules if m == "bulky" or m.startswith("bulky.")]:
             del sys.modules[name]
+
+
+def test_importing_the_package_installs_nothing() -> None:
+    # Only the entry points install the stand-ins: importing any module is no side effect.
+    out = _run(
+        "import ipvsproxy.app, ipvsproxy.kube, ipvsproxy.dataplane, sys\n"
+        "print(type(sys.modules['kubernetes_asyncio']).__name__,"
+        " type(sys.modules['pyroute2']).__name__)\n"
+    )
+    assert out.split() == ["module", "module"]
+
+
+def test_the_entry_point_says_why_a_library_keeps_its_own_import(tmp_path: Path) -> None:
+    # pyroute2 imported before the entry point runs: its normal import stands, logged at debug.
+    code = (
+        "import pyroute2, sys\n"
+        "from ipvsproxy import cli, app\n"
+        "app.run = lambda config: 0\n"
+        "sys.exit(cli.main(['--v=1', '--log-format=json', '--kubeconfig=x']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert '"library": "pyroute2"' in done.stderr + done.stdout
+    assert "imported already" in done.stderr + done.stdout
+
+
+def test_the_plan_command_loads_no_pyroute2_and_no_kubernetes_client(tmp_path: Path) -> None:
+    manifest = tmp_path / "sample.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n"
+        "spec: {clusterIP: 10.96.0.10, ports: [{port: 80, protocol: TCP}]}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ipvsproxy", "plan", "-f", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "TCP  10.96.0.10:80 rr" in done.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()]
+    assert "ipvsproxy.core.plan.service" in imported  # importtime's output was read
+    assert not [m for m in imported if m.startswith(("pyroute2", "kubernetes_asyncio"))]

@@ -7,27 +7,10 @@ from typing import Any
 
 import pytest
 
-from ipvsproxy import fwmark
-from ipvsproxy.dataplane.errors import KernelModuleError
-from ipvsproxy.dataplane.executor import Dataplane
-from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
-from ipvsproxy.dataplane.fakes import (
-    FakeAddresses,
-    FakeConntrack,
-    FakeIpsets,
-    FakeIptables,
-    FakeSysctls,
-)
-from ipvsproxy.dataplane.interfaces import (
-    AddRealServer,
-    AddVirtualServer,
-    DeleteVirtualServer,
-    UpdateRealServer,
-)
-from ipvsproxy.kube.cache import ClusterCache
-from ipvsproxy.model import (
+from ipvsproxy.core import fwmark
+from ipvsproxy.core.model import (
     Family,
-    Protocol,
+    IpProtocol,
     RealServer,
     RealServerKey,
     ServiceKey,
@@ -35,37 +18,35 @@ from ipvsproxy.model import (
     VirtualServerKey,
     fwmark_key,
 )
+from ipvsproxy.core.ops import (
+    AddRealServer,
+    AddVirtualServer,
+    DeleteVirtualServer,
+    UpdateRealServer,
+)
+from ipvsproxy.dataplane.errors import KernelModuleError
+from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
+from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.reconciler import Reconciler, Settings
-from tests.unit.strategies import colliding_ips, endpoint, port, service
-
-NODE_IP = "192.168.1.10"
+from tests.support.builders import NODE_V4, endpoint, endpoint_slice, port, service
+from tests.support.fake_dataplane import fake_dataplane
+from tests.support.strategies import colliding_ips
 
 
 def slice_for(name: str, ips: list[str], target: int = 8080, proto: str = "TCP") -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": f"{name}-1",
-            "namespace": "default",
-            "labels": {"kubernetes.io/service-name": name},
-        },
-        "addressType": "IPv4",
-        "endpoints": [endpoint(ip) for ip in ips],
-        "ports": [{"name": "", "port": target, "protocol": proto}],
-    }
+    return endpoint_slice([endpoint(ip) for ip in ips], [("", target, proto)], service=name)
 
 
 class World:
     """A cluster cache, the fakes, and a reconciler wired together as in the proxy."""
 
     def __init__(self, ipvs: FakeIpvs | None = None, **settings: Any) -> None:
-        self.ipvs = ipvs or FakeIpvs()
-        self.addresses = FakeAddresses(node_addresses=("127.0.0.1", NODE_IP))
-        self.ipsets = FakeIpsets()
-        self.iptables = FakeIptables()
-        self.conntrack = FakeConntrack()
-        self.dataplane = Dataplane(
-            self.ipvs, self.addresses, self.ipsets, self.iptables, self.conntrack, FakeSysctls()
-        )
+        self.dataplane = fake_dataplane(ipvs=ipvs)
+        self.ipvs = self.dataplane.ipvs
+        self.addresses = self.dataplane.addresses
+        self.ipsets = self.dataplane.ipsets
+        self.iptables = self.dataplane.iptables
+        self.conntrack = self.dataplane.conntrack
         defaults: dict[str, Any] = {"node_name": "node-a", "min_sync_period": 0.0}
         self.reconciler = Reconciler(
             ClusterCache(), self.dataplane, Settings(**(defaults | settings))
@@ -90,7 +71,7 @@ class World:
         }
 
 
-def vs(ip: str, proto: Protocol = Protocol.TCP) -> VirtualServerKey:
+def vs(ip: str, proto: IpProtocol = IpProtocol.TCP) -> VirtualServerKey:
     return VirtualServerKey(ip, 80, proto)
 
 
@@ -146,7 +127,7 @@ async def test_udp_real_servers_go_at_once_and_their_conntrack_entries_too() -> 
     world = World()
     world.add_service("dns", "10.96.0.53", ["10.244.1.2", "10.244.2.2"], proto="UDP")
     await world.reconciler.sync_once()
-    key = vs("10.96.0.53", Protocol.UDP)
+    key = vs("10.96.0.53", IpProtocol.UDP)
     world.ipvs.set_connections(key, RealServerKey("10.244.2.2", 8080), 3)
     world.conntrack.add_udp_entry("10.0.0.1", 4000, "10.96.0.53", 80, "10.244.2.2", 8080)
     world.conntrack.add_udp_entry("10.0.0.1", 4001, "10.96.0.53", 80, "10.244.1.2", 8080)
@@ -186,7 +167,7 @@ async def test_full_resync_heals_drift_and_spares_what_is_not_ours() -> None:
     world = World()
     world.add_service("web", "10.96.0.10", ["10.244.1.2"])
     await world.reconciler.sync_once()
-    operator = VirtualServerKey(NODE_IP, 8443, Protocol.TCP)
+    operator = VirtualServerKey(NODE_V4, 8443, IpProtocol.TCP)
     await world.ipvs.apply(
         [AddVirtualServer(VirtualServer(operator)), DeleteVirtualServer(vs("10.96.0.10"))]
     )
@@ -284,7 +265,7 @@ async def test_a_shared_firewall_mark_serves_one_service_then_passes_on() -> Non
     """#115931's marks are hashes: when two Services' LB IPs get one mark, in-cluster
     traffic of the second stays local (and it is told why) until the first goes."""
     first, second = colliding_ips(80)
-    mark = fwmark.mark_for(first, Protocol.TCP, 80)
+    mark = fwmark.mark_for(first, IpProtocol.TCP, 80)
     world = World()
     world.cache.service_store.upsert(_etp_local_lb("a", first, "10.96.0.1"))
     world.cache.slice_store.upsert(slice_for("a", ["10.244.1.2"]))
@@ -292,7 +273,7 @@ async def test_a_shared_firewall_mark_serves_one_service_then_passes_on() -> Non
     world.cache.slice_store.upsert(slice_for("b", ["10.244.2.2"]))
     result = await world.reconciler.sync_once()
     assert result is not None
-    marked = fwmark_key(Family.V4, mark, Protocol.TCP)
+    marked = fwmark_key(Family.V4, mark, IpProtocol.TCP)
     assert (await world.table())[marked] == {("10.244.1.2", 1)}
     entries = {f"{first},tcp:80 skbmark {mark:#x}/0x3fff"}
     assert await world.ipsets.entries("KUBE-EXTERNAL-LOCAL-FWMARK") == entries

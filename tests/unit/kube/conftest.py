@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from ipvsproxy.core.model import ServiceKey
 from ipvsproxy.kube.client import make_api_client
-from ipvsproxy.model import ServiceKey
 from tests.apiserver import ApiServer
+from tests.support import builders
 
 
 def write_kubeconfig(path: Path, url: str) -> Path:
@@ -72,20 +73,16 @@ def service(
     labels: dict[str, str] | None = None,
     port: int = 80,
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": ip,
-            "clusterIPs": [ip],
-            "ipFamilies": ["IPv4"],
-            "selector": {"app": name},
-            "ports": [{"name": "http", "protocol": "TCP", "port": port, "targetPort": 8080}],
-            "sessionAffinity": "None",
-        },
-    }
+    return builders.service(
+        name,
+        namespace=ns,
+        cluster_ips=(ip,),
+        labels=labels,
+        ports=[builders.port(port, "http", target=8080)],
+        ipFamilies=["IPv4"],
+        selector={"app": name},
+        sessionAffinity="None",
+    )
 
 
 def endpoint_slice(
@@ -98,41 +95,36 @@ def endpoint_slice(
     trigger: str | None = None,
     labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": name,
-        "namespace": ns,
-        "labels": {
-            "kubernetes.io/service-name": svc,
-            "endpointslice.kubernetes.io/managed-by": "x",
-            **(labels or {}),
-        },
-    }
-    if trigger:
-        meta["annotations"] = {"endpoints.kubernetes.io/last-change-trigger-time": trigger}
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": meta,
-        "addressType": "IPv4",
-        "endpoints": [
-            {
-                "addresses": [ip],
-                "conditions": {"ready": ready, "serving": ready, "terminating": False},
-                "nodeName": "node-a",
-                "zone": "zone-1",
-                "targetRef": {"kind": "Pod", "name": f"pod-{ip}", "namespace": ns, "uid": "u"},
-            }
+    """A slice as the EndpointSlice controller writes it: fields the proxy does not read
+    (targetRef, zone, appProtocol, managed-by) included, so trimming is exercised."""
+    obj = builders.endpoint_slice(
+        [
+            builders.endpoint(
+                ip,
+                "node-a",
+                ready=ready,
+                serving=ready,
+                terminating=False,
+                zone="zone-1",
+                pod=f"pod-{ip}",
+            )
             for ip in (ips or ["10.0.0.1"])
         ],
-        "ports": [{"name": "http", "protocol": "TCP", "port": 8080, "appProtocol": "http"}],
-    }
+        [("http", 8080, "TCP")],
+        service=svc,
+        name=name,
+        namespace=ns,
+        labels={"endpointslice.kubernetes.io/managed-by": "x", **(labels or {})},
+        trigger_time=trigger,
+    )
+    obj["ports"][0]["appProtocol"] = "http"
+    return obj
 
 
 def node(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": {"podCIDR": "10.244.0.0/24"},
-        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.10"}]},
-    }
+    return builders.node(
+        name,
+        labels=labels,
+        pod_cidrs=["10.244.0.0/24"],
+        addresses=[("InternalIP", "192.168.0.10")],
+    )

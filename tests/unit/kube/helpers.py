@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from ipvsproxy.core.model import ServiceKey
 from ipvsproxy.kube.objects import SERVICE_NAME_LABEL
 from ipvsproxy.kube.watcher import ClusterWatcher
-from ipvsproxy.model import ServiceKey
 from tests.apiserver import ApiServer
 from tests.apiserver.selectors import parse_label_selector
 from tests.apiserver.store import find_resource

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ipvsproxy.core.model import ServiceKey
 from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.kube.objects import trim_endpoint_slice
-from ipvsproxy.model import ServiceKey
 from tests.unit.kube.conftest import Recorder, endpoint_slice
 
 X = ServiceKey("default", "x")

@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from ipvsproxy.core.model import ServiceKey
 from ipvsproxy.kube import ClusterWatcher, ReflectorSettings
-from ipvsproxy.model import ServiceKey
 from tests.apiserver import ApiServer
 from tests.unit.kube.conftest import endpoint_slice, node, service
 from tests.unit.kube.helpers import converged, eventually, server_services, server_slices

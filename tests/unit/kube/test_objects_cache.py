@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ipvsproxy.core.model import ServiceKey
 from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.kube.objects import (
     MalformedObject,
@@ -15,7 +16,6 @@ from ipvsproxy.kube.objects import (
     trim_node,
     trim_service,
 )
-from ipvsproxy.model import ServiceKey
 from tests.unit.kube.conftest import Recorder, endpoint_slice, node, service
 
 

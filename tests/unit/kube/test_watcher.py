@@ -10,8 +10,8 @@ from urllib.parse import unquote
 import pytest
 from kubernetes_asyncio import client
 
+from ipvsproxy.core.model import ServiceKey
 from ipvsproxy.kube import ClusterWatcher, EventPoster, ReflectorSettings
-from ipvsproxy.model import ServiceKey
 from tests.apiserver import ApiServer
 from tests.unit.kube.conftest import Recorder, endpoint_slice, node, service
 from tests.unit.kube.helpers import converged, eventually

@@ -1,0 +1,152 @@
+"""Diff: observed and desired dataplane state -> the minimal ordered operations.
+
+Pure. ``observed`` must hold only what the proxy owns: diff deletes whatever
+in it is not desired. The order keeps traffic flowing:
+
+1. ipset entries added (before a VIP is bound, so KUBE-IPVS-FILTER never
+   rejects a new VIP:port for want of its set entry);
+2. virtual servers added or updated in place (scheduler, flags, timeout);
+3. real servers added, then weights restored (a desired real server found at
+   weight 0, e.g. left so by a restart mid-termination: upstream #92019);
+4. UDP conntrack flushed for a virtual server that had no live real server and
+   now has some (stale entries would keep black-holing, as kube-proxy knows);
+5. addresses bound, now that their virtual servers have real servers;
+6. real servers removed: TCP/SCTP ones with connections go to weight 0 and stay
+   (graceful termination; a later diff deletes them once their connections
+   reach 0), others are deleted; a removed UDP real server's conntrack entries
+   are flushed;
+7. virtual servers deleted (a UDP one's conntrack entries flushed);
+8. addresses unbound;
+9. ipset entries deleted.
+"""
+
+from __future__ import annotations
+
+from ipvsproxy.core import ipset_catalog
+from ipvsproxy.core.model import IpProtocol, RealServer, RealServerStatus, VirtualServerKey
+from ipvsproxy.core.ops import (
+    AddIpsetEntries,
+    AddRealServer,
+    AddVirtualServer,
+    BindAddresses,
+    DeleteIpsetEntries,
+    DeleteRealServer,
+    DeleteVirtualServer,
+    FlushUdpConntrack,
+    Op,
+    UnbindAddresses,
+    UpdateRealServer,
+    UpdateVirtualServer,
+)
+from ipvsproxy.core.state import DataplaneState
+
+
+def diff(observed: DataplaneState, desired: DataplaneState) -> list[Op]:
+    """The operations that turn ``observed`` into ``desired`` (see the module doc for order)."""
+    ops: list[Op] = []
+    for name in sorted(desired.ipsets):
+        added = desired.ipsets[name] - observed.entries(name)
+        if added:
+            ops.append(AddIpsetEntries(name, added))
+
+    wanted = sorted(desired.virtual_servers)
+    for key in wanted:
+        want = desired.virtual_servers[key]
+        have = observed.virtual_servers.get(key)
+        if have is None:
+            ops.append(AddVirtualServer(want))
+        elif have != want:
+            ops.append(UpdateVirtualServer(want))
+
+    flushes: list[Op] = []
+    removals: list[Op] = []
+    for key in wanted:
+        want_rs = desired.servers_of(key)
+        have_rs = observed.servers_of(key) if key in observed.virtual_servers else {}
+        for rkey in sorted(want_rs):
+            target = want_rs[rkey].server
+            current = have_rs.get(rkey)
+            if current is None:
+                ops.append(AddRealServer(key, target))
+            elif current.server.weight != target.weight:
+                ops.append(UpdateRealServer(key, target))
+        if (
+            _flushable(key)
+            and any(s.server.weight > 0 for s in want_rs.values())
+            and not any(s.server.weight > 0 for s in have_rs.values())
+        ):
+            flushes.append(FlushUdpConntrack(key.address, key.port))
+        for rkey in sorted(have_rs.keys() - want_rs.keys()):
+            removals.extend(_remove_real_server(key, have_rs[rkey]))
+    ops.extend(flushes)
+
+    bind = desired.bound - observed.bound
+    if bind:
+        ops.append(BindAddresses(tuple(sorted(bind))))
+    ops.extend(removals)
+
+    for key in sorted(observed.virtual_servers.keys() - desired.virtual_servers.keys()):
+        ops.append(DeleteVirtualServer(key))
+        if _flushable(key):
+            ops.append(FlushUdpConntrack(key.address, key.port))
+
+    unbind = observed.bound - desired.bound
+    if unbind:
+        ops.append(UnbindAddresses(tuple(sorted(unbind))))
+    for name in sorted(observed.ipsets):
+        removed = observed.ipsets[name] - desired.entries(name)
+        if removed and ipset_catalog.is_marked_set(name):
+            # A mark changes by adding the entry again: a delete, by key, would undo it.
+            readded = {ipset_catalog.entry_key(e) for e in desired.entries(name)}
+            removed = frozenset(e for e in removed if ipset_catalog.entry_key(e) not in readded)
+        if removed:
+            ops.append(DeleteIpsetEntries(name, removed))
+    return ops
+
+
+def _flushable(key: VirtualServerKey) -> bool:
+    """Whether UDP conntrack entries of ``key`` can be named: by its address and port.
+
+    A firewall-mark virtual server has neither. Its flows' entries carry the address of
+    the LB IP or external IP whose address virtual server is its sibling: deleting that
+    one flushes them all. A real server leaving only the mark's virtual server (a remote
+    endpoint) is deleted without a flush; IPVS (expire_nodest_conn) drops its flows.
+    """
+    return key.protocol is IpProtocol.UDP and not key.fwmark
+
+
+def _remove_real_server(key: VirtualServerKey, status: RealServerStatus) -> list[Op]:
+    server = status.server
+    if key.protocol is IpProtocol.UDP:
+        if key.fwmark:
+            return [DeleteRealServer(key, server.key)]
+        return [
+            DeleteRealServer(key, server.key),
+            FlushUdpConntrack(key.address, key.port, server.key.address),
+        ]
+    if status.connections > 0:
+        # Graceful termination: no new connections, the open ones finish.
+        if server.weight != 0:
+            return [UpdateRealServer(key, server._replace(weight=0))]
+        return []
+    return [DeleteRealServer(key, server.key)]
+
+
+def lingering(
+    observed: DataplaneState, desired: DataplaneState
+) -> dict[VirtualServerKey, list[RealServer]]:
+    """Real servers that diff keeps at weight 0 rather than deleting: not desired,
+    TCP or SCTP, with connections, on a virtual server that stays."""
+    result: dict[VirtualServerKey, list[RealServer]] = {}
+    for key in desired.virtual_servers.keys() & observed.virtual_servers.keys():
+        if key.protocol is IpProtocol.UDP:
+            continue
+        want = desired.servers_of(key)
+        kept = [
+            status.server._replace(weight=0)
+            for rkey, status in observed.servers_of(key).items()
+            if rkey not in want and status.connections > 0
+        ]
+        if kept:
+            result[key] = sorted(kept)
+    return result

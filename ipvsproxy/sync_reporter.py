@@ -1,0 +1,155 @@
+"""What the proxy tells the world about its syncs: logs, metrics, health, Events, health checks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import structlog
+
+from ipvsproxy.core.model import ServiceKey
+from ipvsproxy.core.state import ServicePlan
+from ipvsproxy.dataplane.executor import SyncError
+from ipvsproxy.dataplane.interfaces import Ipvs
+from ipvsproxy.http.health import ProxyHealth
+from ipvsproxy.http.service_health import ServiceHealthServers
+from ipvsproxy.metrics import Metrics
+from ipvsproxy.reconciler import SyncResult
+
+log = structlog.get_logger("ipvsproxy.sync")
+
+
+class EventSink(Protocol):
+    def post(self, obj: Any, *, kind: str, api_version: str, reason: str, message: str) -> None: ...
+
+
+class SyncReporter:
+    """Implements the reconciler's SyncObserver for the running proxy."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        health: ProxyHealth,
+        *,
+        ipvs: Ipvs | None = None,
+        service_health: ServiceHealthServers | None = None,
+        events: EventSink | None = None,
+        services: Callable[[], Mapping[ServiceKey, Any]] = dict,
+        plans: Callable[[], Mapping[ServiceKey, ServicePlan]] = dict,
+        node: Callable[[], Mapping[str, Any] | None] = lambda: None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.metrics = metrics
+        self.health = health
+        self.ipvs = ipvs
+        self.service_health = service_health
+        self.events = events
+        self.services = services
+        self.plans = plans
+        self.node = node
+        self.wall = wall
+        # Per Service: its problems last reported (only when it has some), its share of
+        # the table counts, and its health-check node port with local endpoints.
+        self._reported: dict[ServiceKey, tuple[str, ...]] = {}
+        self._footprints: dict[ServiceKey, tuple[int, int, int, int]] = {}
+        self._totals: tuple[int, ...] = (0, 0, 0, 0)
+        self._health_checks: dict[ServiceKey, tuple[int, int]] = {}
+        self._pending_services = 0
+        self._pending_endpoints = 0
+
+    def change_queued(self, kind: str, trigger_time: float | None) -> None:
+        self.health.queued()
+        self.metrics.sync_queued(self.wall())
+        if kind == "service":
+            self.metrics.service_changes_total.inc()
+            self._pending_services += 1
+        else:
+            self.metrics.endpoint_changes_total.inc()
+            self._pending_endpoints += 1
+        self.metrics.set_pending(self._pending_services, self._pending_endpoints)
+
+    async def synced(self, result: SyncResult) -> None:
+        now = self.wall()
+        self.health.updated()
+        # A node being deleted (or drained by the autoscaler) fails /healthz.
+        self.health.sync_node(self.node())
+        self.metrics.sync_succeeded(result.duration, now)
+        self.metrics.programmed(result.trigger_times, now)
+        self._pending_services = self._pending_endpoints = 0
+        self.metrics.set_pending(0, 0)
+        self._take(result.plans)
+        if self.service_health is not None:
+            await self.service_health.sync(self._health_checks)
+        if result.full and self.ipvs is not None:
+            await self._export_stats(self.plans())
+        counts = result.counts()
+        if counts or result.full:
+            log.info(
+                "synced",
+                full=result.full,
+                services=result.services,
+                duration_ms=round(result.duration * 1000, 1),
+                **counts,
+            )
+        else:
+            log.debug("synced", full=False, services=result.services)
+
+    def sync_failed(self, error: SyncError) -> None:
+        for subsystem in error.failures:
+            self.metrics.sync_failed(subsystem)
+
+    def _take(self, plans: Mapping[ServiceKey, ServicePlan | None]) -> None:
+        """Account for the Services a sync planned anew (None: gone), and only those:
+        what a sync costs must not grow with the number of Services."""
+        for key, plan in plans.items():
+            old = self._footprints.pop(key, None)
+            if old is not None:
+                self._totals = tuple(t - o for t, o in zip(self._totals, old, strict=True))
+            self._health_checks.pop(key, None)
+            if plan is None:
+                self._reported.pop(key, None)
+                continue
+            new = (
+                len(plan.state.virtual_servers),
+                sum(len(servers) for servers in plan.state.real_servers.values()),
+                int(plan.no_local_internal),
+                int(plan.no_local_external),
+            )
+            self._footprints[key] = new
+            self._totals = tuple(t + n for t, n in zip(self._totals, new, strict=True))
+            if plan.health_check_node_port:
+                self._health_checks[key] = (plan.health_check_node_port, plan.local_endpoints)
+            self._report_problems(key, plan)
+        virtual, real, internal, external = self._totals
+        self.metrics.set_table_size(virtual, real)
+        self.metrics.set_no_local_endpoints(internal, external)
+
+    def _report_problems(self, key: ServiceKey, plan: ServicePlan) -> None:
+        """Log and post an Event once per new set of problems of a Service."""
+        problems = plan.problems + ((plan.skip,) if plan.skip else ())
+        if self._reported.get(key, ()) == problems:
+            return
+        if problems:
+            self._reported[key] = problems
+        else:
+            self._reported.pop(key, None)
+        for problem in problems:
+            log.warning("service skipped in part", service=str(key), reason=problem)
+        service = self.services().get(key)
+        if problems and self.events is not None and service is not None:
+            self.events.post(
+                service,
+                kind="Service",
+                api_version="v1",
+                reason="ProxyConfigInvalid",
+                message="; ".join(problems)[:1000],
+            )
+
+    async def _export_stats(self, plans: Mapping[ServiceKey, ServicePlan]) -> None:
+        assert self.ipvs is not None
+        owner = {vs: key for key, plan in plans.items() for vs in plan.state.virtual_servers}
+        stats = await self.ipvs.stats()
+        self.metrics.service_stats.update(
+            {(owner[vs], vs): value for vs, value in stats.items() if vs in owner}
+        )

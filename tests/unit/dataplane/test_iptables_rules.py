@@ -1,0 +1,212 @@
+"""The pure rule text and the backend choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from ipvsproxy.core.model import Family
+from ipvsproxy.dataplane.errors import InvalidValueError
+from ipvsproxy.dataplane.iptables import choose_backend
+from ipvsproxy.dataplane.iptables_rules import (
+    JUMPS,
+    RULE_TABLES,
+    RulesConfig,
+    build_restore,
+    cleanup_restore,
+    find_jumps,
+    rule_count,
+)
+
+
+def _lines(text: str, prefix: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_chains_are_declared_before_jumps_and_rules() -> None:
+    text = build_restore(RulesConfig(), Family.V4, {})
+    nat = text.split("*filter")[0].splitlines()
+    first_rule = next(i for i, line in enumerate(nat) if line.startswith(("-I", "-A")))
+    declared = [line for line in nat[:first_rule] if line.startswith(":")]
+    assert declared == [
+        ":KUBE-SERVICES - [0:0]", ":KUBE-POSTROUTING - [0:0]", ":KUBE-NODE-PORT - [0:0]",
+        ":KUBE-LOAD-BALANCER - [0:0]", ":KUBE-MARK-MASQ - [0:0]",
+    ]  # fmt: skip
+    assert text.count("COMMIT") == len(RULE_TABLES)
+
+
+def test_missing_jumps_are_inserted_and_present_ones_not() -> None:
+    none_found = build_restore(RulesConfig(), Family.V4, {})
+    assert len(_lines(none_found, "-I ")) == len(JUMPS)
+    assert (
+        '-I PREROUTING 1 -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
+        in none_found
+    )
+    all_once = {j: [j.spec] for j in JUMPS}
+    assert _lines(build_restore(RulesConfig(), Family.V4, all_once), "-I ") == []
+    assert _lines(build_restore(RulesConfig(), Family.V4, None), "-I ") == []
+
+
+def test_duplicate_jumps_are_deleted_by_their_saved_text() -> None:
+    saved = (
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n"
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES\n'
+        "-A PREROUTING -j KUBE-SERVICES\n-A PREROUTING -s 10.0.0.0/8 -j ACCEPT\nCOMMIT\n"
+    )
+    found = find_jumps("nat", saved)
+    assert found[JUMPS[1]] == [
+        '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        "-j KUBE-SERVICES",
+    ]
+    text = build_restore(RulesConfig(), Family.V4, found)
+    assert "-D PREROUTING -j KUBE-SERVICES" in text
+    assert "-I PREROUTING" not in text.split("*filter")[0]  # nat's; mangle's was not found
+
+
+def _chain(text: str, table: str, chain: str) -> list[str]:
+    body = text.split(f"*{table}\n", 1)[1].split("COMMIT", 1)[0]
+    return [line for line in body.splitlines() if line.startswith(f"-A {chain} ")]
+
+
+@pytest.mark.parametrize(
+    ("family", "cidrs", "marked_sources"),
+    [
+        (Family.V4, (), ["-m addrtype --src-type LOCAL"]),
+        (Family.V4, ("10.244.0.0/16",), ["-m addrtype --src-type LOCAL", "-s 10.244.0.0/16"]),
+        (
+            Family.V6,
+            ("10.244.0.0/16", "fd00:244::/56"),
+            ["-m addrtype --src-type LOCAL", "-s fd00:244::/56"],
+        ),
+    ],
+)
+def test_in_cluster_traffic_to_etp_local_ips_gets_the_sets_fwmark(
+    family: Family, cidrs: tuple[str, ...], marked_sources: list[str]
+) -> None:
+    text = build_restore(RulesConfig(cluster_cidrs=cidrs), family, None)
+    marks = "KUBE-EXTERNAL-LOCAL-FWMARK" if family is Family.V4 else "KUBE-6-EXTERNAL-LOCAL-FWMARK"
+    stamp = f"-m set --match-set {marks} dst,dst -j SET --map-set {marks} dst,dst --map-mark"
+    assert _chain(text, "mangle", "KUBE-IN-CLUSTER-FWMARK") == [
+        f"-A KUBE-IN-CLUSTER-FWMARK {source} {stamp}" for source in marked_sources
+    ]
+    # Node traffic marked so is masqueraded before kube-proxy's mark test returns.
+    postrouting = _chain(text, "nat", "KUBE-POSTROUTING")
+    masq = next(i for i, r in enumerate(postrouting) if "--mark 0x2000/0x2000" in r)
+    assert "--src-type LOCAL -j MASQUERADE" in postrouting[masq]
+    assert masq < next(i for i, r in enumerate(postrouting) if "! --mark 0x4000/0x4000" in r)
+
+
+def test_mangle_jumps_come_from_prerouting_and_output() -> None:
+    text = build_restore(RulesConfig(), Family.V4, {})
+    mangle = text.split("*mangle\n", 1)[1]
+    assert _lines(mangle, "-I ") == [
+        f'-I {chain} 1 -m comment --comment "kubernetes in-cluster fwmark"'
+        " -j KUBE-IN-CLUSTER-FWMARK"
+        for chain in ("PREROUTING", "OUTPUT")
+    ]
+
+
+def test_rule_count_is_constant() -> None:
+    counts = {
+        rule_count(build_restore(c, f, {}))
+        for f in Family
+        for c in (RulesConfig(), RulesConfig(masquerade_all=True))
+    }
+    assert len(counts) == 1
+    assert 30 < counts.pop() < 60
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (RulesConfig(masquerade_all=True), "KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ"),
+        (
+            RulesConfig(cluster_cidrs=("fd00:244::/56", "10.244.0.0/16")),
+            "KUBE-CLUSTER-IP dst,dst ! -s 10.244.0.0/16 -j KUBE-MARK-MASQ",
+        ),
+        (RulesConfig(), "KUBE-CLUSTER-IP src,dst -j KUBE-MARK-MASQ"),
+    ],
+)
+def test_cluster_ip_masquerade_modes(config: RulesConfig, expected: str) -> None:
+    masq = [r for r in _lines(build_restore(config, Family.V4, None), "-A KUBE-SERVICES")
+            if "KUBE-CLUSTER-IP" in r and "KUBE-MARK-MASQ" in r]  # fmt: skip
+    assert len(masq) == 1
+    assert masq[0].endswith(expected)
+
+
+def test_ipv6_uses_kube_6_sets_and_v6_loopback() -> None:
+    text = build_restore(RulesConfig(cluster_cidrs=("fd00:244::/56",)), Family.V6, None)
+    assert "-A KUBE-SERVICES -s ::1/128 -j RETURN" in text
+    assert "KUBE-6-CLUSTER-IP dst,dst ! -s fd00:244::/56 -j KUBE-MARK-MASQ" in text
+    assert "KUBE-6-LOAD-BALANCER-SOURCE-CID dst,dst,src" in text
+    sets = {w for line in text.splitlines() for w in line.split() if w.startswith("KUBE-")}
+    assert not {s for s in sets if "CLUSTER-IP" in s and not s.startswith("KUBE-6-")}
+
+
+def test_masquerade_marks_and_random_fully() -> None:
+    text = build_restore(RulesConfig(masquerade_bit=13, random_fully=False), Family.V4, None)
+    assert "-A KUBE-MARK-MASQ -j MARK --or-mark 0x2000" in text
+    assert "-A KUBE-POSTROUTING -m mark ! --mark 0x2000/0x2000 -j RETURN" in text
+    assert "-j MASQUERADE\n" in text
+    assert "--random-fully" in build_restore(RulesConfig(), Family.V4, None)
+
+
+def test_node_originated_lb_traffic_is_marked_and_dropped() -> None:
+    text = build_restore(RulesConfig(), Family.V4, None)
+    assert (
+        "-A KUBE-SERVICES -m addrtype --src-type LOCAL -m set --match-set KUBE-LOAD-BALANCER-FW"
+        " dst,dst -m set ! --match-set KUBE-LOAD-BALANCER-SOURCE-CIDR dst,dst,src"
+        " -m set ! --match-set KUBE-LOAD-BALANCER-SOURCE-IP dst,dst,src -j MARK --or-mark 0x8000"
+    ) in text
+    assert "-A KUBE-IPVS-OUT-FILTER -m mark --mark 0x8000/0x8000 -j DROP" in text
+    assert _lines(text, "-A KUBE-IPVS-FILTER")[-1] == (
+        "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst"
+        " -j REJECT"
+    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [RulesConfig(cluster_cidrs=("10.0.0.0/8", "10.1.0.0/16")), RulesConfig(cluster_cidrs=("x",)),
+     RulesConfig(masquerade_bit=32)],
+)  # fmt: skip
+def test_bad_config_is_a_typed_error(config: RulesConfig) -> None:
+    with pytest.raises(InvalidValueError):
+        build_restore(config, Family.V4, None)
+
+
+def test_cleanup_names_only_our_chains_and_jumps_to_them() -> None:
+    nat = (
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n"
+        ":KUBE-MARK-MASQ - [0:0]\n:KUBE-MARK-DROP - [0:0]\n:MINE - [0:0]\n"
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES\n'
+        "-A OUTPUT -j MINE\n-A MINE -j KUBE-MARK-MASQ\n-A KUBE-SERVICES -j KUBE-MARK-DROP\n"
+        "COMMIT\n"
+    )
+    text = cleanup_restore({"nat": nat, "filter": "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"})
+    assert text.splitlines() == [
+        "*nat",
+        '-D PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        "-D MINE -j KUBE-MARK-MASQ",
+        ":KUBE-MARK-MASQ - [0:0]",
+        ":KUBE-SERVICES - [0:0]",
+        "-X KUBE-MARK-MASQ",
+        "-X KUBE-SERVICES",
+        "COMMIT",
+    ]
+    assert cleanup_restore({"filter": "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"}) == ""
+
+
+@pytest.mark.parametrize(
+    ("legacy", "nft", "works", "expected"),
+    [
+        ("", "", True, "nft"),
+        ("", "", False, "legacy"),
+        (None, "", False, "nft"),
+        ("", None, True, "legacy"),
+        ("-A INPUT -j ACCEPT\n", "", True, "legacy"),
+        ("-A INPUT -j ACCEPT\n", "-A X -j A\n-A Y -j B\n", False, "nft"),
+        (":KUBE-IPTABLES-HINT - [0:0]\n", "-A X -j A\n-A Y -j B\n", True, "legacy"),
+    ],
+)
+def test_backend_choice(legacy: str | None, nft: str | None, works: bool, expected: str) -> None:
+    assert choose_backend(legacy, nft, works) == expected

@@ -1,0 +1,164 @@
+"""What syncs show the world: metrics, /healthz with a stalled reconciler, Events, health checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import generate_latest
+
+from ipvsproxy.core.model import IpProtocol, Stats, VirtualServerKey
+from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
+from ipvsproxy.http.health import ProxyHealth, make_health_app
+from ipvsproxy.kube.cache import ClusterCache
+from ipvsproxy.metrics import Metrics
+from ipvsproxy.reconciler import Reconciler, Settings
+from ipvsproxy.sync_reporter import SyncReporter
+from tests.support.builders import TRIGGER_TIME
+from tests.support.clock import FakeClock
+from tests.support.cluster import service_object, slice_object
+from tests.support.fake_dataplane import fake_dataplane
+
+
+class Events:
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, str]] = []
+
+    def post(self, obj: Any, *, kind: str, api_version: str, reason: str, message: str) -> None:
+        self.posted.append((obj["metadata"]["name"], message))
+
+
+class Proxy:
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.metrics = Metrics()
+        self.health = ProxyHealth(60.0, clock=self.clock)
+        self.events = Events()
+        self.ipvs = FakeIpvs()
+        dataplane = fake_dataplane(ipvs=self.ipvs)
+        self.cache = ClusterCache()
+        self.reconciler = Reconciler(
+            self.cache, dataplane, Settings(node_name="node-a", min_sync_period=0.0)
+        )
+        self.reconciler.observer = SyncReporter(
+            self.metrics,
+            self.health,
+            ipvs=self.ipvs,
+            events=self.events,
+            services=lambda: self.cache.services,
+            plans=lambda: self.reconciler.index.plans,
+            node=lambda: self.cache.node,
+            wall=self.clock,
+        )
+        self.cache.listener = self.reconciler
+
+    def metric(self, name: str) -> float:
+        value = self.metrics.registry.get_sample_value(name)
+        assert value is not None, name
+        return value
+
+
+def web(ips: list[str], trigger: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    endpoints = slice_object("web", [(ip, True) for ip in ips], [("p80", 8080, "TCP")])
+    if trigger:
+        endpoints["metadata"]["annotations"] = {TRIGGER_TIME: trigger}
+    return service_object("web", "10.96.0.10", [(80, 8080, "TCP")]), endpoints
+
+
+async def test_metrics_after_syncs() -> None:
+    proxy = Proxy()
+    service, endpoints = web(["10.244.1.2"])
+    proxy.cache.service_store.upsert(service)
+    proxy.cache.slice_store.upsert(endpoints)
+    assert proxy.metric("kubeproxy_sync_proxy_rules_service_changes_total") == 1
+    assert proxy.metric("kubeproxy_sync_proxy_rules_endpoint_changes_pending") == 1
+    key = VirtualServerKey("10.96.0.10", 80, IpProtocol.TCP)
+    proxy.clock.now += 5
+    await proxy.reconciler.sync_once()
+    proxy.ipvs.set_stats(key, Stats(connections=7, packets_in=70, bytes_in=7000))
+    assert proxy.metric("kubeproxy_sync_proxy_rules_last_timestamp_seconds") == proxy.clock.now
+    assert proxy.metric("kubeproxy_sync_proxy_rules_endpoint_changes_pending") == 0
+    assert proxy.metric("kubeproxy_sync_proxy_rules_duration_seconds_count") == 1
+    assert proxy.metric("ipvsproxy_virtual_servers") == 1
+    assert proxy.metric("ipvsproxy_real_servers") == 1
+    labels = {"traffic_policy": "internal"}
+    assert (
+        proxy.metrics.registry.get_sample_value(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total", labels
+        )
+        == 0
+    )
+
+    # internalTrafficPolicy: Local, and no endpoint of the Service is on this node.
+    local = service_object(
+        "local", "10.96.0.30", [(80, 8080, "TCP")], internalTrafficPolicy="Local"
+    )
+    proxy.cache.service_store.upsert(local)
+    await proxy.reconciler.sync_once()
+    assert (
+        proxy.metrics.registry.get_sample_value(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total", labels
+        )
+        == 1
+    )
+
+    # An endpoint change stamped 2 s before it is programmed: network programming latency.
+    proxy.clock.now += 10
+    stamp = "1970-01-12T13:46:53Z"  # 1_000_013 s, as the EndpointSlice controller writes it
+    proxy.cache.slice_store.upsert(web(["10.244.1.2", "10.244.2.2"], trigger=stamp)[1])
+    await proxy.reconciler.sync_once()
+    assert proxy.metric("kubeproxy_network_programming_duration_seconds_count") == 1
+    assert proxy.metric("kubeproxy_network_programming_duration_seconds_sum") == 2.0
+    assert proxy.metric("ipvsproxy_real_servers") == 2
+
+    # Per-service IPVS counters are exported at each full resync.
+    proxy.reconciler._full_due = True
+    await proxy.reconciler.sync_once()
+    text = generate_latest(proxy.metrics.registry).decode()
+    assert 'ipvsproxy_service_connections_total{address="10.96.0.10"' in text
+    assert proxy.metric("kubeproxy_sync_proxy_rules_duration_seconds_count") == 4
+
+
+async def test_healthz_fails_while_the_reconciler_is_stalled_and_recovers() -> None:
+    proxy = Proxy()
+    client = TestClient(TestServer(make_health_app(proxy.health, proxy.metrics)))
+    await client.start_server()
+    try:
+        assert (await client.get("/healthz")).status == 200  # healthy at start
+        proxy.cache.service_store.upsert(web(["10.244.1.2"])[0])
+        proxy.clock.now += 61  # queued for longer than 2 x the sync period, no sync
+        response = await client.get("/healthz")
+        assert response.status == 503
+        assert (await client.get("/livez")).status == 503
+        await proxy.reconciler.sync_once()
+        response = await client.get("/healthz")
+        assert response.status == 200
+        body = await response.json()
+        assert body["nodeEligible"] is True
+        assert set(body) == {"lastUpdated", "currentTime", "nodeEligible"}
+
+        node = {"metadata": {"name": "node-a", "deletionTimestamp": "2026-11-26T00:00:00Z"}}
+        proxy.cache.node_store.upsert(node)
+        await proxy.reconciler.sync_once()
+        assert (await client.get("/healthz")).status == 503  # the node is going away
+        assert (await client.get("/livez")).status == 200
+    finally:
+        await client.close()
+
+
+async def test_a_malformed_service_gets_one_event_and_the_rest_is_programmed() -> None:
+    proxy = Proxy()
+    bad = service_object("bad", "10.96.0.20", [(80, 8080, "TCP"), (70000, 8080, "TCP")])
+    service, endpoints = web(["10.244.1.2"])
+    for obj in (bad, service, endpoints):
+        (proxy.cache.service_store if obj["kind"] == "Service" else proxy.cache.slice_store).upsert(
+            obj
+        )
+    await proxy.reconciler.sync_once()
+    await proxy.reconciler.sync_once()
+    assert len(proxy.events.posted) == 1
+    name, message = proxy.events.posted[0]
+    assert name == "bad"
+    assert "70000" in message
+    table = await proxy.ipvs.dump()
+    assert {k.address for k in table.virtual_servers} == {"10.96.0.10", "10.96.0.20"}
