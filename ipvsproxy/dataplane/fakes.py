@@ -17,7 +17,15 @@ from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.addresses import is_node_address, parse_addresses
 from ipvsproxy.dataplane.conntrack import parse_target
 from ipvsproxy.dataplane.errors import CommandError, InvalidValueError, KernelModuleError
-from ipvsproxy.dataplane.ipset_specs import EntryParts, check_mark, create_line, parse_entry
+from ipvsproxy.dataplane.ipset_specs import (
+    EntryParts,
+    SetOptions,
+    check_mark,
+    create_line,
+    option_differences,
+    parse_entry,
+    wanted_options,
+)
 from ipvsproxy.dataplane.ipsets import _check_owned
 from ipvsproxy.dataplane.iptables import cleanup as iptables_cleanup
 
@@ -67,6 +75,7 @@ class FakeAddresses:
 class FakeIpsets:
     def __init__(self) -> None:
         self.sets: dict[str, tuple[IpsetSpec, set[str]]] = {}
+        self.options: dict[str, SetOptions] = {}  # each set's create options
         self.calls = 0  # bulk calls made (one per method call that changes something)
 
     def _get(self, name: str) -> tuple[IpsetSpec, set[str]]:
@@ -74,25 +83,39 @@ class FakeIpsets:
             raise InvalidValueError("ipset name", name, "no such set")
         return self.sets[name]
 
-    async def ensure(self, specs: Sequence[IpsetSpec]) -> None:
+    def create_existing(self, spec: IpsetSpec, options: SetOptions) -> None:
+        """A set made by someone else (kube-proxy, an older proxy) with ``options``, as
+        ``ipset create`` would make it: what tests put in place before the proxy starts."""
+        create_line(spec, options)  # validates type and name
+        self.sets[spec.name] = (spec._replace(skbinfo=options.skbinfo), set())
+        self.options[spec.name] = options
+
+    async def ensure(self, specs: Sequence[IpsetSpec]) -> dict[str, list[str]]:
         _check_owned([s.name for s in specs])
+        rebuilt: dict[str, list[str]] = {}
+        conflicts = []
         for spec in specs:
             create_line(spec)  # validates type and name
-            old = self.sets.get(spec.name)
-            if old and (old[0].type, old[0].family) != (spec.type, spec.family):
-                raise CommandError(["ipset", "restore"], 1, f"set {spec.name} exists: other type")
-        for spec in specs:
+            want = wanted_options(spec)
             old = self.sets.get(spec.name)
             if old is None:
                 self.sets[spec.name] = (spec, set())
-            elif old[0].skbinfo != spec.skbinfo:
-                # Rebuilt with the spec's options, as IpsetCli does (a swap): same entries,
+            elif (old[0].type, old[0].family) != (spec.type, spec.family):
+                conflicts.append(f"{spec.name} is {old[0].type} {old[0].family.k8s_name}")
+                continue
+            elif differences := option_differences(self.options[spec.name], want):
+                # Rebuilt with the wanted options, as IpsetCli does (a swap): same entries,
                 # without their marks if the set can no longer hold any.
                 entries = old[1]
                 if not spec.skbinfo:
                     entries = {entry_key(e) for e in entries}
                 self.sets[spec.name] = (old[0]._replace(skbinfo=spec.skbinfo), entries)
+                rebuilt[spec.name] = differences
+            self.options[spec.name] = want
         self.calls += 1
+        if conflicts:
+            raise InvalidValueError("ipset", "; ".join(conflicts), "another type or family")
+        return rebuilt
 
     async def list_names(self) -> set[str]:
         return set(self.sets)
@@ -140,6 +163,7 @@ class FakeIpsets:
         _check_owned(names)
         for name in names:
             self.sets.pop(name, None)
+            self.options.pop(name, None)
         self.calls += 1
 
 

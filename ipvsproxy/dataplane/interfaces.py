@@ -73,8 +73,11 @@ class Addresses(Protocol):
 
 
 class Ipsets(Protocol):
-    async def ensure(self, specs: Sequence[IpsetSpec]) -> None:
-        """Create the sets that are missing (one bulk call)."""
+    async def ensure(self, specs: Sequence[IpsetSpec]) -> Mapping[str, Sequence[str]]:
+        """Make each set exist with kube-proxy's create options (plus skbinfo where the
+        spec asks): create the missing ones, rebuild (fill and swap, entries kept) those
+        with other options. Returns the rebuilt sets, each with what differed. A set of
+        another type or family raises InvalidValueError naming it, after the others."""
         ...
 
     async def list_names(self) -> set[str]: ...

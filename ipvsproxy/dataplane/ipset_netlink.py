@@ -22,8 +22,9 @@ carries an entry's firewall mark as IPSET_ATTR_SKBMARK (a u64 in network byte or
 add of a present key overwrites its mark. A delete carries the key alone: the kernel
 would refuse a mark on a set without skbinfo even for a delete, and ignores it otherwise.
 
-Which sets exist, of what type and family and with or without skbinfo, comes from one
-header-only IPSET_CMD_LIST dump (``ipset list -t``, no entries), again with no process.
+Which sets exist, of what type and family and with which create options (maxelem, the
+bitmap's range, extensions such as comment and skbinfo), comes from one header-only
+IPSET_CMD_LIST dump (``ipset list -t``, no entries), again with no process.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from ipvsproxy.dataplane.errors import DataplaneError
-from ipvsproxy.dataplane.ipset_specs import EntryParts, IpAddress
+from ipvsproxy.dataplane.ipset_specs import EntryParts, IpAddress, SetOptions
 from ipvsproxy.dataplane.netlink import (
     NLM_F_DUMP,
     NLM_F_REQUEST,
@@ -81,8 +82,11 @@ ATTR_LINENO = 9
 # entry attributes (inside IPSET_ATTR_DATA)
 ATTR_IP = 1
 ATTR_PORT = 4
+ATTR_PORT_TO = 5
+ATTR_TIMEOUT = 6
 ATTR_PROTO = 7
 ATTR_CADT_FLAGS = 8  # inside a listed set's IPSET_ATTR_DATA: its create flags
+ATTR_MAXELEM = 19
 ATTR_IP2 = 20
 ATTR_CIDR2 = 21
 ATTR_SKBMARK = 27
@@ -90,7 +94,10 @@ ATTR_IPADDR_IPV4 = 1
 ATTR_IPADDR_IPV6 = 2
 # IPSET_ATTR_FLAGS of a list: headers only, no entries.
 FLAG_LIST_HEADER = 1 << 2
-# IPSET_ATTR_CADT_FLAGS of a set created with ``skbinfo``.
+# IPSET_ATTR_CADT_FLAGS of a set created with these extensions.
+FLAG_WITH_COUNTERS = 1 << 3
+FLAG_WITH_COMMENT = 1 << 4
+FLAG_WITH_FORCEADD = 1 << 5
 FLAG_WITH_SKBINFO = 1 << 6
 
 # ipset's own error numbers (answered as negative errnos)
@@ -240,7 +247,7 @@ async def apply(changes: Sequence[SetChange]) -> None:
 class SetHeader(NamedTuple):
     type: str  # "hash:ip,port", ...
     family: int  # NFPROTO_*; NFPROTO_UNSPEC for bitmap:port
-    skbinfo: bool  # created with ``skbinfo``: entries may carry a mark
+    options: SetOptions  # what ``create -exist`` compares (skbinfo: entries may carry a mark)
 
 
 async def list_headers() -> dict[str, SetHeader]:
@@ -275,9 +282,31 @@ def _header(message: Message) -> tuple[str, SetHeader]:
     """One listed set's name and header ("" if the message is not one)."""
     got = attrs(message.data, NLMSGHDR.size + _NFGENMSG.size)
     if not {ATTR_SETNAME, ATTR_TYPENAME, ATTR_FAMILY} <= got.keys():
-        return "", SetHeader("", NFPROTO_UNSPEC, False)
-    flags = attrs(got.get(ATTR_DATA, b"")).get(ATTR_CADT_FLAGS)
-    skbinfo = flags is not None and bool(_BE32.unpack(flags[:4])[0] & FLAG_WITH_SKBINFO)
+        return "", SetHeader("", NFPROTO_UNSPEC, SetOptions())
     return got[ATTR_SETNAME].rstrip(b"\0").decode(), SetHeader(
-        got[ATTR_TYPENAME].rstrip(b"\0").decode(), got[ATTR_FAMILY][0], skbinfo
+        got[ATTR_TYPENAME].rstrip(b"\0").decode(),
+        got[ATTR_FAMILY][0],
+        _options(attrs(got.get(ATTR_DATA, b""))),
+    )
+
+
+def _options(data: dict[int, bytes]) -> SetOptions:
+    """The create options in a listed set's IPSET_ATTR_DATA (all in network byte order)."""
+
+    def be32(kind: int) -> int | None:
+        raw = data.get(kind)
+        return None if raw is None else int(_BE32.unpack(raw[:4])[0])
+
+    flags = be32(ATTR_CADT_FLAGS) or 0
+    port_range = None
+    if ATTR_PORT in data and ATTR_PORT_TO in data:
+        port_range = (_BE16.unpack(data[ATTR_PORT][:2])[0], _BE16.unpack(data[ATTR_PORT_TO][:2])[0])
+    return SetOptions(
+        maxelem=be32(ATTR_MAXELEM),
+        port_range=port_range,
+        timeout=be32(ATTR_TIMEOUT),
+        comment=bool(flags & FLAG_WITH_COMMENT),
+        counters=bool(flags & FLAG_WITH_COUNTERS),
+        skbinfo=bool(flags & FLAG_WITH_SKBINFO),
+        forceadd=bool(flags & FLAG_WITH_FORCEADD),
     )

@@ -40,19 +40,83 @@ def is_owned(name: str) -> bool:
     return name.startswith(ipset_catalog.OWNED_PREFIX)
 
 
-def create_line(spec: IpsetSpec) -> str:
-    """The ``ipset restore`` line creating ``spec`` (the options kube-proxy uses)."""
+class SetOptions(NamedTuple):
+    """A set's create options that ``ipset create -exist`` compares with an existing set's.
+
+    The kernel accepts ``create -exist`` on an existing set only when the type, maxelem,
+    default timeout, the bitmap's port range and the extensions (comment, counters,
+    skbinfo, forceadd) are all the same (``ip_set_create`` and the type's ``same_set`` in
+    net/netfilter/ipset); hashsize and, for hash types, the family are not compared.
+    kube-proxy's IPVS mode runs ``ipset create NAME TYPE family F hashsize 1024 maxelem
+    65536 -exist`` (``bitmap:port range 0-65535``) for every set on every sync and gives up
+    the whole sync if one fails, so a shared set must have exactly these options.
+    """
+
+    maxelem: int | None = None  # hash types
+    port_range: tuple[int, int] | None = None  # bitmap:port
+    timeout: int | None = None  # a default timeout: kube-proxy's sets have none
+    comment: bool = False
+    counters: bool = False
+    skbinfo: bool = False
+    forceadd: bool = False
+
+
+KUBE_PROXY_MAXELEM = 65536
+KUBE_PROXY_HASHSIZE = 1024
+KUBE_PROXY_PORT_RANGE = (0, 65535)
+
+
+def wanted_options(spec: IpsetSpec) -> SetOptions:
+    """The options ``spec``'s set is created with: kube-proxy's, plus ``skbinfo`` for the
+    marked sets only this proxy has."""
+    if spec.type == BITMAP_PORT:
+        return SetOptions(port_range=KUBE_PROXY_PORT_RANGE, skbinfo=spec.skbinfo)
+    return SetOptions(maxelem=KUBE_PROXY_MAXELEM, skbinfo=spec.skbinfo)
+
+
+def options_text(options: SetOptions) -> str:
+    """The options as ``ipset create`` takes them, after the type and family."""
+    words = []
+    if options.port_range is not None:
+        words.append(f"range {options.port_range[0]}-{options.port_range[1]}")
+    if options.maxelem is not None:
+        words.append(f"hashsize {KUBE_PROXY_HASHSIZE} maxelem {options.maxelem}")
+    if options.timeout is not None:
+        words.append(f"timeout {options.timeout}")
+    words += [
+        flag
+        for flag, wanted in (
+            ("counters", options.counters),
+            ("comment", options.comment),
+            ("skbinfo", options.skbinfo),
+            ("forceadd", options.forceadd),
+        )
+        if wanted
+    ]
+    return " ".join(words)
+
+
+def option_differences(have: SetOptions, want: SetOptions) -> list[str]:
+    """What differs, as ``field have (want)`` texts; empty when ``create -exist`` would pass."""
+    return [
+        f"{field} {got} (want {wanted})"
+        for field, got, wanted in zip(SetOptions._fields, have, want, strict=True)
+        if got != wanted
+    ]
+
+
+def create_line(spec: IpsetSpec, options: SetOptions | None = None) -> str:
+    """The ``ipset restore`` line creating ``spec``: kube-proxy's exact options (so that
+    kube-proxy, run instead of this proxy, accepts the set), or ``options`` if given."""
     if spec.type not in TYPES:
         raise InvalidValueError("ipset type", spec.type, f"expected one of {', '.join(TYPES)}")
     if len(spec.name) > MAX_NAME_LENGTH or not spec.name:
         raise InvalidValueError("ipset name", spec.name, f"1 to {MAX_NAME_LENGTH} characters")
-    options = " skbinfo" if spec.skbinfo else ""
+    text = options_text(options if options is not None else wanted_options(spec))
     if spec.type == BITMAP_PORT:
-        return f"create {spec.name} {spec.type} range 0-65535 comment{options}"
+        return f"create {spec.name} {spec.type} {text}"
     inet = "inet6" if spec.family is Family.V6 else "inet"
-    return (
-        f"create {spec.name} {spec.type} family {inet} hashsize 1024 maxelem 65536 comment{options}"
-    )
+    return f"create {spec.name} {spec.type} family {inet} {text}"
 
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -16,11 +16,15 @@ applies entries one by one and would otherwise leave a half-applied batch behind
 includes a firewall mark (`` skbmark 0xM/0xMASK``) for a set created without
 ``skbinfo``: which sets have it is known from ``ensure`` or from one netlink header dump.
 
-A set that exists with other options than its spec asks for (only ``skbinfo`` can
-differ: an older proxy made it without) cannot be fixed by ``create -exist``, which
-fails on any difference. ``ensure`` rebuilds it instead: a new set with the spec's
-options and the old entries, swapped in under the name (the kernel swaps sets of one
-type and family whatever their options, even while iptables rules reference them).
+Sets are created with kube-proxy's exact options (``ipset_specs.wanted_options``), so a
+node can switch between kube-proxy's IPVS mode and this proxy either way. A set that
+exists with other options (an older release of this proxy created its sets with
+``comment``; a maxelem or a bitmap range of someone else's) cannot be fixed by ``create
+-exist``, which fails on any difference. ``ensure`` rebuilds it instead: a new set with
+the wanted options and the old entries, swapped in under the name (the kernel swaps sets
+of one type and family whatever their options, even while iptables rules reference
+them), so no packet ever meets the set empty. A set of another type or family cannot be
+swapped: ``ensure`` creates and checks every other set, then raises, naming it.
 """
 
 from __future__ import annotations
@@ -46,10 +50,13 @@ from ipvsproxy.dataplane.ipset_netlink import (
 )
 from ipvsproxy.dataplane.ipset_specs import (
     EntryParts,
+    SetOptions,
     check_mark,
     create_line,
     is_owned,
+    option_differences,
     parse_entry,
+    wanted_options,
 )
 
 # Entries (adds plus deletes, all sets) up to which an update goes over netlink rather
@@ -112,7 +119,11 @@ def temporary_name(name: str) -> str:
 class SetInfo(NamedTuple):
     type: str
     family: Family
-    skbinfo: bool
+    options: SetOptions
+
+    @property
+    def skbinfo(self) -> bool:
+        return self.options.skbinfo
 
 
 def rebuild_lines(spec: IpsetSpec, entries: set[str]) -> list[str]:
@@ -121,13 +132,15 @@ def rebuild_lines(spec: IpsetSpec, entries: set[str]) -> list[str]:
     if not spec.skbinfo:
         entries = {parse_entry(spec.type, spec.family, e).key_text() for e in entries}
     tmp = temporary_name(spec.name)
-    return _fill_and_swap(spec._replace(name=tmp, comment=""), sorted(entries), spec.name)
+    return _fill_and_swap(spec._replace(name=tmp), wanted_options(spec), sorted(entries), spec.name)
 
 
-def _fill_and_swap(tmp: IpsetSpec, entries: Sequence[str], name: str) -> list[str]:
+def _fill_and_swap(
+    tmp: IpsetSpec, options: SetOptions, entries: Sequence[str], name: str
+) -> list[str]:
     # A scratch set left over by a failed run may have other options: start afresh
     # (destroying a missing set is no error under -exist).
-    lines = [f"destroy {tmp.name}", create_line(tmp)]
+    lines = [f"destroy {tmp.name}", create_line(tmp, options)]
     lines += [f"add {tmp.name} {e}" for e in entries]
     lines += [f"swap {tmp.name} {name}", f"destroy {tmp.name}"]
     return lines
@@ -158,10 +171,10 @@ class IpsetCli:
             await run_command([self._ipset, "restore", "-exist"], "\n".join(lines) + "\n")
 
     async def _refresh(self) -> dict[str, SetInfo]:
-        """Every set's type, family and skbinfo, asked of the kernel (netlink)."""
+        """Every set's type, family and create options, asked of the kernel (netlink)."""
         self._sets = {
             # bitmap:port sets have no family (NFPROTO_UNSPEC): their entries are ports.
-            name: SetInfo(h.type, Family.V6 if h.family == NFPROTO_IPV6 else Family.V4, h.skbinfo)
+            name: SetInfo(h.type, Family.V6 if h.family == NFPROTO_IPV6 else Family.V4, h.options)
             for name, h in (await list_headers()).items()
         }
         return self._sets
@@ -175,20 +188,31 @@ class IpsetCli:
                 raise InvalidValueError("ipset name", name, "no such set")
         return [self._sets[name] for name in names]
 
-    async def ensure(self, specs: Sequence[IpsetSpec]) -> None:
+    async def ensure(self, specs: Sequence[IpsetSpec]) -> dict[str, list[str]]:
         _check_owned([s.name for s in specs])
         existing = await self._refresh()
         lines: list[str] = []
+        rebuilt: dict[str, list[str]] = {}
+        conflicts: list[str] = []
         for spec in specs:
-            old = existing.get(spec.name)
-            if old is not None and _same_kind(old, spec) and old.skbinfo != spec.skbinfo:
-                lines += rebuild_lines(spec, await self.entries(spec.name))
-            else:
-                # Present with these options: a no-op under -exist; other type: an error.
+            old, want = existing.get(spec.name), wanted_options(spec)
+            if old is None:
                 lines.append(create_line(spec))
+            elif not _same_kind(old, spec):
+                conflicts.append(f"{spec.name} is {old.type} {old.family.k8s_name}")
+            elif differences := option_differences(old.options, want):
+                # create -exist would fail on it (and kube-proxy's would, on ours):
+                # a set with the wanted options and the same entries takes its place.
+                lines += rebuild_lines(spec, await self.entries(spec.name))
+                rebuilt[spec.name] = differences
         await self._restore(lines)
         for spec in specs:
-            self._sets[spec.name] = SetInfo(spec.type, spec.family, spec.skbinfo)
+            if spec.name not in existing or _same_kind(existing[spec.name], spec):
+                self._sets[spec.name] = SetInfo(spec.type, spec.family, wanted_options(spec))
+        if conflicts:
+            # swap needs the same type and family, and a set in use cannot be destroyed.
+            raise InvalidValueError("ipset", "; ".join(conflicts), "another type or family")
+        return rebuilt
 
     async def list_names(self) -> set[str]:
         return set(await self._refresh())  # one netlink dump of the headers, no process
@@ -241,7 +265,7 @@ class IpsetCli:
         [info] = await self._info([name])
         normal = sorted(_parse(info, name, e).text() for e in entries)
         tmp = IpsetSpec(temporary_name(name), info.type, info.family, "", info.skbinfo)
-        await self._restore(_fill_and_swap(tmp, normal, name))
+        await self._restore(_fill_and_swap(tmp, info.options, normal, name))
 
     async def destroy(self, names: Sequence[str]) -> None:
         """Destroy the given KUBE-* sets; missing ones are fine. Refuses any other name."""

@@ -27,6 +27,13 @@ from ipvsproxy.dataplane import ipsets as ipsets_module
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.fakes import FakeIpsets
 from ipvsproxy.dataplane.interfaces import Ipsets
+from ipvsproxy.dataplane.ipset_netlink import list_headers
+from ipvsproxy.dataplane.ipset_specs import (
+    SetOptions,
+    create_line,
+    option_differences,
+    wanted_options,
+)
 from ipvsproxy.dataplane.ipsets import IpsetCli, destroy_owned
 from ipvsproxy.dataplane.iptables import IptablesCli, detect_backend
 
@@ -265,6 +272,104 @@ async def test_large_updates_on_either_path(
     assert await ipsets.entries(name) == _many(family, 1_500, start=1_001)
 
 
+# ------------------------------------------------- create options (kube-proxy's sets)
+# kube-proxy's IPVS mode creates every set as ``NAME TYPE family F hashsize 1024 maxelem
+# 65536`` (bitmap:port: ``range 0-65535``), no extension, and gives up a whole sync when
+# its ``create -exist`` meets a set with other options. The proxy creates them alike, and
+# rebuilds in place (entries kept) a set that someone made otherwise.
+
+
+async def _seed(ipsets: Ipsets, real: bool, spec: IpsetSpec, options: SetOptions) -> None:
+    """Set ``spec`` as someone else (kube-proxy, an older proxy) created it."""
+    if real:
+        await ipsets_module.run_command(["ipset", *create_line(spec, options).split()])
+    else:
+        assert isinstance(ipsets, FakeIpsets)
+        ipsets.create_existing(spec, options)
+
+
+async def _options(ipsets: Ipsets, real: bool, name: str) -> SetOptions:
+    if real:
+        return (await list_headers())[name].options
+    assert isinstance(ipsets, FakeIpsets)
+    return ipsets.options[name]
+
+
+async def test_sets_are_created_with_kube_proxys_options(ipsets: Ipsets, real: bool) -> None:
+    specs = all_specs(Family.V4) + all_specs(Family.V6)
+    assert await ipsets.ensure(specs) == {}
+    for spec in specs:
+        assert await _options(ipsets, real, spec.name) == wanted_options(spec)
+    if real:  # as ipset save prints kube-proxy's own sets
+        saved = await ipsets_module.run_command(["ipset", "save"])
+        assert (
+            "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536 b" in saved
+        )
+        assert "create KUBE-NODE-PORT-TCP bitmap:port range 0-65535\n" in saved
+        assert " comment" not in saved
+
+
+OTHER_OPTIONS = {
+    "comment (this proxy before 0.2)": ("KUBE-CLUSTER-IP", SetOptions(maxelem=65536, comment=True)),
+    "maxelem": ("KUBE-LOOP-BACK", SetOptions(maxelem=131072)),
+    "counters": ("KUBE-6-LOAD-BALANCER-SOURCE-CID", SetOptions(maxelem=65536, counters=True)),
+    "bitmap range": ("KUBE-NODE-PORT-TCP", SetOptions(port_range=(1, 65535))),
+    "bitmap comment": (
+        "KUBE-HEALTH-CHECK-NODE-PORT",
+        SetOptions(port_range=(0, 65535), comment=True),
+    ),
+}
+ENTRY = {
+    "KUBE-CLUSTER-IP": "10.96.0.10,tcp:80",
+    "KUBE-LOOP-BACK": "10.244.0.5,tcp:8080,10.244.0.5",
+    "KUBE-6-LOAD-BALANCER-SOURCE-CID": "fd00:203::7,tcp:443,fd00:1::/64",
+    "KUBE-NODE-PORT-TCP": "30080",
+    "KUBE-HEALTH-CHECK-NODE-PORT": "31000",
+}
+
+
+@pytest.mark.parametrize("case", sorted(OTHER_OPTIONS))
+async def test_a_set_with_other_options_is_rebuilt_with_its_entries(
+    ipsets: Ipsets, real: bool, case: str
+) -> None:
+    name, options = OTHER_OPTIONS[case]
+    spec = next(s for f in Family for s in all_specs(f) if s.name == name)
+    await _seed(ipsets, real, spec, options)
+    await ipsets.update({name: ({ENTRY[name]}, set())})
+    rebuilt = await ipsets.ensure([spec])
+    assert list(rebuilt) == [name]
+    assert rebuilt[name] == option_differences(options, wanted_options(spec))
+    assert await ipsets.entries(name) == {ENTRY[name]}
+    assert await _options(ipsets, real, name) == wanted_options(spec)
+    assert await ipsets.list_names() == {name}  # no scratch set left
+    assert await ipsets.ensure([spec]) == {}  # and now nothing to do
+
+
+async def test_kube_proxys_own_sets_are_adopted_untouched(
+    ipsets: Ipsets, real: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    specs = all_specs(Family.V4)
+    shared = [s for s in specs if s.name != MARKED[Family.V4]]  # kube-proxy has no such set
+    for spec in shared:
+        await _seed(ipsets, real, spec, wanted_options(spec))
+    await ipsets.update({"KUBE-CLUSTER-IP": ({"10.96.0.10,tcp:80"}, set())})
+    with processes_started(monkeypatch) as started:
+        assert await ipsets.ensure(specs) == {}
+    assert await ipsets.entries("KUBE-CLUSTER-IP") == {"10.96.0.10,tcp:80"}
+    if real:  # one ipset process, for the one missing set
+        assert [argv[:2] for argv in started] == [["ipset", "restore"]]
+
+
+async def test_a_set_of_another_type_is_named_and_the_others_are_made(
+    ipsets: Ipsets, real: bool
+) -> None:
+    wrong = IpsetSpec("KUBE-CLUSTER-IP", "hash:ip", Family.V4, "")
+    await _seed(ipsets, real, wrong, wanted_options(wrong))
+    with pytest.raises(InvalidValueError, match=r"KUBE-CLUSTER-IP is hash:ip IPv4"):
+        await ipsets.ensure(all_specs(Family.V4))
+    assert await ipsets.list_names() == {s.name for s in all_specs(Family.V4)}
+
+
 # ------------------------------------------------------------ firewall marks (skbinfo)
 # KUBE-EXTERNAL-LOCAL-FWMARK: hash:ip,port created with ``skbinfo``; its entries carry the
 # mark that ``iptables -j SET --map-set NAME dst,dst --map-mark`` stamps on packets.
@@ -289,7 +394,7 @@ async def test_marked_set_is_created_with_skbinfo(
         saved = await ipsets_module.run_command(["ipset", "save", MARKED[family]])
         assert saved.startswith(
             f"create {MARKED[family]} hash:ip,port family {inet} hashsize 1024 maxelem 65536"
-            " comment skbinfo "
+            " skbinfo "
         )
 
 

@@ -1,8 +1,9 @@
-"""Firewall marks in ipset entries (``skbmark``): parsing, printing, encoding (pure).
+"""Firewall marks in ipset entries (``skbmark``) and sets' create options: parsing,
+printing, encoding (pure).
 
 The texts are the ones ``ipset save`` printed under the kernel (ipset v7.17, Linux 6.1):
 ``create KUBE-EXTERNAL-LOCAL-FWMARK hash:ip,port family inet hashsize 1024 maxelem 65536
-comment skbinfo bucketsize 12 initval 0x...`` and ``add ... 203.0.113.7,tcp:443 skbmark
+skbinfo bucketsize 12 initval 0x...`` and ``add ... 203.0.113.7,tcp:443 skbmark
 0x2c05/0x3fff``; the kernel-side tests are in tests/contract/test_ipsets_contract.py.
 """
 
@@ -32,10 +33,13 @@ from ipvsproxy.dataplane.ipset_netlink import (
 )
 from ipvsproxy.dataplane.ipset_specs import (
     EntryParts,
+    SetOptions,
     check_mark,
     create_line,
     normalize_entry,
+    option_differences,
     parse_entry,
+    wanted_options,
 )
 from ipvsproxy.dataplane.ipsets import parse_save, rebuild_lines, temporary_name
 from ipvsproxy.dataplane.netlink import Message, attrs, nla
@@ -129,16 +133,42 @@ def test_marked_entry_is_the_saved_text() -> None:
         assert normalize_entry(HIPP, Family.V4, text) == text
 
 
-def test_create_line_puts_skbinfo_after_comment() -> None:
+def test_create_line_is_kube_proxys_with_skbinfo_only_where_marked() -> None:
+    # kube-proxy's ensureIPSet: no comment, no other extension (pkg/proxy/ipvs/ipset).
     assert create_line(set_spec(EXTERNAL_LOCAL_FWMARK, Family.V6)) == (
         "create KUBE-6-EXTERNAL-LOCAL-FWMARK hash:ip,port family inet6 hashsize 1024"
-        " maxelem 65536 comment skbinfo"
+        " maxelem 65536 skbinfo"
     )
     plain = IpsetSpec("KUBE-X", HIPP, Family.V4, "")
-    assert create_line(plain).endswith(" comment")
-    assert create_line(IpsetSpec("KUBE-P", "bitmap:port", Family.V4, "", True)) == (
-        "create KUBE-P bitmap:port range 0-65535 comment skbinfo"
+    assert (
+        create_line(plain) == "create KUBE-X hash:ip,port family inet hashsize 1024 maxelem 65536"
     )
+    assert create_line(IpsetSpec("KUBE-P", "bitmap:port", Family.V4, "", True)) == (
+        "create KUBE-P bitmap:port range 0-65535 skbinfo"
+    )
+    assert create_line(IpsetSpec("KUBE-P", "bitmap:port", Family.V4, "")) == (
+        "create KUBE-P bitmap:port range 0-65535"
+    )
+
+
+def test_create_line_with_other_options_as_ipset_takes_them() -> None:
+    options = SetOptions(maxelem=131072, timeout=30, comment=True, counters=True)
+    assert create_line(IpsetSpec("KUBE-X", HIPP, Family.V4, ""), options) == (
+        "create KUBE-X hash:ip,port family inet hashsize 1024 maxelem 131072 timeout 30"
+        " counters comment"
+    )
+
+
+def test_option_differences_name_what_create_exist_would_refuse() -> None:
+    want = wanted_options(IpsetSpec("KUBE-X", HIPP, Family.V4, ""))
+    assert want == SetOptions(maxelem=65536)
+    assert option_differences(want, want) == []
+    assert option_differences(want._replace(comment=True), want) == ["comment True (want False)"]
+    bitmap = wanted_options(IpsetSpec("KUBE-P", "bitmap:port", Family.V4, ""))
+    assert bitmap == SetOptions(port_range=(0, 65535))
+    assert option_differences(bitmap._replace(port_range=(1, 65535)), bitmap) == [
+        "port_range (1, 65535) (want (0, 65535))"
+    ]
 
 
 def test_parse_save_keeps_marks_and_drops_comments() -> None:
@@ -188,8 +218,11 @@ def test_netlink_add_carries_the_mark_as_a_big_endian_u64() -> None:
     assert struct.pack(">Q", 0x2C05 << 32 | 0x3FFF) not in payloads[0]
 
 
-def _listed(name: str, kind: str, family: int, cadt_flags: int | None) -> Message:
-    data = b"" if cadt_flags is None else nla(ATTR_CADT_FLAGS, struct.pack(">I", cadt_flags))
+def _listed(
+    name: str, kind: str, family: int, cadt_flags: int | None, data: bytes = b""
+) -> Message:
+    if cadt_flags is not None:
+        data += nla(ATTR_CADT_FLAGS, struct.pack(">I", cadt_flags))
     body = (
         bytes(4)  # nfgenmsg
         + nla(ATTR_SETNAME, name.encode() + b"\0")
@@ -200,12 +233,30 @@ def _listed(name: str, kind: str, family: int, cadt_flags: int | None) -> Messag
     return Message(0, 0, 1, bytes(16) + body)
 
 
-def test_listed_header_tells_skbinfo_apart() -> None:
+def test_listed_header_tells_the_extensions_apart() -> None:
     assert _header(_listed("A", HIPP, NFPROTO_IPV6, 0x50)) == (
-        "A", SetHeader(HIPP, NFPROTO_IPV6, True)
+        "A", SetHeader(HIPP, NFPROTO_IPV6, SetOptions(comment=True, skbinfo=True))
     )  # fmt: skip
-    assert _header(_listed("B", HIPP, 2, 0x10)) == ("B", SetHeader(HIPP, 2, False))
-    assert _header(_listed("C", HIPP, 2, None)) == ("C", SetHeader(HIPP, 2, False))
+    assert _header(_listed("B", HIPP, 2, 0x10)) == (
+        "B",
+        SetHeader(HIPP, 2, SetOptions(comment=True)),
+    )
+    assert _header(_listed("C", HIPP, 2, None)) == ("C", SetHeader(HIPP, 2, SetOptions()))
+    assert _header(_listed("D", HIPP, 2, 0x28))[1].options == SetOptions(
+        counters=True, forceadd=True
+    )
+
+
+def test_listed_header_reads_maxelem_timeout_and_the_port_range() -> None:
+    be32 = struct.Struct(">I").pack
+    hashed = nla(19 | 0x4000, be32(65536)) + nla(6 | 0x4000, be32(30))  # MAXELEM, TIMEOUT
+    assert _header(_listed("H", HIPP, 2, 0, hashed))[1].options == SetOptions(
+        maxelem=65536, timeout=30
+    )
+    ports = nla(4 | 0x4000, struct.pack(">H", 0)) + nla(5 | 0x4000, struct.pack(">H", 65535))
+    assert _header(_listed("P", "bitmap:port", 0, 0, ports))[1].options == SetOptions(
+        port_range=(0, 65535)
+    )
 
 
 def test_rebuild_swaps_in_a_fresh_set_and_keeps_the_entries() -> None:
@@ -213,7 +264,7 @@ def test_rebuild_swaps_in_a_fresh_set_and_keeps_the_entries() -> None:
     tmp = temporary_name(spec.name)
     assert rebuild_lines(spec, {"203.0.113.7,tcp:443"}) == [
         f"destroy {tmp}",
-        f"create {tmp} hash:ip,port family inet hashsize 1024 maxelem 65536 comment skbinfo",
+        f"create {tmp} hash:ip,port family inet hashsize 1024 maxelem 65536 skbinfo",
         f"add {tmp} 203.0.113.7,tcp:443",
         f"swap {tmp} {spec.name}",
         f"destroy {tmp}",
