@@ -78,16 +78,17 @@ class DesiredIndex:
     def _marked_entries(self, key: ServiceKey, vs: VirtualServerKey) -> Iterable[IpsetEntry]:
         name = ipset_catalog.set_name(ipset_catalog.EXTERNAL_LOCAL_FWMARK, vs.family)
         for entry in self.plans[key].state.ipsets.get(name, ()):
-            if ipset_catalog.entry_mark(entry) == vs.fwmark:
+            stamp = ipset_catalog.entry_mark(entry)
+            if stamp is not None and fwmark.unstamped(stamp) == vs.fwmark:
                 yield name, entry
 
     def _mark_is_ours(self, name: str, entry: str) -> bool:
         """Whether a marked entry's mark belongs to one of the entry's own Services."""
         kind = ipset_catalog.kind_of(name)
-        mark = ipset_catalog.entry_mark(entry)
-        if kind is None or mark is None:
+        stamp = ipset_catalog.entry_mark(entry)
+        if kind is None or stamp is None:
             return False
-        vs = fwmark.listed_key(kind[1], mark)
+        vs = fwmark.listed_key(kind[1], fwmark.unstamped(stamp))
         held = _listed(self._vs_owners.get(vs))
         return bool(held) and held[0] in _listed(self._entry_owners.get(name, {}).get(entry))
 

@@ -18,7 +18,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-from ipvsproxy.core import ipset_catalog
+from ipvsproxy.core import fwmark, ipset_catalog
 from ipvsproxy.core.model import (
     Family,
     IpProtocol,
@@ -58,9 +58,11 @@ def recorded_keys(entries: Mapping[str, Iterable[str]]) -> Recorded:
     for family in Family:
         for kind in ipset_catalog.MARKED_KINDS:
             for entry in entries.get(ipset_catalog.set_name(kind, family), ()):
-                mark = ipset_catalog.entry_mark(entry)
-                if mark:
-                    marks.add((family, mark))
+                # The entry's stamp stands for its mark; releases before 0.2 stamped the
+                # mark itself, and the virtual servers they made are ours too.
+                stamp = ipset_catalog.entry_mark(entry)
+                if stamp:
+                    marks.update({(family, stamp), (family, fwmark.unstamped(stamp))})
         for kind in _ADDRESS_PORT_KINDS:
             address_ports.update(entries.get(ipset_catalog.set_name(kind, family), ()))
         for protocol, kinds in ipset_catalog.NODE_PORT_SETS.items():

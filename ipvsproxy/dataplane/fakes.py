@@ -28,6 +28,7 @@ from ipvsproxy.dataplane.ipset_specs import (
 )
 from ipvsproxy.dataplane.ipsets import _check_owned
 from ipvsproxy.dataplane.iptables import cleanup as iptables_cleanup
+from ipvsproxy.dataplane.iptables_rules import BUILTIN_CHAINS
 
 # ------------------------------------------------------------------ addresses
 
@@ -173,13 +174,7 @@ def _parse(spec: IpsetSpec, entry: str) -> EntryParts:
 
 # ------------------------------------------------------------------- iptables
 
-_BUILTIN = {
-    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-    "filter": ("INPUT", "FORWARD", "OUTPUT"),
-    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
-    "raw": ("PREROUTING", "OUTPUT"),
-    "security": ("INPUT", "FORWARD", "OUTPUT"),
-}
+_BUILTIN = BUILTIN_CHAINS
 _TARGETS = {
     "SET",
     "ACCEPT",

@@ -17,14 +17,8 @@ from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import CommandError, InvalidValueError
 from ipvsproxy.dataplane.interfaces import Iptables
 from ipvsproxy.dataplane.ipsets import run_command
-from ipvsproxy.dataplane.iptables_rules import (
-    RULE_TABLES,
-    Jump,
-    RulesConfig,
-    build_restore,
-    cleanup_restore,
-    find_jumps,
-)
+from ipvsproxy.dataplane.iptables_fixups import cleanup_restore, table_fixups
+from ipvsproxy.dataplane.iptables_rules import RULE_TABLES, RulesConfig, build_restore
 
 TABLES = ("nat", "filter", "mangle", "raw", "security")
 _HINTS = re.compile(r"KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY")
@@ -113,7 +107,7 @@ class IptablesCli:
 
 
 async def cleanup(iptables: Iptables, family: Family) -> None:
-    """Unlink, flush and delete the proxy's chains in its tables; nothing else."""
+    """Unlink, flush and delete the proxy's chains and other modes' leftovers; nothing else."""
     saved = {t: await iptables.save(family, t) for t in RULE_TABLES}
     text = cleanup_restore(saved)
     if text:
@@ -124,24 +118,25 @@ class RulesSyncer:
     """Writes the proxy's rules for one family with one restore per sync.
 
     The first sync (and any with ``verify=True``, e.g. the periodic full resync) first
-    saves its tables to find which jumps from the built-in chains exist, so the restore
-    adds missing ones and drops duplicates. Later syncs trust the last successful restore
-    and skip the saves.
+    saves the tables, to fix the jumps from the built-in chains and remove other modes'
+    leftovers (``iptables_fixups``) in the same restore. Later syncs trust the last
+    successful restore and skip the saves.
     """
 
     def __init__(self, iptables: Iptables, family: Family) -> None:
         self._iptables = iptables
         self._family = family
-        self._jumps_ok = False
+        self._verified = False
 
     async def sync(self, config: RulesConfig, verify: bool = False) -> str:
-        found: dict[Jump, list[str]] | None = None
-        if verify or not self._jumps_ok:
-            found = {}
-            for table in RULE_TABLES:
-                found |= find_jumps(table, await self._iptables.save(self._family, table))
-        text = build_restore(config, self._family, found)
-        self._jumps_ok = False
+        fixups: dict[str, list[str]] | None = None
+        if verify or not self._verified:
+            fixups = {
+                table: table_fixups(table, await self._iptables.save(self._family, table))
+                for table in RULE_TABLES
+            }
+        text = build_restore(config, self._family, fixups)
+        self._verified = False
         await self._iptables.restore(self._family, text)
-        self._jumps_ok = True
+        self._verified = True
         return text

@@ -16,18 +16,23 @@ The chains and rules are kube-proxy IPVS mode's (``writeIptablesRules`` and
   KUBE-LOAD-BALANCER-SOURCE-IP (node traffic to a local VIP leaves with the VIP as source).
 
 - externalTrafficPolicy Local (#115931): mangle KUBE-IN-CLUSTER-FWMARK, from PREROUTING and
-  OUTPUT, stamps the mark of ``KUBE-EXTERNAL-LOCAL-FWMARK`` (``--map-mark``) on packets from
-  the cluster CIDR or the node to an LB IP or external IP of such a Service, so that IPVS
-  hands them to a firewall-mark virtual server with every endpoint (``ipvsproxy.core.fwmark``).
+  OUTPUT, stamps the mark of ``KUBE-EXTERNAL-LOCAL-FWMARK`` (``--map-mark``, which only the
+  mangle table allows) on packets from the cluster CIDR or the node to an LB IP or external
+  IP of such a Service. The stamp carries the PENDING bit (``ipvsproxy.core.fwmark``), and
+  nat KUBE-SERVICES clears it on a connection's first packet, so that IPVS (whose LOCAL_IN
+  and LOCAL_OUT hooks come after nat PREROUTING and OUTPUT, and which needs the mark only to
+  schedule a connection) hands it to a firewall-mark virtual server with every endpoint.
   Node-originated ones leave with the VIP as source and are masqueraded, recognised by the
   mark's flag bit: kube-proxy's masquerade mark cannot be used, IPVS matches marks exactly.
+  The clearing and the masquerade live in chains kube-proxy's IPVS mode owns and rewrites
+  on every sync (KUBE-SERVICES, KUBE-POSTROUTING): on a node handed back to kube-proxy, its
+  first sync removes them, the stamps keep their PENDING bit and match no firewall-mark
+  virtual server, and IPVS takes its address virtual server, as kube-proxy means it to.
 
-Jumps from the built-in chains: ``--noflush`` leaves built-in chains alone and appends, so
-re-sending ``-A PREROUTING ... -j KUBE-SERVICES`` on every sync would pile up duplicates.
-The caller passes the jumps it found in ``iptables-save`` (``find_jumps``); the text then
-inserts the missing ones (at position 1, as kube-proxy's EnsureRule(Prepend)) and deletes
-duplicates, so after one restore each jump exists exactly once. Declaring ``:KUBE-X - [0:0]``
-flushes our own chains, which are then rewritten whole.
+Our chains are declared (``:KUBE-X - [0:0]``), which flushes them, and rewritten whole.
+What lies outside them (jumps from the built-in chains, other modes' leftovers) comes as
+fixups computed from ``iptables-save`` (``iptables_fixups``), placed in each table's block
+after the declarations.
 """
 
 from __future__ import annotations
@@ -57,14 +62,22 @@ FILTER_CHAINS = (
     "KUBE-IPVS-OUT-FILTER",
 )
 MANGLE_CHAINS = ("KUBE-IN-CLUSTER-FWMARK",)
-# The chains this proxy owns, per table. Only these are ever flushed or deleted: other
-# KUBE-* chains (kubelet's KUBE-FIREWALL, KUBE-KUBELET-CANARY, ...) belong to others.
+# The chains this proxy owns, per table. Only these (and iptables_fixups' leftovers) are
+# ever flushed or deleted: other KUBE-* chains (kubelet's KUBE-FIREWALL,
+# KUBE-KUBELET-CANARY, ...) belong to others.
 OWNED_CHAINS: Mapping[str, tuple[str, ...]] = {
     "nat": NAT_CHAINS,
     "filter": FILTER_CHAINS,
     "mangle": MANGLE_CHAINS,
 }
 RULE_TABLES = tuple(OWNED_CHAINS)
+BUILTIN_CHAINS: Mapping[str, tuple[str, ...]] = {
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "raw": ("PREROUTING", "OUTPUT"),
+    "security": ("INPUT", "FORWARD", "OUTPUT"),
+}
 
 
 class Jump(NamedTuple):
@@ -91,9 +104,6 @@ JUMPS = (
     Jump("mangle", "PREROUTING", "KUBE-IN-CLUSTER-FWMARK", "kubernetes in-cluster fwmark"),
     Jump("mangle", "OUTPUT", "KUBE-IN-CLUSTER-FWMARK", "kubernetes in-cluster fwmark"),
 )
-
-# What find_jumps returns: per jump, the saved rule texts (after "-A CHAIN ") that do it.
-FoundJumps = Mapping[Jump, Sequence[str]]
 
 
 class RulesConfig(NamedTuple):
@@ -141,6 +151,12 @@ def _nat_rules(config: RulesConfig, family: Family) -> list[str]:
     masq = _mark(config.masquerade_bit, "masquerade bit")
     lo = "::1/128" if family is Family.V6 else "127.0.0.0/8"
     r = [f"-A KUBE-SERVICES -s {lo} -j RETURN"]
+    # An in-cluster fwmark stamp becomes the firewall-mark virtual server's mark (see above).
+    stamped = f"{fwmark.FLAG | fwmark.PENDING:#x}"
+    r.append(
+        '-A KUBE-SERVICES -m comment --comment "kubernetes in-cluster fwmark"'
+        f" -m mark --mark {stamped}/{stamped} -j MARK --xor-mark {fwmark.PENDING:#x}"
+    )
     r.append(_set_rule("KUBE-POSTROUTING", S.LOOP_BACK, family, "dst,dst,src", "MASQUERADE"))
     r.append(_set_rule("KUBE-SERVICES", S.LOAD_BALANCER, family, "dst,dst", "KUBE-LOAD-BALANCER"))
     r.append(_set_rule("KUBE-LOAD-BALANCER", S.LOAD_BALANCER_LOCAL, family, "dst,dst", "RETURN"))
@@ -258,48 +274,14 @@ def _mangle_rules(config: RulesConfig, family: Family) -> list[str]:
     return r
 
 
-def find_jumps(table: str, saved: str) -> dict[Jump, list[str]]:
-    """The rules of ``iptables-save -t table`` output that jump from a built-in chain to ours."""
-    found: dict[Jump, list[str]] = {j: [] for j in JUMPS if j.table == table}
-    for line in saved.splitlines():
-        if not line.startswith("-A "):
-            continue
-        words = line.split()
-        chain, target = words[1], _target(words)
-        for jump in found:
-            if jump.chain == chain and jump.target == target:
-                found[jump].append(line[len(f"-A {chain} ") :])
-    return found
-
-
-def _target(words: Sequence[str]) -> str | None:
-    for i, word in enumerate(words[:-1]):
-        if word in ("-j", "--jump", "-g", "--goto"):
-            return words[i + 1]
-    return None
-
-
-def _jump_fixups(table: str, found: FoundJumps | None) -> list[str]:
-    if found is None:
-        return []
-    lines: list[str] = []
-    for jump in JUMPS:
-        if jump.table != table:
-            continue
-        present = list(found.get(jump, ()))
-        if not present:
-            lines.append(f"-I {jump.chain} 1 {jump.spec}")
-        lines += [f"-D {jump.chain} {rest}" for rest in present[1:]]
-    return lines
-
-
-def build_restore(config: RulesConfig, family: Family, found: FoundJumps | None) -> str:
+def build_restore(
+    config: RulesConfig, family: Family, fixups: Mapping[str, Sequence[str]] | None = None
+) -> str:
     """The whole ``iptables-restore --noflush`` input for ``family``.
 
-    ``found``: the jumps present now (``find_jumps`` over a fresh save of every table in
-    ``RULE_TABLES``);
-    None means "known to be present exactly once" (a previous restore of this process put
-    them there), which lets a sync skip the two saves.
+    ``fixups``: per table, ``iptables_fixups.table_fixups`` over a fresh save of it; None
+    (or a table left out) means "known right": a previous restore of this process put
+    our jumps there and removed the leftovers, which lets a sync skip the saves.
     """
     out: list[str] = []
     for table, chains, rules in (
@@ -309,39 +291,10 @@ def build_restore(config: RulesConfig, family: Family, found: FoundJumps | None)
     ):
         out.append(f"*{table}")
         out += [f":{c} - [0:0]" for c in chains]
-        out += _jump_fixups(table, found)
+        out += (fixups or {}).get(table, ())
         out += rules
         out.append("COMMIT")
     return "\n".join(out) + "\n"
-
-
-def saved_chains(saved: str) -> set[str]:
-    return {line[1:].split()[0] for line in saved.splitlines() if line.startswith(":")}
-
-
-def cleanup_restore(saved: Mapping[str, str]) -> str:
-    """Restore text that unlinks, flushes and deletes our chains, given ``{table: save}``.
-
-    Removes every rule of a chain not ours that jumps to one of ours (ours are then
-    unreferenced and can be deleted), flushes ours (by declaring them) and deletes them.
-    Nothing else is named, so nothing else changes. Empty when there is nothing to do.
-    """
-    out: list[str] = []
-    for table, text in saved.items():
-        owned = set(OWNED_CHAINS.get(table, ()))
-        present = sorted(owned & saved_chains(text))
-        if not present:
-            continue
-        lines = [f"*{table}"]
-        for line in text.splitlines():
-            if line.startswith("-A "):
-                words = line.split()
-                if words[1] not in owned and _target(words) in owned:
-                    lines.append("-D " + line[3:])
-        lines += [f":{c} - [0:0]" for c in present]
-        lines += [f"-X {c}" for c in present]
-        out += [*lines, "COMMIT"]
-    return "\n".join(out) + "\n" if out else ""
 
 
 def rule_count(text: str) -> int:

@@ -15,13 +15,15 @@ from ipvsproxy.dataplane.fakes import FakeIpsets, FakeIptables
 from ipvsproxy.dataplane.interfaces import Ipsets, Iptables
 from ipvsproxy.dataplane.ipsets import IpsetCli
 from ipvsproxy.dataplane.iptables import IptablesCli, RulesSyncer, detect_backend
+from ipvsproxy.dataplane.iptables_fixups import is_leftover, saved_chains, saved_rules
 from ipvsproxy.dataplane.iptables_rules import (
+    BUILTIN_CHAINS,
     JUMPS,
     OWNED_CHAINS,
     RULE_TABLES,
     RulesConfig,
-    find_jumps,
 )
+from tests.support.kube_proxy_state import IPTABLES_MODES, IPVS_MODES, default_values, fixture
 
 FAMILIES = [Family.V4, Family.V6]
 OPERATOR_RULE = {
@@ -45,10 +47,18 @@ async def ipsets(real: bool, netns: None) -> Ipsets:
 
 
 async def _jumps(iptables: Iptables, family: Family) -> dict[tuple[str, str, str], int]:
-    counts = {}
+    """How many rules do each of our jumps exactly; any other jump from a built-in chain to
+    a chain of ours is counted under its own text."""
+    counts = {(j.table, j.chain, j.target): 0 for j in JUMPS}
     for table in RULE_TABLES:
-        for jump, rules in find_jumps(table, await iptables.save(family, table)).items():
-            counts[(jump.table, jump.chain, jump.target)] = len(rules)
+        ours = OWNED_CHAINS.get(table, ())
+        for rule in saved_rules(await iptables.save(family, table)):
+            if rule.chain in BUILTIN_CHAINS[table] and rule.target in ours:
+                exact = any(
+                    (j.table, j.chain, j.spec) == (table, rule.chain, rule.rest) for j in JUMPS
+                )
+                key = (table, rule.chain, rule.target if exact else rule.rest)
+                counts[key] = counts.get(key, 0) + 1
     return counts
 
 
@@ -83,8 +93,7 @@ async def test_duplicate_jumps_are_collapsed_and_missing_ones_restored(
     dup = f"*nat\n-A {jump.chain} {jump.spec}\n-A {jump.chain} {jump.spec}\nCOMMIT\n"
     await iptables.restore(family, dup)
     gone = JUMPS[3]  # filter FORWARD -> KUBE-FORWARD
-    rule = find_jumps("filter", await iptables.save(family, "filter"))[gone][0]
-    await iptables.restore(family, f"*filter\n-D {gone.chain} {rule}\nCOMMIT\n")
+    await iptables.restore(family, f"*filter\n-D {gone.chain} {gone.spec}\nCOMMIT\n")
     counts = await _jumps(iptables, family)
     assert counts[(jump.table, jump.chain, jump.target)] == 3
     assert counts[(gone.table, gone.chain, gone.target)] == 0
@@ -138,3 +147,33 @@ async def test_bad_rule_raises_and_commits_nothing(iptables: Iptables, family: F
     with pytest.raises(CommandError):
         await iptables.restore(family, bad)
     assert _body(await iptables.save(family, "filter")) == _body(before)
+
+
+@pytest.mark.parametrize("mode", IPTABLES_MODES + IPVS_MODES)
+async def test_sync_takes_over_what_kube_proxy_left(
+    iptables: Iptables, ipsets: Ipsets, mode: str
+) -> None:
+    """kube-proxy's chains, rules and jumps (tests/fixtures/kube_proxy) and an operator's:
+    after one sync only ours, kubelet's and the operator's are left, each jump once."""
+    family = Family.V4
+    values = default_values(("10.244.1.2", "10.244.2.2", "10.244.3.2"))
+    await iptables.restore(family, fixture(f"{mode}.save", **values))
+    operator = f"*filter\n:OPERATOR - [0:0]\n-A OPERATOR {OPERATOR_RULE[family]}\n"
+    await iptables.restore(family, operator + "-A INPUT -j OPERATOR\nCOMMIT\n")
+    kubelet = [
+        line
+        for table in RULE_TABLES
+        for line in (await iptables.save(family, table)).splitlines()
+        if "KUBE-FIREWALL" in line and "nat" not in table and line.startswith("-A")
+    ]
+    await RulesSyncer(iptables, family).sync(RulesConfig(cluster_cidrs=("10.244.0.0/16",)))
+    for table in RULE_TABLES:
+        saved = await iptables.save(family, table)
+        assert not [c for c in saved_chains(saved) if is_leftover(table, c)], table
+    filt = await iptables.save(family, "filter")
+    assert "-A INPUT -j OPERATOR" in filt
+    assert f"-A OPERATOR {OPERATOR_RULE[family]}" in filt
+    assert set(kubelet) <= set(filt.splitlines())  # kubelet's KUBE-FIREWALL and its jumps
+    assert "has no endpoints" not in filt  # the REJECT of the Service without endpoints
+    # Our jumps once each, and no other jump from a built-in chain to ours.
+    assert await _jumps(iptables, family) == {(j.table, j.chain, j.target): 1 for j in JUMPS}

@@ -275,7 +275,7 @@ async def test_a_shared_firewall_mark_serves_one_service_then_passes_on() -> Non
     assert result is not None
     marked = fwmark_key(Family.V4, mark, IpProtocol.TCP)
     assert (await world.table())[marked] == {("10.244.1.2", 1)}
-    entries = {f"{first},tcp:80 skbmark {mark:#x}/0x3fff"}
+    entries = {f"{first},tcp:80 skbmark {fwmark.stamp(mark):#x}/0x3fff"}
     assert await world.ipsets.entries("KUBE-EXTERNAL-LOCAL-FWMARK") == entries
     plan_b = result.plans[ServiceKey("default", "b")]
     assert plan_b is not None
@@ -286,5 +286,5 @@ async def test_a_shared_firewall_mark_serves_one_service_then_passes_on() -> Non
     assert result is not None
     assert not result.full
     assert (await world.table())[marked] == {("10.244.2.2", 1)}
-    entries = {f"{second},tcp:80 skbmark {mark:#x}/0x3fff"}
+    entries = {f"{second},tcp:80 skbmark {fwmark.stamp(mark):#x}/0x3fff"}
     assert await world.ipsets.entries("KUBE-EXTERNAL-LOCAL-FWMARK") == entries

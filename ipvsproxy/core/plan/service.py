@@ -244,7 +244,7 @@ class _Builder:
             return
         self.marks.add((family, mark))
         self._add_server(fwmark_key(family, mark, port.protocol), servers)
-        entry = sets.marked_entry(ip, port.protocol, port.port, mark, fwmark.MASK)
+        entry = sets.marked_entry(ip, port.protocol, port.port, fwmark.stamp(mark), fwmark.MASK)
         self._entry(sets.EXTERNAL_LOCAL_FWMARK, family, entry)
 
     def _server(self, address: str, number: int, port: Port, servers: RealServers) -> bool:

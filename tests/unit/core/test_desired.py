@@ -43,7 +43,7 @@ def test_the_first_claim_keeps_the_mark_and_the_other_service_gets_no_entry() ->
         "10.244.1.5:8080",
         "10.244.2.5:8080",
     ]
-    assert desired.ipsets[SET] == {f"{FIRST},tcp:80 skbmark {MARK:#x}/0x3fff"}
+    assert desired.ipsets[SET] == {f"{FIRST},tcp:80 skbmark {fwmark.stamp(MARK):#x}/0x3fff"}
     # B's own address virtual server still carries its external traffic.
     assert any(key.address == SECOND for key in desired.virtual_servers)
 
@@ -53,7 +53,7 @@ def test_when_the_holder_goes_the_other_service_takes_the_mark_in_the_same_scope
     index.set_plan(A, _plan("a", FIRST, "10.244.1.5"))
     index.set_plan(B, _plan("bb", SECOND, "10.244.1.6"))
     scope = index.set_plan(A, None)
-    entry = f"{SECOND},tcp:80 skbmark {MARK:#x}/0x3fff"
+    entry = f"{SECOND},tcp:80 skbmark {fwmark.stamp(MARK):#x}/0x3fff"
     assert (SET, entry) in scope.entries
     desired = index.desired(scope)
     assert desired.ipsets[SET] == {entry}

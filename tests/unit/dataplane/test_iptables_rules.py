@@ -7,13 +7,11 @@ import pytest
 from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.iptables import choose_backend
+from ipvsproxy.dataplane.iptables_fixups import table_fixups
 from ipvsproxy.dataplane.iptables_rules import (
-    JUMPS,
-    RULE_TABLES,
+    OWNED_CHAINS,
     RulesConfig,
     build_restore,
-    cleanup_restore,
-    find_jumps,
     rule_count,
 )
 
@@ -23,7 +21,9 @@ def _lines(text: str, prefix: str) -> list[str]:
 
 
 def test_chains_are_declared_before_jumps_and_rules() -> None:
-    text = build_restore(RulesConfig(), Family.V4, {})
+    fresh = {table: f"*{table}\nCOMMIT\n" for table in ("nat", "filter", "mangle")}
+    fixups = {table: table_fixups(table, text) for table, text in fresh.items()}
+    text = build_restore(RulesConfig(), Family.V4, fixups)
     nat = text.split("*filter")[0].splitlines()
     first_rule = next(i for i, line in enumerate(nat) if line.startswith(("-I", "-A")))
     declared = [line for line in nat[:first_rule] if line.startswith(":")]
@@ -31,35 +31,17 @@ def test_chains_are_declared_before_jumps_and_rules() -> None:
         ":KUBE-SERVICES - [0:0]", ":KUBE-POSTROUTING - [0:0]", ":KUBE-NODE-PORT - [0:0]",
         ":KUBE-LOAD-BALANCER - [0:0]", ":KUBE-MARK-MASQ - [0:0]",
     ]  # fmt: skip
-    assert text.count("COMMIT") == len(RULE_TABLES)
+    assert text.count("COMMIT") == len(OWNED_CHAINS)
 
 
-def test_missing_jumps_are_inserted_and_present_ones_not() -> None:
-    none_found = build_restore(RulesConfig(), Family.V4, {})
-    assert len(_lines(none_found, "-I ")) == len(JUMPS)
+def test_missing_jumps_are_inserted_before_our_rules() -> None:
+    fixups = {"nat": table_fixups("nat", "*nat\nCOMMIT\n")}
+    nat = build_restore(RulesConfig(), Family.V4, fixups).split("*filter")[0]
     assert (
-        '-I PREROUTING 1 -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
-        in none_found
+        '-I PREROUTING 1 -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in nat
     )
-    all_once = {j: [j.spec] for j in JUMPS}
-    assert _lines(build_restore(RulesConfig(), Family.V4, all_once), "-I ") == []
+    assert nat.index("-I PREROUTING") < nat.index("-A KUBE-SERVICES")
     assert _lines(build_restore(RulesConfig(), Family.V4, None), "-I ") == []
-
-
-def test_duplicate_jumps_are_deleted_by_their_saved_text() -> None:
-    saved = (
-        "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n"
-        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES\n'
-        "-A PREROUTING -j KUBE-SERVICES\n-A PREROUTING -s 10.0.0.0/8 -j ACCEPT\nCOMMIT\n"
-    )
-    found = find_jumps("nat", saved)
-    assert found[JUMPS[1]] == [
-        '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-        "-j KUBE-SERVICES",
-    ]
-    text = build_restore(RulesConfig(), Family.V4, found)
-    assert "-D PREROUTING -j KUBE-SERVICES" in text
-    assert "-I PREROUTING" not in text.split("*filter")[0]  # nat's; mangle's was not found
 
 
 def _chain(text: str, table: str, chain: str) -> list[str]:
@@ -88,6 +70,13 @@ def test_in_cluster_traffic_to_etp_local_ips_gets_the_sets_fwmark(
     assert _chain(text, "mangle", "KUBE-IN-CLUSTER-FWMARK") == [
         f"-A KUBE-IN-CLUSTER-FWMARK {source} {stamp}" for source in marked_sources
     ]
+    # The stamp's PENDING bit is cleared in kube-proxy's own KUBE-SERVICES (its first sync
+    # drops the rule), before IPVS sees the packet.
+    services = _chain(text, "nat", "KUBE-SERVICES")
+    assert services[1] == (
+        '-A KUBE-SERVICES -m comment --comment "kubernetes in-cluster fwmark"'
+        " -m mark --mark 0x3000/0x3000 -j MARK --xor-mark 0x1000"
+    )
     # Node traffic marked so is masqueraded before kube-proxy's mark test returns.
     postrouting = _chain(text, "nat", "KUBE-POSTROUTING")
     masq = next(i for i, r in enumerate(postrouting) if "--mark 0x2000/0x2000" in r)
@@ -95,19 +84,9 @@ def test_in_cluster_traffic_to_etp_local_ips_gets_the_sets_fwmark(
     assert masq < next(i for i, r in enumerate(postrouting) if "! --mark 0x4000/0x4000" in r)
 
 
-def test_mangle_jumps_come_from_prerouting_and_output() -> None:
-    text = build_restore(RulesConfig(), Family.V4, {})
-    mangle = text.split("*mangle\n", 1)[1]
-    assert _lines(mangle, "-I ") == [
-        f'-I {chain} 1 -m comment --comment "kubernetes in-cluster fwmark"'
-        " -j KUBE-IN-CLUSTER-FWMARK"
-        for chain in ("PREROUTING", "OUTPUT")
-    ]
-
-
 def test_rule_count_is_constant() -> None:
     counts = {
-        rule_count(build_restore(c, f, {}))
+        rule_count(build_restore(c, f))
         for f in Family
         for c in (RulesConfig(), RulesConfig(masquerade_all=True))
     }
@@ -172,28 +151,6 @@ def test_node_originated_lb_traffic_is_marked_and_dropped() -> None:
 def test_bad_config_is_a_typed_error(config: RulesConfig) -> None:
     with pytest.raises(InvalidValueError):
         build_restore(config, Family.V4, None)
-
-
-def test_cleanup_names_only_our_chains_and_jumps_to_them() -> None:
-    nat = (
-        "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n"
-        ":KUBE-MARK-MASQ - [0:0]\n:KUBE-MARK-DROP - [0:0]\n:MINE - [0:0]\n"
-        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES\n'
-        "-A OUTPUT -j MINE\n-A MINE -j KUBE-MARK-MASQ\n-A KUBE-SERVICES -j KUBE-MARK-DROP\n"
-        "COMMIT\n"
-    )
-    text = cleanup_restore({"nat": nat, "filter": "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"})
-    assert text.splitlines() == [
-        "*nat",
-        '-D PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-        "-D MINE -j KUBE-MARK-MASQ",
-        ":KUBE-MARK-MASQ - [0:0]",
-        ":KUBE-SERVICES - [0:0]",
-        "-X KUBE-MARK-MASQ",
-        "-X KUBE-SERVICES",
-        "COMMIT",
-    ]
-    assert cleanup_restore({"filter": "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"}) == ""
 
 
 @pytest.mark.parametrize(

@@ -200,8 +200,8 @@ def test_external_policy_local_sends_external_traffic_to_local_endpoints_only() 
     }
     sets = plan.state.ipsets
     assert sets["KUBE-EXTERNAL-LOCAL-FWMARK"] == {
-        f"198.51.100.9,tcp:443 skbmark {external_mark:#x}/0x3fff",
-        f"203.0.113.7,tcp:443 skbmark {lb_mark:#x}/0x3fff",
+        f"198.51.100.9,tcp:443 skbmark {fwmark.stamp(external_mark):#x}/0x3fff",
+        f"203.0.113.7,tcp:443 skbmark {fwmark.stamp(lb_mark):#x}/0x3fff",
     }
     assert sets["KUBE-LOAD-BALANCER-LOCAL"] == {"203.0.113.7,tcp:443"}
     assert sets["KUBE-EXTERNAL-IP-LOCAL"] == {"198.51.100.9,tcp:443"}
@@ -236,7 +236,7 @@ def test_in_cluster_marks_carry_protocol_and_family() -> None:
     assert found["UDP [2001:db8:7::7]:53"] == ["[fd00:244::5]:5353"]
     assert found["UDP [fd00::a]:53"] == ["[fd00:244::5]:5353"]
     assert plan.state.ipsets["KUBE-6-EXTERNAL-LOCAL-FWMARK"] == {
-        f"2001:db8:7::7,udp:53 skbmark {mark:#x}/0x3fff"
+        f"2001:db8:7::7,udp:53 skbmark {fwmark.stamp(mark):#x}/0x3fff"
     }
 
 
@@ -254,7 +254,7 @@ def test_a_mark_taken_by_another_port_of_the_service_is_reported_not_shared() ->
     mark = fwmark.mark_for(first, IpProtocol.TCP, 443)
     assert summary(plan)[f"TCP FWM {mark:#x}"] == BOTH
     assert plan.state.ipsets["KUBE-EXTERNAL-LOCAL-FWMARK"] == {
-        f"{first},tcp:443 skbmark {mark:#x}/0x3fff"
+        f"{first},tcp:443 skbmark {fwmark.stamp(mark):#x}/0x3fff"
     }
     assert any(f"{second}:443: its firewall mark" in p for p in plan.problems)
     assert summary(plan)[f"TCP {second}:443"] == [f"{LOCAL}:8080"]
