@@ -12,7 +12,7 @@ import contextlib
 import ipaddress
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 
@@ -28,6 +28,7 @@ from ipvsproxy.dataplane.executor import Dataplane, read_owned
 from ipvsproxy.dataplane.ipsets import IpsetCli
 from ipvsproxy.dataplane.iptables import IptablesCli, detect_backend
 from ipvsproxy.dataplane.ipvs import NetlinkIpvs
+from ipvsproxy.dataplane.nftables import KUBE_PROXY_TABLES, NetlinkNftables
 from ipvsproxy.dataplane.sysctl import IPVS_MODULES, ProcSysctls, apply_ipvs_sysctls
 from ipvsproxy.http.health import ProxyHealth, make_health_app
 from ipvsproxy.http.metrics_server import make_metrics_app
@@ -60,6 +61,7 @@ async def open_dataplane() -> Dataplane:
         iptables=IptablesCli(await detect_backend()),
         conntrack=NetlinkConntrack(),
         sysctls=ProcSysctls(),
+        nftables=NetlinkNftables(),
     )
 
 
@@ -180,8 +182,9 @@ async def serve(config: Config) -> int:
 
 
 async def remove_everything(dataplane: Dataplane, config: Config) -> dict[str, int]:
-    """Delete what the proxy owns, and nothing else: its virtual servers, kube-ipvs0,
-    its iptables chains, then its ipsets (rules that use a set must go before the set)."""
+    """Delete what the proxy owns, and nothing else: its virtual servers, kube-ipvs0, its
+    iptables chains (and those kube-proxy's other modes left), then its ipsets (rules that
+    use a set must go before the set), and kube-proxy's nftables tables."""
     exclude = [ipaddress.ip_network(c, strict=False) for c in config.ipvs_exclude_cidrs]
     owned = await read_owned(dataplane, exclude)
     await dataplane.ipvs.apply([DeleteVirtualServer(key) for key in owned.virtual_servers])
@@ -191,18 +194,39 @@ async def remove_everything(dataplane: Dataplane, config: Config) -> dict[str, i
             await dataplane.iptables.cleanup(family)
     ours = sorted(n for n in await dataplane.ipsets.list_names() if ipset_catalog.kind_of(n))
     await dataplane.ipsets.destroy(ours)
+    await dataplane.nftables.delete_tables(KUBE_PROXY_TABLES)
     return {"virtual_servers": len(owned.virtual_servers), "ipsets": len(ours)}
 
 
-async def _cleanup(config: Config) -> int:
+async def remove_extras(dataplane: Dataplane, config: Config) -> dict[str, int]:
+    """Delete what only this proxy makes, and keep everything kube-proxy's IPVS mode shares
+    with it, so Service traffic goes on flowing when kube-proxy takes the node back: the
+    firewall-mark virtual servers, the mangle chain that stamps in-cluster marks, and the
+    sets of those marks (the chain uses them: it goes first)."""
+    exclude = [ipaddress.ip_network(c, strict=False) for c in config.ipvs_exclude_cidrs]
+    owned = await read_owned(dataplane, exclude)
+    marked = [key for key in owned.virtual_servers if key.fwmark]
+    await dataplane.ipvs.apply([DeleteVirtualServer(key) for key in marked])
+    for family in Family:
+        with contextlib.suppress(DataplaneError):
+            await dataplane.iptables.cleanup(family, ["mangle"])
+    present = await dataplane.ipsets.list_names()
+    sets = sorted(n for n in present if ipset_catalog.is_marked_set(n))
+    await dataplane.ipsets.destroy(sets)
+    return {"virtual_servers": len(marked), "ipsets": len(sets)}
+
+
+async def _run_on_dataplane(
+    action: Callable[[Dataplane, Config], Awaitable[dict[str, int]]], config: Config, name: str
+) -> int:
     try:
         dataplane = await open_dataplane()
-        removed = await remove_everything(dataplane, config)
+        removed = await action(dataplane, config)
     except DataplaneError as err:
-        log.error("cleanup failed", error=str(err))
+        log.error(f"{name} failed", error=str(err))
         return 1
     await dataplane.close()
-    log.info("cleaned up", **removed)
+    log.info(f"{name} done", **removed)
     return 0
 
 
@@ -211,4 +235,8 @@ def run(config: Config) -> int:
 
 
 def cleanup(config: Config) -> int:
-    return asyncio.run(_cleanup(config))
+    return asyncio.run(_run_on_dataplane(remove_everything, config, "cleanup"))
+
+
+def hand_back(config: Config) -> int:
+    return asyncio.run(_run_on_dataplane(remove_extras, config, "hand-back"))

@@ -171,11 +171,25 @@ def build_plan_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_hand_back_parser() -> argparse.ArgumentParser:
+    """The parser of ``ipvsproxy hand-back`` (takes the same config flags)."""
+    parser = _Parser(
+        prog=f"{PROG} hand-back",
+        allow_abbrev=False,
+        description="Remove what only ipvsproxy makes (firewall-mark virtual servers, the "
+        "mangle chain of in-cluster marks and its ipsets) and keep the state kube-proxy's "
+        "IPVS mode shares with it, so Service traffic keeps flowing: run it on a node "
+        "handed back to kube-proxy, once ipvsproxy has stopped there.",
+    )
+    _add_config_flags(parser)
+    return parser
+
+
 @dataclass(frozen=True)
 class Invocation:
     """A parsed and validated command line."""
 
-    command: str  # "run", "cleanup" or "plan"
+    command: str  # "run", "cleanup", "plan" or "hand-back"
     config: Config
     # Fields of the config file that kube-proxy has but this proxy ignores.
     ignored_fields: tuple[str, ...] = ()
@@ -186,9 +200,13 @@ class Invocation:
 def parse_command_line(argv: Sequence[str]) -> Invocation:
     """Parse and validate; raise UsageError (or ConfigError) with one line."""
     args = list(argv)
-    is_plan = bool(args) and args[0] == "plan"
-    parser = build_plan_parser() if is_plan else build_parser()
-    ns = vars(parser.parse_args(args[1:] if is_plan else args))
+    subcommand = args[0] if args and args[0] in ("plan", "hand-back") else None
+    is_plan = subcommand == "plan"
+    if subcommand is None:
+        parser = build_parser()
+    else:
+        parser = build_plan_parser() if is_plan else build_hand_back_parser()
+    ns = vars(parser.parse_args(args[1:] if subcommand else args))
     config_file = ns.pop("config_file", None)
     ns.pop("proxy_mode", None)
     cleanup = ns.pop("cleanup", False)
@@ -201,6 +219,8 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
     config = build_config(file_values, ns)
     if is_plan:
         return Invocation("plan", config, tuple(ignored), tuple(files or ()), node)
+    if subcommand:
+        return Invocation(subcommand, config, tuple(ignored))
     return Invocation("cleanup" if cleanup else "run", config, tuple(ignored))
 
 
@@ -241,4 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if inv.command == "cleanup":
         return int(app.cleanup(inv.config))
+    if inv.command == "hand-back":
+        return int(app.hand_back(inv.config))
     return int(app.run(inv.config))

@@ -183,6 +183,11 @@ class Metrics:
             ["subsystem"],
             registry=r,
         )
+        self.sync_failing = Gauge(
+            "ipvsproxy_sync_failing",
+            "1 while syncs keep failing (the kernel is not being programmed), else 0",
+            registry=r,
+        )
         self.service_stats = ServiceStatsCollector()
         r.register(self.service_stats)
 

@@ -10,12 +10,18 @@ as changes arrive; each marks work and wakes the loop. The loop:
   plans and diffs only the dirty Services (``DesiredIndex`` gives the scope),
   so its cost does not grow with the cluster;
 * every ``sync_period`` runs a full sync: re-reads the kernel and heals drift
-  (a virtual server deleted behind the proxy's back comes back);
+  (a virtual server deleted behind the proxy's back comes back). A full sync makes
+  kube-ipvs0 and the sets exist first (rebuilding a set with other options in place),
+  programs IPVS, addresses and set entries, and only then, once all of that succeeded,
+  rewrites the constant iptables rules and removes what kube-proxy's other modes left
+  (iptables mode's chains, nftables mode's tables): the node switches from their state
+  to ours without a moment in which a Service has neither;
 * every ``drain_period`` re-reads the real servers left at weight 0 by graceful
   termination and deletes those whose connections have reached 0.
 
 A failed sync leaves the mirror of the kernel in doubt, so the next sync after
-one is a full one, retried with backoff.
+one is a full one, retried with backoff; the observer makes a streak of them loud
+(health, log, an Event on the Node).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from ipvsproxy.dataplane.errors import DataplaneError
 from ipvsproxy.dataplane.executor import Dataplane, SyncError, execute, read_owned
 from ipvsproxy.dataplane.iptables import RulesSyncer
 from ipvsproxy.dataplane.iptables_rules import RulesConfig
+from ipvsproxy.dataplane.nftables import KUBE_PROXY_TABLES
 
 log = structlog.get_logger(__name__)
 
@@ -195,24 +202,55 @@ class Reconciler:
         if wait > 0:
             await asyncio.sleep(wait)
 
-    async def prepare(self) -> None:
-        """Make sure the fixed parts exist and are right: kube-ipvs0, every KUBE-* set,
-        and the constant iptables rules (rewritten at each full sync, which heals drift)."""
-        await self.dataplane.addresses.ensure_dummy()
+    async def _ensure_fixed_parts(self) -> dict[str, BaseException]:
+        """kube-ipvs0 and every KUBE-* set with kube-proxy's options (a set someone made
+        otherwise is rebuilt in place). Failures are returned, not raised: the sync goes on
+        programming IPVS, which needs neither."""
+        failures: dict[str, BaseException] = {}
+        try:
+            await self.dataplane.addresses.ensure_dummy()
+        except (DataplaneError, OSError) as err:
+            failures["address"] = err
         families = sorted(self.plan_config.served_families)
-        await self.dataplane.ipsets.ensure(
-            [spec for family in families for spec in ipset_catalog.all_specs(family)]
-        )
+        specs = [spec for family in families for spec in ipset_catalog.all_specs(family)]
+        try:
+            rebuilt = await self.dataplane.ipsets.ensure(specs)
+        except (DataplaneError, OSError) as err:
+            failures["ipset"] = err
+        else:
+            for name, differences in rebuilt.items():
+                log.warning("ipset rebuilt with kube-proxy's options", set=name, had=differences)
+        return failures
+
+    async def _sync_rules(self) -> dict[str, BaseException]:
+        """The constant iptables rules, rewritten and verified (which heals drift), with
+        what kube-proxy's other modes left removed in the same restore; then kube-proxy's
+        nftables tables. Only once everything of ours is in place: removing the old state
+        first would leave Services without any."""
+        failures: dict[str, BaseException] = {}
         rules = RulesConfig(
             masquerade_all=self.settings.masquerade_all,
             cluster_cidrs=self.settings.cluster_cidrs,
         )
-        for family in families:
+        for family in sorted(self.plan_config.served_families):
             syncer = self._rules.setdefault(family, RulesSyncer(self.dataplane.iptables, family))
             try:
                 await syncer.sync(rules, verify=True)
             except Exception as err:
-                raise SyncError({"iptables": err}) from err
+                failures.setdefault("iptables", err)
+        if not failures:
+            try:
+                await self._remove_nftables_mode()
+            except (DataplaneError, OSError) as err:
+                failures["nftables"] = err
+        return failures
+
+    async def _remove_nftables_mode(self) -> None:
+        present = await self.dataplane.nftables.tables()
+        doomed = [table for table in KUBE_PROXY_TABLES if table in present]
+        if doomed:
+            await self.dataplane.nftables.delete_tables(doomed)
+            log.info("removed kube-proxy's nftables mode", tables=[" ".join(t) for t in doomed])
 
     async def sync_once(self) -> SyncResult | None:
         """One sync: full if due, else the dirty Services, else draining real servers."""
@@ -295,7 +333,7 @@ class Reconciler:
         started = self.clock()
         self._full_due = False
         await self._read_node_addresses()
-        await self.prepare()
+        failures = await self._ensure_fixed_parts()
         keys, times = self._take_dirty()
         # Services that vanished while the proxy was down or behind are planned as gone.
         keys |= set(self.cluster.services) ^ set(self.index.plans)
@@ -303,9 +341,16 @@ class Reconciler:
         await self._observe()
         observed = self.mirror.state()
         ops = diff(observed, self.index.desired())
-        await self._apply(Scope(), observed, ops, whole=True)
+        try:
+            await self._apply(Scope(), observed, ops, whole=True)
+        except SyncError as err:
+            failures |= err.failures
+        if not failures:
+            failures = await self._sync_rules()
         # Counted from the end: a resync slower than the period must not run back to back.
         self._next_full = self.clock() + self.settings.sync_period
+        if failures:
+            raise SyncError(failures)
         return SyncResult(True, len(keys), ops, self.clock() - started, times, plans)
 
     async def _partial_sync(self) -> SyncResult:

@@ -21,7 +21,23 @@ log = structlog.get_logger("ipvsproxy.sync")
 
 
 class EventSink(Protocol):
-    def post(self, obj: Any, *, kind: str, api_version: str, reason: str, message: str) -> None: ...
+    def post(
+        self,
+        obj: Any,
+        *,
+        kind: str,
+        api_version: str,
+        reason: str,
+        message: str,
+        event_type: str = "Warning",
+        once_per_version: bool = True,
+    ) -> None: ...
+
+
+# Failed syncs in a row that make the proxy unhealthy, log an error and post an Event on
+# the Node. With the retry backoff (2, 4, 8 s) that is some 14 s of failing; one failure
+# (a tool that lost a race for the xtables lock) is retried quietly.
+FAILING_AFTER = 3
 
 
 class SyncReporter:
@@ -57,6 +73,7 @@ class SyncReporter:
         self._health_checks: dict[ServiceKey, tuple[int, int]] = {}
         self._pending_services = 0
         self._pending_endpoints = 0
+        self._failed_in_a_row = 0
 
     def change_queued(self, kind: str, trigger_time: float | None) -> None:
         self.health.queued()
@@ -71,6 +88,12 @@ class SyncReporter:
 
     async def synced(self, result: SyncResult) -> None:
         now = self.wall()
+        if self._failed_in_a_row >= FAILING_AFTER:
+            log.info("syncs succeed again", failed_before=self._failed_in_a_row)
+            self._post_on_node("Normal", "ProxySyncRecovered", "syncs succeed again")
+        self._failed_in_a_row = 0
+        self.metrics.sync_failing.set(0)
+        self.health.sync_failing(None)
         self.health.updated()
         # A node being deleted (or drained by the autoscaler) fails /healthz.
         self.health.sync_node(self.node())
@@ -98,6 +121,35 @@ class SyncReporter:
     def sync_failed(self, error: SyncError) -> None:
         for subsystem in error.failures:
             self.metrics.sync_failed(subsystem)
+        self._failed_in_a_row += 1
+        if self._failed_in_a_row < FAILING_AFTER:
+            return
+        reason = str(error)
+        self.metrics.sync_failing.set(1)
+        if self.health.failing != reason:
+            # Said once per streak and again whenever the reason changes, not at every retry.
+            log.error(
+                "syncs keep failing: the kernel is not being programmed",
+                failed_in_a_row=self._failed_in_a_row,
+                error=reason,
+            )
+            message = f"{self._failed_in_a_row} syncs in a row failed: {reason}"
+            self._post_on_node("Warning", "ProxySyncFailing", message)
+        self.health.sync_failing(reason)
+
+    def _post_on_node(self, event_type: str, reason: str, message: str) -> None:
+        node = self.node()
+        if self.events is None or not node:
+            return
+        self.events.post(
+            node,
+            kind="Node",
+            api_version="v1",
+            reason=reason,
+            message=message[:1000],
+            event_type=event_type,
+            once_per_version=False,
+        )
 
     def _take(self, plans: Mapping[ServiceKey, ServicePlan | None]) -> None:
         """Account for the Services a sync planned anew (None: gone), and only those:

@@ -4,6 +4,7 @@ set -euo pipefail
 packages=(
   user-mode-linux gcc libc6-dev kmod mount   # the kernel test runner (tests/vm)
   iproute2 ipvsadm ipset iptables conntrack  # what the dataplane drives, and tests read back
+  nftables                                   # tests: kube-proxy's nftables mode to take over from
   python3 python3-venv                       # tox and its environments
   systemd                                    # systemd-analyze verify of packaging/systemd
 )

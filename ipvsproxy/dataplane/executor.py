@@ -27,7 +27,15 @@ from ipvsproxy.core.ops import (
 )
 from ipvsproxy.core.ownership import Network, owned_state
 from ipvsproxy.core.state import DataplaneState
-from ipvsproxy.dataplane.interfaces import Addresses, Conntrack, Ipsets, Iptables, Ipvs, Sysctls
+from ipvsproxy.dataplane.interfaces import (
+    Addresses,
+    Conntrack,
+    Ipsets,
+    Iptables,
+    Ipvs,
+    Nftables,
+    Sysctls,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +50,7 @@ class Dataplane:
     iptables: Iptables
     conntrack: Conntrack
     sysctls: Sysctls
+    nftables: Nftables
 
     async def close(self) -> None:
         await self.ipvs.close()

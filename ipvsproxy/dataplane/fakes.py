@@ -29,6 +29,7 @@ from ipvsproxy.dataplane.ipset_specs import (
 from ipvsproxy.dataplane.ipsets import _check_owned
 from ipvsproxy.dataplane.iptables import cleanup as iptables_cleanup
 from ipvsproxy.dataplane.iptables_rules import BUILTIN_CHAINS
+from ipvsproxy.dataplane.nftables import FAMILIES as NFT_FAMILIES
 
 # ------------------------------------------------------------------ addresses
 
@@ -285,8 +286,32 @@ class FakeIptables:
         lines += [f"-A {c} {r}" for c in builtin + users for r in chains[c]]
         return "\n".join([*lines, "COMMIT"]) + "\n"
 
-    async def cleanup(self, family: Family) -> None:
-        await iptables_cleanup(self, family)
+    async def cleanup(self, family: Family, tables: Sequence[str] | None = None) -> None:
+        await iptables_cleanup(self, family, tables)
+
+
+# ------------------------------------------------------------------- nftables
+
+
+class FakeNftables:
+    def __init__(self, tables: Iterable[tuple[str, str]] = ()) -> None:
+        self.present = set(tables)
+        self.deletes = 0  # transactions that deleted something
+
+    def add_table(self, family: str, name: str) -> None:
+        """Test hook: a table someone else (kube-proxy, an operator) made."""
+        if family not in NFT_FAMILIES:
+            raise InvalidValueError("nftables family", family)
+        self.present.add((family, name))
+
+    async def tables(self) -> set[tuple[str, str]]:
+        return set(self.present)
+
+    async def delete_tables(self, tables: Sequence[tuple[str, str]]) -> None:
+        doomed = self.present & set(tables)
+        if doomed:
+            self.present -= doomed
+            self.deletes += 1
 
 
 # ------------------------------------------------------------------ conntrack

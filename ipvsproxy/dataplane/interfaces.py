@@ -111,8 +111,24 @@ class Iptables(Protocol):
 
     async def save(self, family: Family, table: str) -> str: ...
 
-    async def cleanup(self, family: Family) -> None:
-        """Remove the jumps to KUBE-* chains, flush and delete them; nothing else."""
+    async def cleanup(self, family: Family, tables: Sequence[str] | None = None) -> None:
+        """In ``tables`` (default: all the proxy writes), remove the proxy's chains and the
+        leftovers of kube-proxy's other modes, with every jump to them; nothing else."""
+        ...
+
+
+# ------------------------------------------------------------ nftables
+
+
+class Nftables(Protocol):
+    """nf_tables tables, by (family, name): the proxy only removes kube-proxy's."""
+
+    async def tables(self) -> set[tuple[str, str]]:
+        """Every table, e.g. ("ip6", "kube-proxy"); none on a kernel without nf_tables."""
+        ...
+
+    async def delete_tables(self, tables: Sequence[tuple[str, str]]) -> None:
+        """Delete these tables (with everything in them) at once; missing ones are fine."""
         ...
 
 

@@ -12,6 +12,7 @@ where the nft tools cannot program anything.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import CommandError, InvalidValueError
@@ -102,13 +103,14 @@ class IptablesCli:
         _check_table(table)
         return await run_command([_tool(self.backend, family, "save"), "-t", table])
 
-    async def cleanup(self, family: Family) -> None:
-        await cleanup(self, family)
+    async def cleanup(self, family: Family, tables: Sequence[str] | None = None) -> None:
+        await cleanup(self, family, tables)
 
 
-async def cleanup(iptables: Iptables, family: Family) -> None:
-    """Unlink, flush and delete the proxy's chains and other modes' leftovers; nothing else."""
-    saved = {t: await iptables.save(family, t) for t in RULE_TABLES}
+async def cleanup(iptables: Iptables, family: Family, tables: Sequence[str] | None = None) -> None:
+    """Unlink, flush and delete the proxy's chains and other modes' leftovers in ``tables``
+    (default: every table the proxy writes); nothing else."""
+    saved = {t: await iptables.save(family, t) for t in tables or RULE_TABLES}
     text = cleanup_restore(saved)
     if text:
         await iptables.restore(family, text)

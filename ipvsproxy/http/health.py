@@ -2,8 +2,10 @@
 
 The reconciler reports two facts: ``queued()`` when a Service or
 EndpointSlice change arrives, and ``updated()`` after a successful sync.
-The proxy is healthy at start, and becomes unhealthy only when a queued change
-has waited ``health_timeout`` (2 x the sync period) without a successful sync.
+The proxy is healthy at start, and becomes unhealthy when a queued change
+has waited ``health_timeout`` (2 x the sync period) without a successful sync,
+as kube-proxy's, or (ours) while syncs keep failing (``sync_failing``): a proxy
+that cannot program the kernel must not look fine because nothing changed.
 ``/healthz`` is also 503 while this Node is being deleted (a deletionTimestamp,
 or the cluster autoscaler's ToBeDeletedByClusterAutoscaler taint), so load
 balancers drain it first; ``/livez`` ignores the node, so the kubelet does
@@ -67,6 +69,7 @@ class ProxyHealth:
         self._last_updated: float | None = None
         self._oldest_pending: float | None = None
         self._node_eligible = True
+        self._failing: str | None = None
 
     def queued(self) -> None:
         """A change is waiting for a sync (keeps the oldest waiting time)."""
@@ -77,6 +80,14 @@ class ProxyHealth:
         """A sync succeeded: nothing is pending any more."""
         self._oldest_pending = None
         self._last_updated = self._clock()
+
+    def sync_failing(self, reason: str | None) -> None:
+        """Syncs keep failing, for ``reason`` (None: they succeed again)."""
+        self._failing = reason
+
+    @property
+    def failing(self) -> str | None:
+        return self._failing
 
     def set_node_eligible(self, eligible: bool) -> None:
         self._node_eligible = eligible
@@ -91,6 +102,8 @@ class ProxyHealth:
 
     def is_healthy(self) -> bool:
         """Syncing fine (what /livez and the service health checks use)."""
+        if self._failing is not None:
+            return False
         if self._oldest_pending is None:
             return True
         return self._clock() - self._oldest_pending < self.health_timeout

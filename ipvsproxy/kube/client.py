@@ -76,17 +76,21 @@ class EventPoster:
         reason: str,
         message: str,
         event_type: str = "Warning",
+        once_per_version: bool = True,
     ) -> None:
+        """Post an Event about ``obj``; by default at most once per version of the object
+        and reason (``once_per_version=False``: every call, e.g. a state that comes back)."""
         meta = obj.get("metadata") if isinstance(obj, dict) else None
         meta = meta if isinstance(meta, dict) else {}
         name = meta.get("name") if isinstance(meta.get("name"), str) else None
         namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else None
         key = (kind, namespace, name, meta.get("uid"), meta.get("resourceVersion"), reason)
-        if key in self._seen:
-            return  # this version of this object was already reported
-        self._seen[key] = None
-        while len(self._seen) > self._remember:
-            self._seen.popitem(last=False)
+        if once_per_version:
+            if key in self._seen:
+                return  # this version of this object was already reported
+            self._seen[key] = None
+            while len(self._seen) > self._remember:
+                self._seen.popitem(last=False)
         involved = {"kind": kind, "apiVersion": api_version}
         for field in ("name", "namespace", "uid", "resourceVersion"):
             if isinstance(meta.get(field), str):

@@ -16,9 +16,18 @@ from ipvsproxy.dataplane.fakes import (
     FakeConntrack,
     FakeIpsets,
     FakeIptables,
+    FakeNftables,
     FakeSysctls,
 )
-from ipvsproxy.dataplane.interfaces import Addresses, Conntrack, Ipsets, Iptables, Ipvs, Sysctls
+from ipvsproxy.dataplane.interfaces import (
+    Addresses,
+    Conntrack,
+    Ipsets,
+    Iptables,
+    Ipvs,
+    Nftables,
+    Sysctls,
+)
 from tests.support.builders import NODE_V4
 
 NODE_ADDRESSES = ("127.0.0.1", NODE_V4)
@@ -32,6 +41,7 @@ def fake_dataplane(
     iptables: Iptables | None = None,
     conntrack: Conntrack | None = None,
     sysctls: Sysctls | None = None,
+    nftables: Nftables | None = None,
     node_addresses: Sequence[str] = NODE_ADDRESSES,
 ) -> Dataplane:
     """Fakes for every subsystem not given; the node has ``node_addresses``."""
@@ -42,4 +52,5 @@ def fake_dataplane(
         iptables=iptables or FakeIptables(),
         conntrack=conntrack or FakeConntrack(),
         sysctls=sysctls or FakeSysctls(),
+        nftables=nftables or FakeNftables(),
     )

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ipvsproxy.core import fwmark
+from ipvsproxy.core.ipset_catalog import IpsetSpec
 from ipvsproxy.core.model import (
     Family,
     IpProtocol,
@@ -26,10 +27,12 @@ from ipvsproxy.core.ops import (
 )
 from ipvsproxy.dataplane.errors import KernelModuleError
 from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
+from ipvsproxy.dataplane.ipset_specs import SetOptions
 from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.reconciler import Reconciler, Settings
 from tests.support.builders import NODE_V4, endpoint, endpoint_slice, port, service
 from tests.support.fake_dataplane import fake_dataplane
+from tests.support.kube_proxy_state import default_values, fixture
 from tests.support.strategies import colliding_ips
 
 
@@ -288,3 +291,48 @@ async def test_a_shared_firewall_mark_serves_one_service_then_passes_on() -> Non
     assert (await world.table())[marked] == {("10.244.2.2", 1)}
     entries = {f"{second},tcp:80 skbmark {fwmark.stamp(mark):#x}/0x3fff"}
     assert await world.ipsets.entries("KUBE-EXTERNAL-LOCAL-FWMARK") == entries
+
+
+async def test_a_set_that_cannot_be_made_right_stops_no_virtual_server() -> None:
+    """A KUBE-* set of another type (someone else's) fails the sync loudly, but every
+    Service is still programmed in IPVS; the rules wait until everything succeeded."""
+    world = World()
+    world.ipsets.create_existing(
+        IpsetSpec("KUBE-CLUSTER-IP", "hash:ip", Family.V4, ""), SetOptions(maxelem=65536)
+    )
+    world.add_service("web", "10.96.0.10", ["10.244.1.2"])
+    assert await world.reconciler.sync_once() is None
+    assert await world.table() == {vs("10.96.0.10"): {("10.244.1.2", 1)}}
+    assert await world.addresses.bound() == {"10.96.0.10"}
+    assert world.iptables.restores == 0
+
+
+async def test_taking_over_replaces_other_modes_only_once_ours_is_in_place() -> None:
+    """From kube-proxy's iptables and nftables modes: IPVS first, then one iptables
+    restore per family that writes ours and removes theirs, then their nftables tables."""
+    world = World()
+    values = default_values(("10.244.1.2", "10.244.2.2", "10.244.3.2"))
+    await world.iptables.restore(Family.V4, fixture("iptables-mode-1.33.save", **values))
+    world.dataplane.nftables.add_table("ip", "kube-proxy")
+    world.dataplane.nftables.add_table("inet", "operator")
+    order: list[str] = []
+
+    def recorded(name: str, method: Any) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            order.append(name)
+            return await method(*args, **kwargs)
+
+        return call
+
+    world.ipvs.apply = recorded("ipvs", world.ipvs.apply)  # type: ignore[method-assign]
+    world.iptables.restore = recorded("iptables", world.iptables.restore)  # type: ignore[method-assign]
+    nft = world.dataplane.nftables
+    nft.delete_tables = recorded("nftables", nft.delete_tables)  # type: ignore[method-assign]
+    world.add_service("web", "10.96.0.10", ["10.244.1.2"])
+    assert await world.reconciler.sync_once() is not None
+    assert order == ["ipvs", "iptables", "nftables"]  # a V4-only node: one restore
+    nat = await world.iptables.save(Family.V4, "nat")
+    assert "KUBE-SVC-" not in nat
+    assert "KUBE-SEP-" not in nat
+    assert "has no endpoints" not in await world.iptables.save(Family.V4, "filter")
+    assert await nft.tables() == {("inet", "operator")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
@@ -13,7 +14,8 @@ from ipvsproxy.http.health import ProxyHealth, make_health_app
 from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.metrics import Metrics
 from ipvsproxy.reconciler import Reconciler, Settings
-from ipvsproxy.sync_reporter import SyncReporter
+from ipvsproxy.sync_reporter import FAILING_AFTER, SyncReporter
+from tests.support import builders
 from tests.support.builders import TRIGGER_TIME
 from tests.support.clock import FakeClock
 from tests.support.cluster import service_object, slice_object
@@ -23,9 +25,13 @@ from tests.support.fake_dataplane import fake_dataplane
 class Events:
     def __init__(self) -> None:
         self.posted: list[tuple[str, str]] = []
+        self.reasons: list[tuple[str, str, str]] = []
 
-    def post(self, obj: Any, *, kind: str, api_version: str, reason: str, message: str) -> None:
+    def post(
+        self, obj: Any, *, kind: str, api_version: str, reason: str, message: str, **_: Any
+    ) -> None:
         self.posted.append((obj["metadata"]["name"], message))
+        self.reasons.append((kind, reason, _.get("event_type", "Warning")))
 
 
 class Proxy:
@@ -162,3 +168,38 @@ async def test_a_malformed_service_gets_one_event_and_the_rest_is_programmed() -
     assert "70000" in message
     table = await proxy.ipvs.dump()
     assert {k.address for k in table.virtual_servers} == {"10.96.0.10", "10.96.0.20"}
+
+
+async def test_syncs_that_keep_failing_are_loud_and_recovery_too() -> None:
+    """A frozen node must not look healthy: /healthz and /livez, an error log line and a
+    Warning Event on the Node once per streak; all back when a sync succeeds."""
+    proxy = Proxy()
+    proxy.cache.node_store.upsert(builders.node("node-a"))
+    client = TestClient(TestServer(make_health_app(proxy.health, proxy.metrics)))
+    await client.start_server()
+    try:
+        service, endpoints = web(["10.244.1.2"])
+        proxy.cache.service_store.upsert(service)
+        proxy.cache.slice_store.upsert(endpoints)
+        proxy.ipvs.available_schedulers.discard("rr")  # every sync fails on the scheduler
+        for attempt in range(1, FAILING_AFTER + 2):
+            with structlog.testing.capture_logs() as logs:
+                assert await proxy.reconciler.sync_once() is None
+            errors = [e for e in logs if e["log_level"] == "error"]
+            # One error line when the streak begins; the retries are warnings.
+            assert len(errors) == (attempt == FAILING_AFTER)
+            failing = attempt >= FAILING_AFTER
+            assert (await client.get("/healthz")).status == (503 if failing else 200)
+            assert (await client.get("/livez")).status == (503 if failing else 200)
+            assert proxy.metric("ipvsproxy_sync_failing") == (1 if failing else 0)
+        node_events = [r for r in proxy.events.reasons if r[0] == "Node"]
+        assert node_events == [("Node", "ProxySyncFailing", "Warning")]  # once per streak
+        assert "scheduler" in proxy.events.posted[-1][1]
+        assert proxy.health.failing is not None
+        proxy.ipvs.available_schedulers.add("rr")
+        assert await proxy.reconciler.sync_once() is not None
+        assert (await client.get("/healthz")).status == 200
+        assert proxy.metric("ipvsproxy_sync_failing") == 0
+        assert proxy.events.reasons[-1] == ("Node", "ProxySyncRecovered", "Normal")
+    finally:
+        await client.close()

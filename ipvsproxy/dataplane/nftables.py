@@ -1,0 +1,139 @@
+"""nf_tables tables over nfnetlink (NFNL_SUBSYS_NFTABLES): list them, delete them.
+
+The proxy writes no nftables rule of its own. It only removes what kube-proxy's
+nftables mode leaves when a node switches from it: the tables ``ip kube-proxy`` and
+``ip6 kube-proxy``, which hold everything that mode programs (kube-proxy's own
+cleanup deletes exactly those two, pkg/proxy/nftables/cleanup.go). Any other table,
+an operator's or another component's, is never named.
+
+Over netlink rather than the ``nft`` tool: no extra program in the image and no
+process start. Listing is one NFT_MSG_GETTABLE dump; deleting is one batch
+(NFNL_MSG_BATCH_BEGIN, an NFT_MSG_DELTABLE per table, NFNL_MSG_BATCH_END), which the
+kernel applies as one transaction. A kernel without nf_tables (no subsystem to answer
+the dump) has no tables.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import Sequence
+
+from ipvsproxy.dataplane.errors import DataplaneError
+from ipvsproxy.dataplane.netlink import (
+    NLM_F_ACK,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGHDR,
+    attrs,
+    error_code,
+    frame,
+    nla,
+    open_socket,
+    receive,
+    send,
+    split,
+)
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_NFTABLES = 10
+NFNL_MSG_BATCH_BEGIN = 16
+NFNL_MSG_BATCH_END = 17
+NFT_MSG_NEWTABLE = 0
+NFT_MSG_GETTABLE = 1
+NFT_MSG_DELTABLE = 2
+NFTA_TABLE_NAME = 1
+
+FAMILIES = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
+_FAMILY_NAMES = {number: name for name, number in FAMILIES.items()}
+# Answers of a kernel without nf_tables (nfnetlink finds no subsystem 10).
+_NO_NF_TABLES = {errno.EINVAL, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.ENOENT}
+
+_NFGENMSG = struct.Struct("=BB2s")  # family, version, resource id (big-endian u16)
+
+# kube-proxy's nftables mode: everything it programs lives in these (kubeProxyTable).
+KUBE_PROXY_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))
+
+Table = tuple[str, str]  # (family, name), as nft names them: ("ip6", "kube-proxy")
+
+
+class NftablesError(DataplaneError):
+    """The kernel refused an nf_tables request."""
+
+
+def _kind(message: int) -> int:
+    return (NFNL_SUBSYS_NFTABLES << 8) | message
+
+
+def _head(family: int, res_id: int = 0) -> bytes:
+    return _NFGENMSG.pack(family, 0, res_id.to_bytes(2, "big"))
+
+
+def _table_of(data: bytes) -> Table | None:
+    family = data[NLMSGHDR.size]
+    name = attrs(data, NLMSGHDR.size + _NFGENMSG.size).get(NFTA_TABLE_NAME)
+    if name is None or family not in _FAMILY_NAMES:
+        return None
+    return _FAMILY_NAMES[family], name.rstrip(b"\0").decode()
+
+
+class NetlinkNftables:
+    """The real Nftables of the calling thread's network namespace."""
+
+    async def tables(self) -> set[Table]:
+        sock = open_socket(NETLINK_NETFILTER)
+        found: set[Table] = set()
+        try:
+            request = frame(_kind(NFT_MSG_GETTABLE), NLM_F_REQUEST | NLM_F_DUMP, 1, _head(0))
+            await send(sock, request)
+            while True:
+                for message in split(await receive(sock)):
+                    if message.seq != 1:
+                        continue
+                    if message.kind in (NLMSG_DONE, NLMSG_ERROR):
+                        code = error_code(message)
+                        if code in _NO_NF_TABLES:
+                            return set()
+                        if code:
+                            raise NftablesError(f"listing nf_tables tables: errno {code}")
+                        return found
+                    if message.kind == _kind(NFT_MSG_NEWTABLE):
+                        table = _table_of(message.data)
+                        if table is not None:
+                            found.add(table)
+        finally:
+            sock.close()
+
+    async def delete_tables(self, tables: Sequence[Table]) -> None:
+        """Delete ``tables`` in one transaction; a missing one is fine."""
+        present = await self.tables()
+        doomed = [t for t in tables if t in present]
+        if not doomed:
+            return
+        # A batch's begin and end name the subsystem whose transaction it is.
+        subsystem = NFNL_SUBSYS_NFTABLES
+        messages = [frame(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, _head(0, subsystem))]
+        for seq, (family, name) in enumerate(doomed, start=2):
+            payload = _head(FAMILIES[family]) + nla(NFTA_TABLE_NAME, name.encode() + b"\0")
+            messages.append(frame(_kind(NFT_MSG_DELTABLE), NLM_F_REQUEST | NLM_F_ACK, seq, payload))
+        end = len(doomed) + 2
+        messages.append(frame(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, _head(0, subsystem)))
+        waiting = set(range(2, end))
+        sock = open_socket(NETLINK_NETFILTER)
+        try:
+            await send(sock, b"".join(messages))
+            while waiting:
+                for message in split(await receive(sock)):
+                    if message.kind != NLMSG_ERROR:
+                        continue
+                    code = error_code(message)
+                    if message.seq not in waiting:  # the batch itself was refused
+                        raise NftablesError(f"nf_tables batch refused: errno {code}")
+                    if code and code != errno.ENOENT:
+                        table = " ".join(doomed[message.seq - 2])
+                        raise NftablesError(f"deleting nf_tables table {table}: errno {code}")
+                    waiting.discard(message.seq)
+        finally:
+            sock.close()
