@@ -286,6 +286,11 @@ class FakeIptables:
         lines += [f"-A {c} {r}" for c in builtin + users for r in chains[c]]
         return "\n".join([*lines, "COMMIT"]) + "\n"
 
+    async def save_tables(self, family: Family) -> dict[str, str]:
+        return {
+            table: await self.save(family, table) for f, table in list(self.tables) if f is family
+        }
+
     async def cleanup(self, family: Family, tables: Sequence[str] | None = None) -> None:
         await iptables_cleanup(self, family, tables)
 

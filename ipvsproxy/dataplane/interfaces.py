@@ -111,6 +111,11 @@ class Iptables(Protocol):
 
     async def save(self, family: Family, table: str) -> str: ...
 
+    async def save_tables(self, family: Family) -> dict[str, str]:
+        """Every table's ``iptables-save`` text, by table name, in one call; a table the
+        kernel has not made yet is missing."""
+        ...
+
     async def cleanup(self, family: Family, tables: Sequence[str] | None = None) -> None:
         """In ``tables`` (default: all the proxy writes), remove the proxy's chains and the
         leftovers of kube-proxy's other modes, with every jump to them; nothing else."""

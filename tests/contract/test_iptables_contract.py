@@ -177,3 +177,14 @@ async def test_sync_takes_over_what_kube_proxy_left(
     assert "has no endpoints" not in filt  # the REJECT of the Service without endpoints
     # Our jumps once each, and no other jump from a built-in chain to ours.
     assert await _jumps(iptables, family) == {(j.table, j.chain, j.target): 1 for j in JUMPS}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+async def test_all_tables_in_one_save_read_as_each_alone(
+    iptables: Iptables, ipsets: Ipsets, family: Family
+) -> None:
+    await RulesSyncer(iptables, family).sync(RulesConfig())
+    every = await iptables.save_tables(family)
+    assert set(RULE_TABLES) <= set(every)
+    for table in RULE_TABLES:
+        assert _body(every[table]) == _body(await iptables.save(family, table))

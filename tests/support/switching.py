@@ -1,0 +1,138 @@
+"""Switching a node between proxies under traffic: a steady client, the real ipvsproxy
+process, and what the kernel holds, read without starting a process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.apiserver.server import ApiServer
+from tests.support.demo import kubeconfig
+from tests.support.pods import Pod, tcp_ask
+
+
+def ipvs_table() -> dict[str, dict[str, int]]:
+    """/proc/net/ip_vs as {"TCP 172.30.0.41:80": {"10.244.1.2:80": weight}, "FWM 0x2c05":
+    {...}} (IPv4; a file read, no process)."""
+    table: dict[str, dict[str, int]] = {}
+    current: dict[str, int] | None = None
+    for line in Path("/proc/net/ip_vs").read_text().splitlines()[3:]:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "->":
+            if current is not None:
+                current[_address(words[1])] = int(words[3])
+        elif words[0] == "FWM":
+            current = table.setdefault(f"FWM {int(words[1], 16):#x}", {})
+        else:
+            current = table.setdefault(f"{words[0]} {_address(words[1])}", {})
+    return table
+
+
+def _address(hex_address: str) -> str:
+    ip, port = hex_address.split(":")
+    return f"{ipaddress.IPv4Address(int(ip, 16))}:{int(port, 16)}"
+
+
+async def eventually(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> float:
+    """Wait until ``condition()``; return how long it took. AssertionError on timeout."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s: {condition.__doc__ or condition}")
+        await asyncio.sleep(step)
+    return time.monotonic() - started
+
+
+@dataclass
+class SteadyClient:
+    """One new TCP connection every ``period`` seconds from ``source`` to address:port,
+    each given ``timeout`` seconds to answer; what answered, and what failed, and when."""
+
+    source: Pod
+    address: str
+    port: int
+    period: float = 0.05
+    timeout: float = 1.0
+    answers: list[str] = field(default_factory=list)
+    failures: list[tuple[float, str]] = field(default_factory=list)
+
+    async def run(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                self.answers.append(
+                    await tcp_ask(self.address, self.port, self.source, self.timeout)
+                )
+            except (OSError, TimeoutError) as err:
+                self.failures.append((time.time(), f"{type(err).__name__}: {err}"))
+            await asyncio.sleep(max(0.0, self.period - (time.monotonic() - started)))
+
+
+@contextlib.asynccontextmanager
+async def steady(client: SteadyClient) -> AsyncIterator[SteadyClient]:
+    task = asyncio.create_task(client.run())
+    try:
+        yield client
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@dataclass
+class ProxyProcess:
+    """The real ``ipvsproxy`` started as on a node: shipped defaults, only the node name,
+    the kubeconfig, the cluster CIDR and the HTTP addresses (loopback) given."""
+
+    process: asyncio.subprocess.Process
+    log: Path
+    started: float
+
+    async def stop(self) -> int:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.process.wait(), 30)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+async def start_proxy(server: ApiServer, workdir: Path, node: str, *extra: str) -> ProxyProcess:
+    command = [
+        sys.executable,
+        "-m",
+        "ipvsproxy",
+        f"--kubeconfig={kubeconfig(server.url, workdir)}",
+        f"--hostname-override={node}",
+        "--healthz-bind-address=127.0.0.1:10256",
+        "--metrics-bind-address=127.0.0.1:10249",
+        "--log-format=json",
+        *extra,
+    ]
+    log = workdir / "ipvsproxy.log"
+    with log.open("w") as out:
+        process = await asyncio.create_subprocess_exec(*command, stdout=out, stderr=out)
+    return ProxyProcess(process, log, time.monotonic())
+
+
+async def run_ipvsproxy(*args: str, timeout: float = 120) -> tuple[int, str]:
+    """Run an ``ipvsproxy`` command (``hand-back``, ``--cleanup``) to its end."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ipvsproxy",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout)
+    return process.returncode or 0, out.decode(errors="replace")
