@@ -299,11 +299,13 @@ def boot(run: Path, kernel: Path, mem_mib: int, cpus: int, timeout: float) -> in
     status_file = run / "exit-status"
     if status_file.exists():
         return int(status_file.read_text().strip() or "125")
-    print("qemu_run: the VM stopped before the command finished; kernel log:", file=sys.stderr)
-    for log in ("kernel.log", "qemu.log", "virtiofsd.log"):
-        lines = (run / log).read_bytes().decode(errors="replace").splitlines()
-        limit = 60 if log == "kernel.log" else 20
-        print("\n".join(lines[-limit:]), file=sys.stderr)
+    print("qemu_run: the VM stopped before the command finished", file=sys.stderr)
+    for log, limit in (("qemu.log", 20), ("virtiofsd.log", 10), ("kernel.log", 60)):
+        path = run / log
+        lines = path.read_bytes().decode(errors="replace").splitlines() if path.exists() else []
+        if lines:
+            print(f"qemu_run: {log} (last {limit} lines):", file=sys.stderr)
+            print("\n".join(lines[-limit:]), file=sys.stderr)
     return 125
 
 
@@ -328,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
 
+    if args.kernel is not None and not args.kernel.is_file():
+        parser.error(f"no kernel image at {args.kernel}")
     kernel = args.kernel or find_kernel()
     missing = missing_packages(kernel)
     if missing:
