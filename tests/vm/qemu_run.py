@@ -261,7 +261,11 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 def boot(run: Path, kernel: Path, mem_mib: int, cpus: int, timeout: float) -> int:
-    virtiofsd = start_virtiofsd(run)
+    try:
+        virtiofsd = start_virtiofsd(run)
+    except (RuntimeError, OSError) as error:
+        print(f"qemu_run: {error}", file=sys.stderr)
+        return 125
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     relays = [
@@ -278,6 +282,11 @@ def boot(run: Path, kernel: Path, mem_mib: int, cpus: int, timeout: float) -> in
             start_new_session=True,
             pass_fds=(out_w, err_w),
         )
+    except OSError:
+        _kill(virtiofsd)
+        os.close(out_r)
+        os.close(err_r)
+        raise
     finally:
         os.close(out_w)
         os.close(err_w)
