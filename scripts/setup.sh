@@ -2,7 +2,8 @@
 # Install the Debian packages that the tests and the demo need (only those missing).
 set -euo pipefail
 packages=(
-  user-mode-linux gcc libc6-dev kmod mount   # the kernel test runner (tests/vm)
+  user-mode-linux gcc libc6-dev kmod mount   # the kernel test runner (tests/vm/uml_run.py)
+  qemu-system-x86 linux-image-6.12-cloud-amd64  # the Linux 6.12 runner (tests/vm/qemu_run.py)
   iproute2 ipvsadm ipset iptables conntrack  # what the dataplane drives, and tests read back
   nftables                                   # tests: kube-proxy's nftables mode to take over from
   python3 python3-venv                       # tox and its environments
@@ -16,5 +17,17 @@ done
 if (( ${#missing[@]} )); then
   echo "setup: installing Debian packages: ${missing[*]}"
   apt-get update -qq
+  # Debian 12 publishes its Linux 6.12 kernels in bookworm-security, which a stock install
+  # lists; where a machine's sources leave it out, add it from the same mirror.
+  if [[ " ${missing[*]} " == *" linux-image-6.12-cloud-amd64 "* ]] &&
+    ! apt-cache policy linux-image-6.12-cloud-amd64 | grep -q 'Candidate: [0-9]'; then
+    mirror=$(grep -rhoE '[a-z]+://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d \
+      2>/dev/null | head -n 1 | tr -d ' ')
+    echo "setup: enabling bookworm-security (${mirror%/}-security) for linux-image-6.12-cloud-amd64"
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-security\nComponents: main\n%s\n' \
+      "${mirror%/}-security" 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
+      >/etc/apt/sources.list.d/ipvsproxy-bookworm-security.sources
+    apt-get update -qq
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

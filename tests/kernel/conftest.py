@@ -1,13 +1,17 @@
 """The kernel test session: says which kernel it runs under, and refuses one without IPVS.
 
 These tests need a kernel with IPVS and dummy links; ``tox -e kernel`` runs them
-under user-mode-linux (tests/vm/in_kernel.py). A session started on a kernel
-without IPVS stops at once with a non-zero status instead of skipping, so a CI
-run can never pass without having exercised the kernel.
+under user-mode-linux 6.1, ``tox -e kernel612`` under Linux 6.12 in qemu
+(tests/vm/in_kernel.py). A session started on a kernel without IPVS stops at
+once with a non-zero status instead of skipping, so a CI run can never pass
+without having exercised the kernel. The session also says which iptables
+backend the proxy detects there: legacy under the 6.1 user-mode-linux kernel
+(no nf_tables for ip/ip6), nft under 6.12.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from ipvsproxy.dataplane.iptables import detect_backend
 from tests.support.netns import fresh_netns
 
 
@@ -27,8 +32,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     else:
         print(line, flush=True)
     # One process start for every module the suites use (each start is slow here).
+    # nf_tables last: modprobe -a stops at the first module it cannot load.
     subprocess.run(
-        ["modprobe", "-a", "ip_vs", "ipv6", "veth", "dummy", "nf_conntrack"],
+        ["modprobe", "-a", "ip_vs", "ipv6", "veth", "dummy", "nf_conntrack", "nf_tables"],
         check=False,
         capture_output=True,
     )
@@ -40,6 +46,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
     if os.geteuid() != 0:
         pytest.exit("the kernel tests must run as root", returncode=3)
+    # In a namespace of its own: detection may probe by creating a chain.
+    with fresh_netns():
+        backend = asyncio.run(detect_backend())
+    line = f"iptables backend: {backend}"
+    if reporter is not None:
+        reporter.write_line(line)
+    else:
+        print(line, flush=True)
 
 
 @pytest.fixture

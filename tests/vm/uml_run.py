@@ -145,7 +145,8 @@ def build_shim() -> Path:
     return shim
 
 
-def write_run_files(run: Path, command: list[str], cwd: Path, rw_paths: list[Path]) -> None:
+def command_script(command: list[str], cwd: Path) -> str:
+    """A bash script that runs ``command`` in ``cwd`` with the host's exported environment."""
     env_lines = [
         f"export {name}={shlex.quote(value)}"
         for name, value in os.environ.items()
@@ -158,7 +159,11 @@ def write_run_files(run: Path, command: list[str], cwd: Path, rw_paths: list[Pat
         f"cd {shlex.quote(str(cwd))} || exit 125",
         "exec " + shlex.join(command),
     ]
-    (run / "command").write_text("\n".join(script) + "\n")
+    return "\n".join(script) + "\n"
+
+
+def write_run_files(run: Path, command: list[str], cwd: Path, rw_paths: list[Path]) -> None:
+    (run / "command").write_text(command_script(command, cwd))
     (run / "rw-paths").write_text("".join(f"{p}\n" for p in rw_paths))
     init = INIT_TEMPLATE.replace("@RUN@", str(run)).replace("@MODULES@", str(UML_MODULES))
     (run / "init").write_text(init)
