@@ -10,21 +10,39 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
+from ipvsproxy.config.errors import ConfigError
+from ipvsproxy.config.values import (
+    format_duration,
+    parse_bool,
+    parse_cidr,
+    parse_duration,
+    parse_host_port,
+    parse_list,
+)
 from ipvsproxy.core.model import SCHEDULERS
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "build_config",
+    "format_duration",
+    "load_config_file",
+    "parse_bool",
+    "parse_cidr",
+    "parse_config_document",
+    "parse_duration",
+    "parse_host_port",
+    "parse_list",
+]
 
 API_VERSION = "kubeproxy.config.k8s.io/v1alpha1"
 KIND = "KubeProxyConfiguration"
 LOG_FORMATS = ("auto", "json", "console")
-
-
-class ConfigError(ValueError):
-    """A setting with a bad value: the message names the setting."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,106 +114,6 @@ def _flag(field: str) -> str:
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(Config))
-
-# ------------------------------------------------------------- value forms
-
-_DURATION_RE = re.compile(r"(\d*\.?\d*)(ns|us|µs|μs|ms|s|m|h)")
-_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
-def parse_duration(text: str) -> float:
-    """Parse a Go duration (``30s``, ``1m``, ``500ms``, ``1h30m``) into seconds.
-
-    Like Go's time.ParseDuration: a sign, then one or more number+unit pairs;
-    a bare ``0`` is allowed. Raises ValueError with a message naming the text.
-    """
-    s = text.strip()
-    sign = 1.0
-    if s[:1] in "+-" and s:
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0":
-        return 0.0
-    total = 0.0
-    pos = 0
-    while pos < len(s):
-        m = _DURATION_RE.match(s, pos)
-        if m is None or m.group(1) in ("", "."):
-            raise ValueError(f"invalid duration {text!r} (use Go syntax: 30s, 1m, 500ms, 1h30m)")
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos == 0:
-        raise ValueError(f"invalid duration {text!r} (use Go syntax: 30s, 1m, 500ms, 1h30m)")
-    return sign * total
-
-
-def format_duration(seconds: float) -> str:
-    """The inverse of parse_duration for whole milliseconds (``90`` -> ``1m30s``)."""
-    ms = round(seconds * 1000)
-    if ms == 0:
-        return "0s"
-    out = "-" if ms < 0 else ""
-    ms = abs(ms)
-    hours, ms = divmod(ms, 3_600_000)
-    minutes, ms = divmod(ms, 60_000)
-    secs, ms = divmod(ms, 1000)
-    if hours:
-        out += f"{hours}h"
-    if minutes:
-        out += f"{minutes}m"
-    if ms:
-        out += f"{secs}.{ms:03d}".rstrip("0") + "s"
-    elif secs:
-        out += f"{secs}s"
-    return out
-
-
-def parse_bool(text: str) -> bool:
-    """Go's strconv.ParseBool forms."""
-    value = text.strip()
-    if value in ("1", "t", "T", "true", "TRUE", "True"):
-        return True
-    if value in ("0", "f", "F", "false", "FALSE", "False"):
-        return False
-    raise ValueError(f"invalid boolean {text!r} (use true or false)")
-
-
-def parse_list(text: str) -> tuple[str, ...]:
-    """A comma-separated list; blanks around items and empty items are dropped."""
-    return tuple(item.strip() for item in text.split(",") if item.strip())
-
-
-def parse_cidr(text: str, setting: str) -> str:
-    """Normalise a CIDR (a bare address counts as /32 or /128)."""
-    try:
-        return str(ipaddress.ip_network(text, strict=False))
-    except ValueError:
-        raise ConfigError(f"{setting}: not a CIDR: {text!r}") from None
-
-
-def parse_host_port(text: str, setting: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` (an empty host means every address)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"{setting}: want HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if host:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ConfigError(f"{setting}: not an IP address: {host!r}") from None
-    return host, int(port_text)
-
 
 # ------------------------------------------------------------ config file
 

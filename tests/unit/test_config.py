@@ -1,4 +1,4 @@
-"""Config: Go durations, value forms, the KubeProxyConfiguration file, layering."""
+"""Config: the KubeProxyConfiguration file, layering. (Value forms: config/test_values.py.)"""
 
 from __future__ import annotations
 
@@ -10,82 +10,9 @@ from ipvsproxy.config import (
     Config,
     ConfigError,
     build_config,
-    format_duration,
     load_config_file,
-    parse_bool,
     parse_config_document,
-    parse_duration,
-    parse_host_port,
-    parse_list,
 )
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("30s", 30.0),
-        ("1m", 60.0),
-        ("500ms", 0.5),
-        ("1h30m", 5400.0),
-        ("1.5s", 1.5),
-        ("0", 0.0),
-        ("0s", 0.0),
-        ("2h22m", 8520.0),
-        ("100us", 0.0001),
-        ("10µs", 0.00001),
-        ("1ns", 1e-9),
-        ("-1m", -60.0),
-        ("+5s", 5.0),
-        (".5s", 0.5),
-        ("1m0.5s", 60.5),
-    ],
-)
-def test_parse_duration_accepts_go_syntax(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["", "30", "s", "1d", "1m x", "1.s.", "abc", "5 s", "-", "1h-5m"])
-def test_parse_duration_rejects_malformed(text: str) -> None:
-    with pytest.raises(ValueError, match="invalid duration"):
-        parse_duration(text)
-
-
-@pytest.mark.parametrize("seconds", [0.0, 0.5, 1.0, 30.0, 60.0, 90.0, 5400.0, 3661.25])
-def test_format_duration_round_trips(seconds: float) -> None:
-    assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
-
-
-def test_format_duration_reads_like_go() -> None:
-    assert format_duration(90) == "1m30s"
-    assert format_duration(0.5) == "0.5s"
-    assert format_duration(3600) == "1h"
-
-
-def test_parse_bool_and_list() -> None:
-    assert parse_bool("true") is True
-    assert parse_bool("False") is False
-    assert parse_bool("1") is True
-    with pytest.raises(ValueError, match="invalid boolean"):
-        parse_bool("yes")
-    assert parse_list("10.0.0.0/8, 192.168.0.0/16,,") == ("10.0.0.0/8", "192.168.0.0/16")
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("0.0.0.0:10256", ("0.0.0.0", 10256)),
-        ("[::1]:9", ("::1", 9)),
-        (":10249", ("", 10249)),
-    ],
-)
-def test_parse_host_port(text: str, expected: tuple[str, int]) -> None:
-    assert parse_host_port(text, "x") == expected
-
-
-@pytest.mark.parametrize("text", ["10256", "host:80", "1.2.3.4:0", "1.2.3.4:70000", "1.2.3.4:"])
-def test_parse_host_port_rejects(text: str) -> None:
-    with pytest.raises(ConfigError, match="healthz-bind-address"):
-        parse_host_port(text, "healthz-bind-address")
 
 
 def test_defaults_are_kube_proxys() -> None:
