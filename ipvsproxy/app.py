@@ -117,8 +117,15 @@ async def serve(config: Config) -> int:
     metrics = Metrics()
     health = ProxyHealth(config.health_timeout)
     try:
-        health_server = await start_at(
-            make_health_app(health, metrics), config.healthz_bind_address, "healthz-bind-address"
+        # No healthz server only with --healthz-port=0 (kube-proxy's way to turn it off).
+        health_server = (
+            await start_at(
+                make_health_app(health, metrics),
+                config.healthz_bind_address,
+                "healthz-bind-address",
+            )
+            if config.healthz_bind_address
+            else None
         )
         metrics_server = await start_at(
             make_metrics_app(metrics), config.metrics_bind_address, "metrics-bind-address"
@@ -131,7 +138,8 @@ async def serve(config: Config) -> int:
         api = await make_api_client(config.kubeconfig)
     except (ConfigException, OSError) as err:
         log.error("cannot reach the cluster's configuration", error=str(err))
-        await health_server.close()
+        if health_server is not None:
+            await health_server.close()
         await metrics_server.close()
         await dataplane.close()
         return 1
@@ -171,7 +179,8 @@ async def serve(config: Config) -> int:
         async with asyncio.timeout(0.5):
             await watcher.stop()
     await service_health.close()
-    await health_server.close()
+    if health_server is not None:
+        await health_server.close()
     await metrics_server.close()
     await api.close()
     await dataplane.close()
@@ -212,3 +221,11 @@ def run(config: Config) -> int:
 
 def cleanup(config: Config) -> int:
     return asyncio.run(_cleanup(config))
+
+
+def init_only(config: Config) -> int:
+    """kube-proxy's --init-only: the privileged node set-up (sysctls, conntrack), then exit 0,
+    for an init container. Not implemented yet: exit 1 at once rather than run the proxy
+    in an init container that would then never finish."""
+    log.error("--init-only: the node set-up step is not implemented yet")
+    return 1
