@@ -34,7 +34,7 @@ from ipvsproxy.http.metrics_server import make_metrics_app
 from ipvsproxy.http.serve import start_at
 from ipvsproxy.http.service_health import ServiceHealthServers
 from ipvsproxy.kube.cache import ClusterCache
-from ipvsproxy.kube.client import ConfigException, EventPoster, make_api_client
+from ipvsproxy.kube.client import ConfigException, EventPoster, RateLimit, make_api_client
 from ipvsproxy.kube.watcher import ClusterWatcher
 from ipvsproxy.metrics import Metrics
 from ipvsproxy.reconciler import Reconciler, Settings
@@ -135,7 +135,11 @@ async def serve(config: Config) -> int:
         await dataplane.close()
         return 1
     try:
-        api = await make_api_client(config.kubeconfig)
+        api = await make_api_client(
+            config.kubeconfig,
+            master=config.master,
+            rate_limit=RateLimit(config.api_qps, config.api_burst),
+        )
     except (ConfigException, OSError) as err:
         log.error("cannot reach the cluster's configuration", error=str(err))
         if health_server is not None:
