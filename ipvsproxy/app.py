@@ -37,6 +37,7 @@ from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.kube.client import ConfigException, EventPoster, RateLimit, make_api_client
 from ipvsproxy.kube.watcher import ClusterWatcher
 from ipvsproxy.metrics import Metrics
+from ipvsproxy.oom import apply_oom_score_adj
 from ipvsproxy.reconciler import Reconciler, Settings
 from ipvsproxy.sync_reporter import SyncReporter
 
@@ -108,6 +109,8 @@ async def stop_signals() -> AsyncIterator[asyncio.Event]:
 
 
 async def serve(config: Config) -> int:
+    if (failed := apply_oom_score_adj(config.oom_score_adj)) is not None:
+        log.warning("cannot set oom_score_adj", value=config.oom_score_adj, error=failed)
     try:
         dataplane = await open_dataplane()
         await prepare_kernel(dataplane, config)
