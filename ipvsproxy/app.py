@@ -91,6 +91,7 @@ def settings_from(config: Config) -> Settings:
         nodeport_addresses=config.nodeport_addresses,
         cluster_cidrs=config.cluster_cidrs,
         masquerade_all=config.masquerade_all,
+        masquerade_bit=config.masquerade_bit,
         exclude_cidrs=config.ipvs_exclude_cidrs,
     )
 
