@@ -28,6 +28,12 @@ class RateLimit(NamedTuple):
     qps: float = 5.0
     burst: int = 10
 
+    def effective(self) -> RateLimit | None:
+        """client-go's reading: a 0 is its default (5 and 10), a negative qps no limit."""
+        if self.qps < 0:
+            return None
+        return RateLimit(self.qps or 5.0, self.burst or 10)
+
 
 class TokenBucket:
     """client-go's client-side rate limit: ``burst`` tokens, refilled at ``qps`` per second;
@@ -100,8 +106,8 @@ async def make_api_client(
     """An ApiClient from `kubeconfig` if given; else in-cluster config inside a pod; else
     the default kubeconfig (~/.kube/config or $KUBECONFIG). ``master`` (kube-proxy's
     --master) replaces the server URL; with no kubeconfig it is the whole configuration,
-    as in client-go. ``rate_limit`` (None: no limit; a qps of 0 or less: none either, as
-    client-go) bounds the requests. Close it with `await c.close()`."""
+    as in client-go. ``rate_limit`` bounds the requests as ``RateLimit.effective`` reads it
+    (None: no limit). Close it with `await c.close()`."""
     cfg = client.Configuration()
     if kubeconfig:
         await config.load_kube_config(
@@ -119,9 +125,10 @@ async def make_api_client(
             raise ConfigException(f"no kubeconfig given, not in a cluster, and {e}") from e
     if master:
         cfg.host = master.rstrip("/")
-    if rate_limit is None or rate_limit.qps <= 0:
+    limit = rate_limit.effective() if rate_limit is not None else None
+    if limit is None:
         return client.ApiClient(configuration=cfg)
-    return RateLimitedApiClient(cfg, TokenBucket(rate_limit.qps, max(1, rate_limit.burst)))
+    return RateLimitedApiClient(cfg, TokenBucket(limit.qps, max(1, limit.burst)))
 
 
 def _now() -> str:

@@ -112,10 +112,18 @@ async def test_lists_watches_and_events_take_tokens(apiserver: ApiServer, kubeco
         await api.close()
 
 
+def test_zero_means_client_gos_defaults_and_a_negative_qps_no_limit() -> None:
+    assert RateLimit(0, 0).effective() == RateLimit(5.0, 10)
+    assert RateLimit(20, 40).effective() == RateLimit(20, 40)
+    assert RateLimit(-1, 10).effective() is None
+
+
 async def test_make_api_client_limits_only_when_asked(kubeconfig: Path) -> None:
-    for rate_limit, limited in ((None, False), (RateLimit(-1, 10), False), (RateLimit(), True)):
+    for rate_limit, limited in ((None, False), (RateLimit(-1, 10), False), (RateLimit(0, 0), True)):
         api = await make_api_client(str(kubeconfig), rate_limit=rate_limit)
         assert isinstance(api, RateLimitedApiClient) is limited
+        if limited:
+            assert (api.limiter.qps, api.limiter.burst) == (5.0, 10)
         await api.close()
 
 
