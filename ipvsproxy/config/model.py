@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from ipvsproxy.config.errors import ConfigError
 from ipvsproxy.config.feature_gates import REMOVED_PROXY_GATES, check_gates
+from ipvsproxy.config.flags import flag_of_field
 from ipvsproxy.config.values import parse_cidr, parse_host_port, parse_ip
 from ipvsproxy.core import fwmark
 from ipvsproxy.core.model import SCHEDULERS
@@ -42,7 +43,8 @@ class Config:
     # The cluster connection (clientConnection; --master).
     kubeconfig: str | None = None
     master: str | None = None
-    api_qps: float = 5.0  # a negative value: no client-side rate limit (client-go's rule)
+    # client-go's rules: 0 means its defaults (5, 10), a negative qps no client-side limit.
+    api_qps: float = 5.0
     api_burst: int = 10
     api_content_type: str = PROTOBUF  # kube-proxy's default; the client speaks JSON
     api_accept_content_types: str = ""
@@ -106,14 +108,8 @@ class Config:
         ``name`` turns a field name into what the user wrote: a flag (the default) or a
         config-file field.
         """
-        _Validator(self, name or _flag_name).run()
+        _Validator(self, name or flag_of_field).run()
         return self
-
-
-def _flag_name(field: str) -> str:
-    from ipvsproxy.config.flags import flag_of_field
-
-    return flag_of_field(field)
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(Config))
