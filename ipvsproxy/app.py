@@ -35,9 +35,10 @@ from ipvsproxy.http.metrics_server import make_metrics_app
 from ipvsproxy.http.serve import start_at
 from ipvsproxy.http.service_health import ServiceHealthServers
 from ipvsproxy.kube.cache import ClusterCache
-from ipvsproxy.kube.client import ConfigException, EventPoster, make_api_client
+from ipvsproxy.kube.client import ConfigException, EventPoster, RateLimit, make_api_client
 from ipvsproxy.kube.watcher import ClusterWatcher
 from ipvsproxy.metrics import Metrics
+from ipvsproxy.oom import apply_oom_score_adj
 from ipvsproxy.reconciler import Reconciler, Settings
 from ipvsproxy.sync_reporter import SyncReporter
 
@@ -92,6 +93,7 @@ def settings_from(config: Config) -> Settings:
         nodeport_addresses=config.nodeport_addresses,
         cluster_cidrs=config.cluster_cidrs,
         masquerade_all=config.masquerade_all,
+        masquerade_bit=config.masquerade_bit,
         exclude_cidrs=config.ipvs_exclude_cidrs,
     )
 
@@ -110,6 +112,8 @@ async def stop_signals() -> AsyncIterator[asyncio.Event]:
 
 
 async def serve(config: Config) -> int:
+    if (failed := apply_oom_score_adj(config.oom_score_adj)) is not None:
+        log.warning("cannot set oom_score_adj", value=config.oom_score_adj, error=failed)
     try:
         dataplane = await open_dataplane()
         await prepare_kernel(dataplane, config)
@@ -119,8 +123,15 @@ async def serve(config: Config) -> int:
     metrics = Metrics()
     health = ProxyHealth(config.health_timeout)
     try:
-        health_server = await start_at(
-            make_health_app(health, metrics), config.healthz_bind_address, "healthz-bind-address"
+        # No healthz server only with --healthz-port=0 (kube-proxy's way to turn it off).
+        health_server = (
+            await start_at(
+                make_health_app(health, metrics),
+                config.healthz_bind_address,
+                "healthz-bind-address",
+            )
+            if config.healthz_bind_address
+            else None
         )
         metrics_server = await start_at(
             make_metrics_app(metrics), config.metrics_bind_address, "metrics-bind-address"
@@ -130,10 +141,15 @@ async def serve(config: Config) -> int:
         await dataplane.close()
         return 1
     try:
-        api = await make_api_client(config.kubeconfig)
+        api = await make_api_client(
+            config.kubeconfig,
+            master=config.master,
+            rate_limit=RateLimit(config.api_qps, config.api_burst),
+        )
     except (ConfigException, OSError) as err:
         log.error("cannot reach the cluster's configuration", error=str(err))
-        await health_server.close()
+        if health_server is not None:
+            await health_server.close()
         await metrics_server.close()
         await dataplane.close()
         return 1
@@ -173,7 +189,8 @@ async def serve(config: Config) -> int:
         async with asyncio.timeout(0.5):
             await watcher.stop()
     await service_health.close()
-    await health_server.close()
+    if health_server is not None:
+        await health_server.close()
     await metrics_server.close()
     await api.close()
     await dataplane.close()
@@ -240,3 +257,11 @@ def cleanup(config: Config) -> int:
 
 def hand_back(config: Config) -> int:
     return asyncio.run(_run_on_dataplane(remove_extras, config, "hand-back"))
+
+
+def init_only(config: Config) -> int:
+    """kube-proxy's --init-only: the privileged node set-up (sysctls, conntrack), then exit 0,
+    for an init container. Not implemented yet: exit 1 at once rather than run the proxy
+    in an init container that would then never finish."""
+    log.error("--init-only: the node set-up step is not implemented yet")
+    return 1

@@ -1,10 +1,14 @@
-"""The ``ipvsproxy`` command: kube-proxy's flags, a config file, and ``plan``.
+"""The ``ipvsproxy`` command: kube-proxy's flags, its config file, and ``plan``.
 
-``main`` parses and validates everything before anything runs. A wrong flag
-or value prints one line naming it and exits 2 (argparse's default would
-print the whole usage first). The runtime lives in ``ipvsproxy.app``, imported
-only when needed so that --help, --version, ``plan`` and errors stay fast
-and work without it.
+Every kube-proxy flag is accepted (the table is ipvsproxy/config/flags.py), in pflag's
+forms: ``--flag=value`` or ``--flag value``, bare booleans, ``_`` for ``-`` in names.
+Which one wins when a flag and ``--config`` disagree is kube-proxy's rule
+(ipvsproxy/config/precedence.py): the file, except for a few flags.
+
+``main`` parses and validates everything before anything runs. A wrong flag or value
+prints one line naming it and exits 2 (argparse's default would print the whole usage
+first). The runtime lives in ``ipvsproxy.app``, imported only when needed so that --help,
+--version, --write-config-to, ``plan`` and errors stay fast and work without it.
 """
 
 from __future__ import annotations
@@ -19,11 +23,25 @@ from ipvsproxy import __version__
 from ipvsproxy.config import (
     Config,
     ConfigError,
-    build_config,
+    Notice,
+    config_from_flags,
+    config_over_file,
+    file_notices,
     load_config_file,
+    notices,
+    write_config_file,
+)
+from ipvsproxy.config.feature_gates import parse_gates
+from ipvsproxy.config.flags import KUBE_PROXY_FLAGS, Flag, Role, Value
+from ipvsproxy.config.precedence import IGNORED_PREFIX
+from ipvsproxy.config.values import (
     parse_bool,
     parse_duration,
+    parse_float,
+    parse_int,
+    parse_ip,
     parse_list,
+    split_host_port,
 )
 
 PROG = "ipvsproxy"
@@ -50,92 +68,129 @@ def _typed(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def _proxy_mode(text: str) -> str:
-    if text not in ("ipvs", ""):
-        raise ValueError(f"this proxy implements only ipvs, got {text!r}")
+def _ip(text: str) -> str:
+    return str(parse_ip(text.strip())) if text.strip() else ""
+
+
+def _ip_port(text: str) -> str:
+    """kube-proxy's IP[:PORT] flags: an IP, or an IP and a port."""
+    split = split_host_port(text)
+    try:
+        parse_ip(split[0] if split else text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not IP or IP:port") from None
     return text
 
 
-# (flag, Config field, kind, help). kind: str, list, bool, duration.
-CONFIG_FLAGS: tuple[tuple[str, str, str, str], ...] = (
-    ("--kubeconfig", "kubeconfig", "str", "path to a kubeconfig (default: in-cluster)"),
-    ("--hostname-override", "hostname_override", "str", "this node's name, if not the hostname"),
-    ("--bind-address", "bind_address", "str", "the node's primary IP (default 0.0.0.0)"),
-    ("--cluster-cidr", "cluster_cidrs", "list", "pod CIDRs, comma-separated"),
-    ("--masquerade-all", "masquerade_all", "bool", "SNAT all traffic sent to service IPs"),
-    ("--nodeport-addresses", "nodeport_addresses", "list", "CIDRs whose IPs serve NodePorts"),
-    ("--ipvs-scheduler", "ipvs_scheduler", "str", "IPVS scheduler: rr, lc, wrr, sh, mh, ..."),
-    ("--ipvs-sync-period", "ipvs_sync_period", "duration", "full resync period (default 30s)"),
-    ("--ipvs-min-sync-period", "ipvs_min_sync_period", "duration", "least time between syncs"),
-    ("--ipvs-strict-arp", "ipvs_strict_arp", "bool", "set arp_ignore=1 and arp_announce=2"),
-    ("--ipvs-tcp-timeout", "ipvs_tcp_timeout", "duration", "IPVS TCP timeout (0: unchanged)"),
-    ("--ipvs-tcpfin-timeout", "ipvs_tcpfin_timeout", "duration", "IPVS TCP FIN_WAIT timeout"),
-    ("--ipvs-udp-timeout", "ipvs_udp_timeout", "duration", "IPVS UDP timeout (0: unchanged)"),
-    ("--ipvs-exclude-cidrs", "ipvs_exclude_cidrs", "list", "CIDRs never cleaned up"),
-    ("--healthz-bind-address", "healthz_bind_address", "str", "HOST:PORT (default 0.0.0.0:10256)"),
-    (
-        "--metrics-bind-address",
-        "metrics_bind_address",
-        "str",
-        "HOST:PORT (default 127.0.0.1:10249)",
-    ),
-)
+def _level(text: str) -> int:
+    value = parse_int(text)
+    if value < 0:
+        raise ValueError(f"invalid verbosity {text!r}")
+    return value
 
-_KINDS: dict[str, dict[str, Any]] = {
-    "str": {"metavar": "VALUE"},
-    "list": {"type": _typed(parse_list), "metavar": "A,B"},
-    "duration": {"type": _typed(parse_duration), "metavar": "DURATION"},
-    # Go's pflag booleans: --flag, --flag=true, --flag=false.
-    "bool": {"type": _typed(parse_bool), "nargs": "?", "const": True, "metavar": "BOOL"},
+
+_LOG_FORMATS = {"json": "json", "text": "console", "console": "console", "auto": "auto"}
+
+
+def _log_format(text: str) -> str:
+    if text not in _LOG_FORMATS:
+        raise ValueError(f"unknown log format {text!r} (json or text)")
+    return _LOG_FORMATS[text]
+
+
+class _Accumulate(argparse.Action):
+    """pflag's repeatable flags (string slices, --feature-gates): the first use replaces
+    the default, later uses add to it."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any, _: Any = None
+    ) -> None:
+        setattr(ns, self.dest, (getattr(ns, self.dest, None) or ()) + tuple(values))
+
+
+_CONVERT: dict[Value, Callable[[str], Any]] = {
+    Value.STRING: str,
+    Value.BOOL: parse_bool,
+    Value.INT: parse_int,
+    Value.FLOAT: parse_float,
+    Value.DURATION: parse_duration,
+    Value.LIST: parse_list,
+    Value.IP: _ip,
+    Value.IP_PORT: _ip_port,
+    Value.GATES: parse_gates,
+    Value.LEVEL: _level,
+    Value.PROXY_MODE: str,
+    Value.LOG_FORMAT: _log_format,
 }
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    # SUPPRESS: a flag that was not given leaves no attribute, so the config
-    # file's value (or the default) stands. That is how flags win over the file.
-    for flag, dest, kind, help_text in CONFIG_FLAGS:
-        parser.add_argument(
-            flag, dest=dest, default=argparse.SUPPRESS, help=help_text, **_KINDS[kind]
-        )
+def _add_flag(group: argparse._ArgumentGroup, flag: Flag) -> None:
+    # SUPPRESS: a flag that was not given leaves no attribute, so "given" is exactly what
+    # the namespace holds (kube-proxy's rules depend on which flags were given).
+    kwargs: dict[str, Any] = {
+        "dest": flag.field if flag.role is not Role.IGNORED else IGNORED_PREFIX + flag.name,
+        "default": argparse.SUPPRESS,
+        "help": flag.help,
+        "metavar": flag.value.value,
+        "type": _typed(_CONVERT[flag.value]),
+    }
+    if flag.value is Value.BOOL:
+        kwargs.update(nargs="?", const=True)
+    if flag.value is Value.LEVEL:
+        kwargs.update(nargs="?", const=1)  # a bare -v: some debug output
+    if flag.value in (Value.LIST, Value.GATES):
+        kwargs["action"] = _Accumulate
+    names = [flag.shorthand, flag.name] if flag.shorthand else [flag.name]
+    group.add_argument(*names, **kwargs)
+
+
+def _add_kube_proxy_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", dest="config_file", metavar="FILE", help="a KubeProxyConfiguration YAML file"
     )
-    parser.add_argument(
-        "--log-format",
-        dest="log_format",
-        choices=("json", "console"),
-        default=argparse.SUPPRESS,
-        help="log format (default: json unless stderr is a terminal)",
-    )
-    parser.add_argument(
-        "-v",
-        "--v",
-        dest="verbosity",
-        type=_typed(int),
-        nargs="?",
-        const=1,
-        default=argparse.SUPPRESS,
-        metavar="N",
-        help="log verbosity (0: info, 1 or more: debug)",
-    )
-    parser.add_argument(
-        "--proxy-mode",
-        dest="proxy_mode",
-        type=_typed(_proxy_mode),
-        default=argparse.SUPPRESS,
-        help="accepted for kube-proxy compatibility; only ipvs",
-    )
+    groups = {
+        Role.SETTING: parser.add_argument_group("settings (ignored with --config, as kube-proxy)"),
+        Role.OVER_FILE: parser.add_argument_group("settings that apply over --config too"),
+        Role.IGNORED: parser.add_argument_group("accepted for kube-proxy compatibility, ignored"),
+    }
+    for flag in KUBE_PROXY_FLAGS:
+        _add_flag(groups[flag.role], flag)
+
+
+class _Version(argparse.Action):
+    """kube-proxy's --version: bare (or =true, =raw) prints the version and exits; =false
+    does nothing."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, value: Any, _: Any = None
+    ) -> None:
+        if value in (None, "raw") or (value != "false" and _true(value)):
+            print(f"{PROG} {__version__}")
+            parser.exit()
+
+
+def _true(text: str) -> bool:
+    try:
+        return parse_bool(text)
+    except ValueError:
+        return True  # --version=v1.2.3 (kube-proxy: report that version): print ours
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the proxy itself (``ipvsproxy [flags]``)."""
     parser = _Parser(
         prog=PROG,
+        usage=f"{PROG} [flags]",
         allow_abbrev=False,
-        description="A Kubernetes service proxy that programs IPVS. "
-        "Subcommand: 'ipvsproxy plan -f FILE' prints what it would program.",
+        description="A Kubernetes service proxy that programs IPVS, with kube-proxy's flags "
+        "and config file. Subcommand: 'ipvsproxy plan -f FILE' prints what it would program.",
     )
-    _add_config_flags(parser)
+    _add_kube_proxy_flags(parser)
+    parser.add_argument(
+        "--write-config-to",
+        metavar="FILE",
+        help="write the effective configuration to FILE (KubeProxyConfiguration) and exit",
+    )
     parser.add_argument(
         "--cleanup",
         type=_typed(parse_bool),
@@ -145,7 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BOOL",
         help="remove everything the proxy programmed, then exit",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        nargs="?",
+        default=argparse.SUPPRESS,
+        metavar="BOOL|raw",
+        help="print the version and exit",
+    )
     return parser
 
 
@@ -153,6 +215,7 @@ def build_plan_parser() -> argparse.ArgumentParser:
     """The parser of ``ipvsproxy plan`` (takes the same config flags)."""
     parser = _Parser(
         prog=f"{PROG} plan",
+        usage=f"{PROG} plan -f FILE [-f FILE ...] [--node NAME] [flags]",
         allow_abbrev=False,
         description="Print the IPVS table, kube-ipvs0 addresses and ipset entries that the "
         "proxy would program for a node, from Service, EndpointSlice and Node manifests.",
@@ -167,7 +230,7 @@ def build_plan_parser() -> argparse.ArgumentParser:
         help="a YAML manifest (multi-document; '-' for stdin); repeatable",
     )
     parser.add_argument("--node", metavar="NAME", help="the node to plan for")
-    _add_config_flags(parser)
+    _add_kube_proxy_flags(parser)
     return parser
 
 
@@ -175,53 +238,82 @@ def build_hand_back_parser() -> argparse.ArgumentParser:
     """The parser of ``ipvsproxy hand-back`` (takes the same config flags)."""
     parser = _Parser(
         prog=f"{PROG} hand-back",
+        usage=f"{PROG} hand-back [flags]",
         allow_abbrev=False,
         description="Remove what only ipvsproxy makes (firewall-mark virtual servers, the "
         "mangle chain of in-cluster marks and its ipsets) and keep the state kube-proxy's "
         "IPVS mode shares with it, so Service traffic keeps flowing: run it on a node "
         "handed back to kube-proxy, once ipvsproxy has stopped there.",
     )
-    _add_config_flags(parser)
+    _add_kube_proxy_flags(parser)
     return parser
+
+
+SUBCOMMANDS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "plan": build_plan_parser,
+    "hand-back": build_hand_back_parser,
+}
+
+
+def normalize_flag_names(args: Sequence[str]) -> list[str]:
+    """pflag's word-separator normalisation (kube-proxy's cli.Run): ``--log_dir`` is
+    ``--log-dir``. Only names are touched, never values."""
+    out = []
+    for arg in args:
+        if arg.startswith("--") and len(arg) > 2:
+            name, sep, value = arg.partition("=")
+            arg = name.replace("_", "-") + sep + value
+        out.append(arg)
+    return out
 
 
 @dataclass(frozen=True)
 class Invocation:
     """A parsed and validated command line."""
 
-    command: str  # "run", "cleanup", "plan" or "hand-back"
+    command: str  # "run", "cleanup", "init-only", "write-config", or a subcommand
     config: Config
-    # Fields of the config file that kube-proxy has but this proxy ignores.
-    ignored_fields: tuple[str, ...] = ()
+    # Warnings to log once logging is set up (unknown or ignored fields and flags).
+    notices: tuple[Notice, ...] = ()
     plan_files: tuple[str, ...] = ()
     plan_node: str | None = None
+    write_config_to: str | None = None
 
 
 def parse_command_line(argv: Sequence[str]) -> Invocation:
     """Parse and validate; raise UsageError (or ConfigError) with one line."""
-    args = list(argv)
-    subcommand = args[0] if args and args[0] in ("plan", "hand-back") else None
-    is_plan = subcommand == "plan"
-    if subcommand is None:
-        parser = build_parser()
-    else:
-        parser = build_plan_parser() if is_plan else build_hand_back_parser()
-    ns = vars(parser.parse_args(args[1:] if subcommand else args))
-    config_file = ns.pop("config_file", None)
-    ns.pop("proxy_mode", None)
-    cleanup = ns.pop("cleanup", False)
-    files = ns.pop("files", None)
-    node = ns.pop("node", None)
-    file_values: dict[str, Any] = {}
-    ignored: list[str] = []
+    args = normalize_flag_names(argv)
+    subcommand = args[0] if args and args[0] in SUBCOMMANDS else None
+    parser = SUBCOMMANDS[subcommand]() if subcommand else build_parser()
+    given = vars(parser.parse_args(args[1:] if subcommand else args))
+    config_file = given.pop("config_file", None)
+    cleanup = given.pop("cleanup", False)
+    write_to = given.pop("write_config_to", None)
+    files = given.pop("files", None)
+    node = given.pop("node", None)
+    found: list[Notice] = []
     if config_file:
-        file_values, ignored = load_config_file(config_file)
-    config = build_config(file_values, ns)
-    if is_plan:
-        return Invocation("plan", config, tuple(ignored), tuple(files or ()), node)
+        file_config, report = load_config_file(config_file)
+        found += file_notices(report)
+        config = config_over_file(file_config, given)
+    else:
+        config = config_from_flags(given, writing_config=bool(write_to))
+    found += notices(given, with_config_file=bool(config_file))
+    if removed := config.removed_feature_gates:
+        found.append(Notice("feature gates of older kube-proxy releases, ignored", removed))
+    if subcommand == "plan":
+        return Invocation("plan", config, tuple(found), tuple(files or ()), node)
     if subcommand:
-        return Invocation(subcommand, config, tuple(ignored))
-    return Invocation("cleanup" if cleanup else "run", config, tuple(ignored))
+        return Invocation(subcommand, config, tuple(found))
+    # kube-proxy's order: --write-config-to, then --cleanup, then --init-only.
+    command = "run"
+    if write_to:
+        command = "write-config"
+    elif cleanup:
+        command = "cleanup"
+    elif config.init_only:
+        command = "init-only"
+    return Invocation(command, config, tuple(found), write_config_to=write_to)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,9 +331,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     plog.configure(inv.config.log_format, inv.config.verbosity)
     log = plog.get_logger("ipvsproxy.cli")
-    if inv.ignored_fields:
-        log.warning("config fields ignored", fields=list(inv.ignored_fields))
+    for notice in inv.notices:
+        log.warning(notice.event, names=list(notice.names))
 
+    if inv.command == "write-config":
+        assert inv.write_config_to is not None
+        try:
+            write_config_file(inv.config, inv.write_config_to)
+        except OSError as err:
+            print(f"{PROG}: error: --write-config-to: {err}", file=sys.stderr)
+            return 1
+        log.info("wrote configuration", file=inv.write_config_to)
+        return 0
     if inv.command == "plan":
         from ipvsproxy.plan_command import run_plan
 
@@ -261,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if inv.command == "cleanup":
         return int(app.cleanup(inv.config))
+    if inv.command == "init-only":
+        return int(app.init_only(inv.config))
     if inv.command == "hand-back":
         return int(app.hand_back(inv.config))
     return int(app.run(inv.config))

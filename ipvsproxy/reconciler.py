@@ -99,6 +99,7 @@ class Settings:
     nodeport_addresses: tuple[str, ...] = ()
     cluster_cidrs: tuple[str, ...] = ()
     masquerade_all: bool = False
+    masquerade_bit: int = 14  # --iptables-masquerade-bit: the mark KUBE-MARK-MASQ sets
     exclude_cidrs: tuple[str, ...] = ()
     families: frozenset[Family] | None = None
 
@@ -231,6 +232,7 @@ class Reconciler:
         rules = RulesConfig(
             masquerade_all=self.settings.masquerade_all,
             cluster_cidrs=self.settings.cluster_cidrs,
+            masquerade_bit=self.settings.masquerade_bit,
         )
         for family in sorted(self.plan_config.served_families):
             syncer = self._rules.setdefault(family, RulesSyncer(self.dataplane.iptables, family))

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ipvsproxy.cli import parse_command_line
-from ipvsproxy.config import parse_config_document
+from ipvsproxy.config import FileReport, read_config_document
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "ipvsproxy"
@@ -43,7 +43,8 @@ NON_DEFAULT = {
     "verbosity": 2,
     "apiServer": {"host": "10.0.0.10", "port": 6443},
     "loadKernelModules": True,
-    "extraArgs": ["--ipvs-scheduler=wrr", "-v=3"],
+    # Flags that apply over the config file (kube-proxy's rule): logging, here.
+    "extraArgs": ["-v=3", "--log-flush-frequency=1s"],
     "resources": {"requests": {"cpu": "50m"}},
     "nodeSelector": {"node-role.kubernetes.io/worker": ""},
     "podAnnotations": {"a": "b"},
@@ -183,7 +184,7 @@ def test_daemonset_args_parse_with_the_real_cli(
     rendered = render(chart, values)
     inv = parse_command_line(container_args(rendered, config_from(rendered, tmp_path)))
     assert inv.command == "run"
-    assert inv.ignored_fields == ()
+    assert inv.notices == ()
     c = inv.config
     assert c.hostname_override == "node-a"
     if not values:
@@ -194,9 +195,9 @@ def test_daemonset_args_parse_with_the_real_cli(
         )
         assert (c.log_format, c.verbosity) == ("json", 0)
         return
-    # extraArgs win over the config file, exactly as on a command line.
-    assert c.ipvs_scheduler == "wrr"
-    assert c.verbosity == 3
+    # The logging flags in extraArgs apply over the config file, as in kube-proxy.
+    assert (c.verbosity, c.log_flush_frequency) == (3, 1.0)
+    assert c.ipvs_scheduler == "lc"
     assert c.ipvs_sync_period == 60.0
     assert c.ipvs_min_sync_period == 0.5
     assert c.masquerade_all is True
@@ -207,6 +208,15 @@ def test_daemonset_args_parse_with_the_real_cli(
     assert (c.ipvs_tcp_timeout, c.ipvs_tcpfin_timeout, c.ipvs_udp_timeout) == (900.0, 30.0, 5.0)
     assert c.healthz_bind_address == "0.0.0.0:20256"
     assert c.log_format == "console"
+
+
+def test_a_setting_flag_in_extra_args_is_ignored_with_a_warning(chart: Any, tmp_path: Path) -> None:
+    # kube-proxy ignores setting flags next to --config; ipvsproxy does too, and says so.
+    rendered = render(chart, {"scheduler": "lc", "extraArgs": ["--ipvs-scheduler=wrr"]})
+    inv = parse_command_line(container_args(rendered, config_from(rendered, tmp_path)))
+    assert inv.config.ipvs_scheduler == "lc"
+    (notice,) = inv.notices
+    assert notice.names == ("--ipvs-scheduler",)
 
 
 def test_probe_and_metrics_ports_follow_the_addresses(chart: Any) -> None:
@@ -237,8 +247,8 @@ def test_configmap_carries_the_packaged_config_format(chart: Any) -> None:
     # Same format: every field the chart writes is one the node-service file has,
     # and both load without unknown or ignored fields.
     assert keys(chart_doc) <= keys(packaged)
-    assert parse_config_document(chart_doc)[1] == []
-    assert parse_config_document(packaged)[1] == []
+    assert read_config_document(chart_doc)[1] == FileReport()
+    assert read_config_document(packaged)[1] == FileReport()
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ipvsproxy.app import prepare_kernel
+from ipvsproxy.app import prepare_kernel, settings_from
 from ipvsproxy.config import Config
 from ipvsproxy.dataplane.errors import KernelModuleError, SchedulerUnavailableError
 from ipvsproxy.dataplane.executor import Dataplane
@@ -44,3 +44,8 @@ async def test_a_scheduler_the_kernel_lacks_is_named() -> None:
     sysctls = FakeSysctls(available_modules=FakeSysctls().available | {"ip_vs_sed"})
     with pytest.raises(SchedulerUnavailableError, match="'sed'"):
         await prepare_kernel(dataplane(sysctls, ipvs), Config(ipvs_scheduler="sed"))
+
+
+def test_settings_carry_the_masquerade_bit() -> None:
+    assert settings_from(Config(masquerade_bit=16)).masquerade_bit == 16
+    assert settings_from(Config()).masquerade_bit == 14

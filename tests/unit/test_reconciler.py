@@ -90,6 +90,16 @@ async def test_first_sync_programs_services_and_binds_their_addresses() -> None:
     assert "KUBE-SERVICES" in await world.iptables.save(Family.V4, "nat")
 
 
+async def test_the_masquerade_mark_follows_the_masquerade_bit() -> None:
+    # --iptables-masquerade-bit reaches the rules through Settings (kube-proxy: 14 = 0x4000).
+    world = World(masquerade_bit=16)
+    world.add_service("web", "10.96.0.10", ["10.244.1.2"])
+    await world.reconciler.sync_once()
+    nat = await world.iptables.save(Family.V4, "nat")
+    assert "-A KUBE-MARK-MASQ -j MARK --or-mark 0x10000" in nat
+    assert "0x4000" not in nat
+
+
 async def test_a_change_touches_only_its_own_services_kernel_objects() -> None:
     world = World()
     for i in range(50):

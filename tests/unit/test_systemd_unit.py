@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ipvsproxy.cli import parse_command_line
-from ipvsproxy.config import Config, load_config_file
+from ipvsproxy.config import Config, FileReport, load_config_file
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "packaging" / "systemd" / "ipvsproxy.service"
@@ -62,25 +62,24 @@ def test_verify_would_report_a_broken_unit(tmp_path: Path) -> None:
 def test_exec_start_parses_with_the_real_cli() -> None:
     argv = exec_start()
     assert argv[0] == "/usr/local/bin/ipvsproxy"
-    assert "--config=/etc/ipvsproxy/config.yaml" in argv
-    assert "--kubeconfig=/var/lib/ipvsproxy/kubeconfig" in argv
+    assert argv[1:] == ["--config=/etc/ipvsproxy/config.yaml"]
     # The config file is installed from packaging/config.yaml.
     args = [a.replace("/etc/ipvsproxy/config.yaml", str(EXAMPLE)) for a in argv[1:]]
     inv = parse_command_line(args)
     assert inv.command == "run"
+    assert inv.notices == ()  # no flag that --config would make kube-proxy ignore
     assert inv.config.kubeconfig == "/var/lib/ipvsproxy/kubeconfig"
 
 
 def test_example_config_loads() -> None:
-    values, ignored = load_config_file(str(EXAMPLE))
-    assert ignored == []
-    config = parse_command_line(["--config", str(EXAMPLE)]).config
+    config, report = load_config_file(str(EXAMPLE))
+    assert report == FileReport()
+    assert parse_command_line(["--config", str(EXAMPLE)]).config == config
     assert config == Config(
         kubeconfig="/var/lib/ipvsproxy/kubeconfig",
         cluster_cidrs=("10.244.0.0/16",),
         log_format="json",
     )
-    assert values["ipvs_scheduler"] == "rr"
 
 
 @pytest.mark.parametrize(
