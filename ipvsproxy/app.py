@@ -234,7 +234,10 @@ async def remove_extras(dataplane: Dataplane, config: Config) -> dict[str, int]:
 
 
 async def _run_on_dataplane(
-    action: Callable[[Dataplane, Config], Awaitable[dict[str, int]]], config: Config, name: str
+    action: Callable[[Dataplane, Config], Awaitable[dict[str, int]]],
+    config: Config,
+    name: str,
+    done: str,
 ) -> int:
     try:
         dataplane = await open_dataplane()
@@ -243,7 +246,7 @@ async def _run_on_dataplane(
         log.error(f"{name} failed", error=str(err))
         return 1
     await dataplane.close()
-    log.info(f"{name} done", **removed)
+    log.info(done, **removed)
     return 0
 
 
@@ -252,11 +255,11 @@ def run(config: Config) -> int:
 
 
 def cleanup(config: Config) -> int:
-    return asyncio.run(_run_on_dataplane(remove_everything, config, "cleanup"))
+    return asyncio.run(_run_on_dataplane(remove_everything, config, "cleanup", "cleaned up"))
 
 
 def hand_back(config: Config) -> int:
-    return asyncio.run(_run_on_dataplane(remove_extras, config, "hand-back"))
+    return asyncio.run(_run_on_dataplane(remove_extras, config, "hand-back", "handed back"))
 
 
 def init_only(config: Config) -> int:

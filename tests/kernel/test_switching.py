@@ -288,7 +288,7 @@ async def test_back_to_kube_proxy(node: Node) -> None:
         # The documented last step: what only ipvsproxy made goes, traffic flows on.
         status, output = await run_ipvsproxy("hand-back", "--log-format=json")
         assert status == 0, output
-        assert '"event": "hand-back done"' in output
+        assert '"event": "handed back"' in output
         assert not [k for k in ipvs_table() if k.startswith("FWM")]
         assert "KUBE-IN-CLUSTER-FWMARK" not in await node.save("mangle")
         assert "KUBE-EXTERNAL-LOCAL-FWMARK" not in await run_command(["ipset", "list", "-n"])
