@@ -6,6 +6,7 @@ packages=(
   iproute2 ipvsadm ipset iptables conntrack  # what the dataplane drives, and tests read back
   python3 python3-venv                       # tox and its environments
   systemd                                    # systemd-analyze verify of packaging/systemd
+  podman runc mmdebstrap                     # the image: its base, build and runs (tests/image)
 )
 command -v kubectl >/dev/null || packages+=(kubernetes-client)  # a real client for tests/apiserver
 missing=()
