@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 machine (as root) and run every test and check: tox's
-# unit, kernel (under user-mode-linux), lint and chart environments.
+# unit, kernel (under user-mode-linux), lint, chart and image (podman) environments.
 #
 #   bash scripts/test-all.sh [TOX ARGS...]     e.g. bash scripts/test-all.sh -e unit
 #
