@@ -8,6 +8,7 @@ packages=(
   nftables                                   # tests: kube-proxy's nftables mode to take over from
   python3 python3-venv                       # tox and its environments
   systemd                                    # systemd-analyze verify of packaging/systemd
+  podman runc mmdebstrap                     # the image: its base, build and runs (tests/image)
 )
 command -v kubectl >/dev/null || packages+=(kubernetes-client)  # a real client for tests/apiserver
 missing=()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 machine (as root) and run every test and check: tox's
-# unit, kernel (under user-mode-linux 6.1), kernel612 (under Linux 6.12 in qemu), lint and
-# chart environments.
+# unit, host (nf_tables), kernel (under user-mode-linux 6.1), kernel612 (under Linux 6.12
+# in qemu), lint, chart and image (podman) environments.
 #
 #   bash scripts/test-all.sh [TOX ARGS...]     e.g. bash scripts/test-all.sh -e unit
 #
