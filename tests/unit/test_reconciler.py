@@ -346,3 +346,49 @@ async def test_taking_over_replaces_other_modes_only_once_ours_is_in_place() -> 
     assert "KUBE-SEP-" not in nat
     assert "has no endpoints" not in await world.iptables.save(Family.V4, "filter")
     assert await nft.tables() == {("inet", "operator")}
+
+
+async def test_a_storm_is_programmed_in_bounded_batches_as_it_comes() -> None:
+    """Settings.max_batch bounds an incremental sync; the rest stays dirty for the next."""
+    world = World(max_batch=100)
+    await world.reconciler.sync_once()  # the first, full sync of an empty cluster
+    for i in range(250):
+        world.add_service(f"s{i}", f"10.96.1.{i + 1}", [f"10.244.1.{i + 1}"])
+    sizes = []
+    while world.reconciler._dirty:
+        result = await world.reconciler.sync_once()
+        assert result is not None
+        assert not result.full
+        sizes.append(result.services)
+    assert sizes == [100, 100, 50]
+    assert len(await world.table()) == 250
+
+
+async def test_a_lone_change_and_back_to_back_changes_are_synced_at_once() -> None:
+    """Shipped default (min_sync_period 0): the loop never waits; with a period, a burst of
+    two goes at once, as kube-proxy's runner."""
+    for period, expected_waits in ((0.0, 0), (0.5, 1)):
+        world = World(min_sync_period=period)
+        synced = asyncio.Event()
+        synced.set()
+        task = asyncio.create_task(world.reconciler.run(synced.wait))
+        world.add_service("web", "10.96.0.10", ["10.244.1.2"])
+        await asyncio.sleep(0.05)  # the first (full) sync
+        started = asyncio.get_running_loop().time()
+        for i in range(3):
+            world.set_endpoints("web", [f"10.244.9.{i + 1}"])
+            await _programmed(world, vs("10.96.0.10"), f"10.244.9.{i + 1}")
+        took = asyncio.get_running_loop().time() - started
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Waits of the pacer: none at 0; at 0.5 s the third change waits for a token.
+        assert (took > 0.3) == bool(expected_waits), (period, took)
+
+
+async def _programmed(world: World, key: VirtualServerKey, address: str) -> None:
+    for _ in range(5000):
+        if (address, 1) in (await world.table()).get(key, ()):
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{address} not programmed")
