@@ -46,7 +46,7 @@ from tests.support.switching import (
 NODE = builders.NODE
 NODE_IP = "10.244.9.1"  # the node's end of the client pod's link
 NODE_PORT = 30003
-CLUSTER_CIDR = "10.244.0.0/16"
+CLUSTER_CIDR = "10.244.0.0/16"  # the pods', as in the shipped config (packaging/config.yaml)
 LB_IP, LB_CLUSTER_IP, LB_NODE_PORT = "203.0.113.7", "172.30.0.42", 30042
 OPERATOR = "-A INPUT -s 192.0.2.1/32 -j ACCEPT"
 
@@ -147,7 +147,7 @@ async def take_over(node: Node, client: SteadyClient) -> tuple[ProxyProcess, flo
     """Start ipvsproxy under the steady client; as soon as it has programmed the node, give
     svc6 (no endpoints until now) an endpoint. Returns the process, and when the change was
     in the kernel, counted from the end of the proxy's first sync (its start-up)."""
-    proxy = await start_proxy(node.server, node.workdir, NODE, f"--cluster-cidr={CLUSTER_CIDR}")
+    proxy = await start_proxy(node.server, node.workdir, NODE)
     try:
         await eventually(lambda: len(ipvs_table().get(f"TCP {SVC1}:80", {})) == 2, 90)
         node.server.put(endpoints("ns6", "svc6", [node.pods[2]]))
@@ -252,7 +252,7 @@ async def test_back_to_kube_proxy(node: Node) -> None:
         )
     )
     node.server.put(endpoints("ns2", "lb", [p1, p2], nodes={"pod2": "node-b"}))
-    proxy = await start_proxy(node.server, node.workdir, NODE, f"--cluster-cidr={CLUSTER_CIDR}")
+    proxy = await start_proxy(node.server, node.workdir, NODE)
     try:
         await eventually(lambda: has_synced(proxy), 90)  # rules come after IPVS
         assert any(k.startswith("FWM") for k in ipvs_table()), (ipvs_table(), proxy.output())
@@ -305,7 +305,7 @@ async def test_kube_proxy_takes_ipvsproxys_sets_as_they_are(node: Node) -> None:
     """The handing-back contract for every set, in both families, without traffic: what
     ipvsproxy created, kube-proxy's `ipset create ... -exist` accepts."""
     put_fixture_services(node)
-    proxy = await start_proxy(node.server, node.workdir, NODE, f"--cluster-cidr={CLUSTER_CIDR}")
+    proxy = await start_proxy(node.server, node.workdir, NODE)
     try:
         await eventually(lambda: has_synced(proxy), 90)
     finally:

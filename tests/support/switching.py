@@ -12,6 +12,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from tests.apiserver.server import ApiServer
 from tests.support.demo import kubeconfig
@@ -90,8 +93,9 @@ async def steady(client: SteadyClient) -> AsyncIterator[SteadyClient]:
 
 @dataclass
 class ProxyProcess:
-    """The real ``ipvsproxy`` started as on a node: shipped defaults, only the node name,
-    the kubeconfig, the cluster CIDR and the HTTP addresses (loopback) given."""
+    """The real ``ipvsproxy`` started as the systemd unit and the chart start it: the shipped
+    config file (packaging/config.yaml), in which only the kubeconfig and the HTTP
+    addresses (loopback) differ, and the node name."""
 
     process: asyncio.subprocess.Process
     log: Path
@@ -106,16 +110,32 @@ class ProxyProcess:
         return self.log.read_text(errors="replace")
 
 
-async def start_proxy(server: ApiServer, workdir: Path, node: str, *extra: str) -> ProxyProcess:
+SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "packaging" / "config.yaml"
+
+
+def shipped_config(server: ApiServer, workdir: Path, **fields: Any) -> Path:
+    """packaging/config.yaml with this test's kubeconfig and loopback HTTP addresses, and
+    ``fields`` (top-level KubeProxyConfiguration fields) when a test is about them."""
+    doc = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    doc["clientConnection"]["kubeconfig"] = str(kubeconfig(server.url, workdir))
+    doc["healthzBindAddress"] = "127.0.0.1:10256"
+    doc["metricsBindAddress"] = "127.0.0.1:10249"
+    doc.update(fields)
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+async def start_proxy(
+    server: ApiServer, workdir: Path, node: str, *extra: str, **fields: Any
+) -> ProxyProcess:
+    config = shipped_config(server, workdir, **fields)
     command = [
         sys.executable,
         "-m",
         "ipvsproxy",
-        f"--kubeconfig={kubeconfig(server.url, workdir)}",
+        f"--config={config}",
         f"--hostname-override={node}",
-        "--healthz-bind-address=127.0.0.1:10256",
-        "--metrics-bind-address=127.0.0.1:10249",
-        "--log-format=json",
         *extra,
     ]
     log = workdir / "ipvsproxy.log"
