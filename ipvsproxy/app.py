@@ -23,6 +23,7 @@ from ipvsproxy.core.model import Family, IpProtocol, VirtualServer, VirtualServe
 from ipvsproxy.core.ops import AddVirtualServer, DeleteVirtualServer
 from ipvsproxy.dataplane.addresses import NetlinkAddresses
 from ipvsproxy.dataplane.conntrack import NetlinkConntrack
+from ipvsproxy.dataplane.conntrack_sysctls import ConntrackSettings, apply_conntrack, online_cpus
 from ipvsproxy.dataplane.errors import DataplaneError
 from ipvsproxy.dataplane.executor import Dataplane, read_owned
 from ipvsproxy.dataplane.ipsets import IpsetCli
@@ -66,10 +67,37 @@ async def open_dataplane() -> Dataplane:
     )
 
 
+def kernel_modules(config: Config) -> list[str]:
+    return [*IPVS_MODULES, f"ip_vs_{config.ipvs_scheduler}"]
+
+
+def conntrack_settings(config: Config) -> ConntrackSettings:
+    return ConntrackSettings(
+        max_per_core=config.conntrack_max_per_core,
+        min=config.conntrack_min,
+        tcp_established_timeout=config.conntrack_tcp_established_timeout,
+        tcp_close_wait_timeout=config.conntrack_tcp_close_wait_timeout,
+        tcp_be_liberal=config.conntrack_tcp_be_liberal,
+        udp_timeout=config.conntrack_udp_timeout,
+        udp_stream_timeout=config.conntrack_udp_stream_timeout,
+    )
+
+
+async def setup_node(dataplane: Dataplane, config: Config, cpus: int | None = None) -> None:
+    """What kube-proxy does to a node before proxying, and all that --init-only does: the
+    modules, the conntrack settings (its platformSetup), then the IPVS ones. Raises
+    DataplaneError naming the module or setting that is missing or cannot be written."""
+    await dataplane.sysctls.ensure_modules(kernel_modules(config))
+    settings = conntrack_settings(config)
+    written = await apply_conntrack(dataplane.sysctls, settings, cpus or online_cpus())
+    if written:
+        log.info("conntrack set", **{name.replace("/", "."): v for name, v in written.items()})
+    await prepare_kernel(dataplane, config)
+
+
 async def prepare_kernel(dataplane: Dataplane, config: Config) -> None:
     """Modules, the scheduler, sysctls and timeouts; raise DataplaneError naming what is missing."""
-    scheduler = f"ip_vs_{config.ipvs_scheduler}"
-    await dataplane.sysctls.ensure_modules([*IPVS_MODULES, scheduler])
+    await dataplane.sysctls.ensure_modules(kernel_modules(config))
     probe = VirtualServer(SCHEDULER_PROBE, config.ipvs_scheduler)
     await dataplane.ipvs.apply([AddVirtualServer(probe)])
     await dataplane.ipvs.apply([DeleteVirtualServer(SCHEDULER_PROBE)])
@@ -116,7 +144,7 @@ async def serve(config: Config) -> int:
         log.warning("cannot set oom_score_adj", value=config.oom_score_adj, error=failed)
     try:
         dataplane = await open_dataplane()
-        await prepare_kernel(dataplane, config)
+        await setup_node(dataplane, config)
     except DataplaneError as err:
         log.error("cannot program this kernel", error=str(err))
         return 1
@@ -260,8 +288,22 @@ def hand_back(config: Config) -> int:
 
 
 def init_only(config: Config) -> int:
-    """kube-proxy's --init-only: the privileged node set-up (sysctls, conntrack), then exit 0,
-    for an init container. Not implemented yet: exit 1 at once rather than run the proxy
-    in an init container that would then never finish."""
-    log.error("--init-only: the node set-up step is not implemented yet")
-    return 1
+    """kube-proxy's --init-only: the privileged node set-up (modules, conntrack, the IPVS
+    sysctls), then exit 0, for an init container; the proxy itself then needs only
+    NET_ADMIN and NET_RAW, and finds every value already set. Unlike kube-proxy's, it
+    needs no API server: nothing it sets depends on the cluster."""
+    return asyncio.run(_init_only(config))
+
+
+async def _init_only(config: Config) -> int:
+    try:
+        dataplane = await open_dataplane()
+        try:
+            await setup_node(dataplane, config)
+        finally:
+            await dataplane.close()
+    except DataplaneError as err:
+        log.error("node set-up failed", error=str(err))
+        return 1
+    log.info("node set up (--init-only): exiting")
+    return 0

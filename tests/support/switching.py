@@ -91,7 +91,9 @@ async def steady(client: SteadyClient) -> AsyncIterator[SteadyClient]:
 @dataclass
 class ProxyProcess:
     """The real ``ipvsproxy`` started as on a node: shipped defaults, only the node name,
-    the kubeconfig, the cluster CIDR and the HTTP addresses (loopback) given."""
+    the kubeconfig, the cluster CIDR and the HTTP addresses (loopback) given, and
+    ``--conntrack-max-per-core=0``: the test's node is a network namespace, where the
+    global nf_conntrack_max cannot be raised (kube-proxy would stop there too)."""
 
     process: asyncio.subprocess.Process
     log: Path
@@ -115,6 +117,7 @@ async def start_proxy(server: ApiServer, workdir: Path, node: str, *extra: str) 
         f"--hostname-override={node}",
         "--healthz-bind-address=127.0.0.1:10256",
         "--metrics-bind-address=127.0.0.1:10249",
+        "--conntrack-max-per-core=0",
         "--log-format=json",
         *extra,
     ]
