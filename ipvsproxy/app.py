@@ -119,7 +119,11 @@ def settings_from(config: Config) -> Settings:
         min_sync_period=config.ipvs_min_sync_period,
         sync_period=config.ipvs_sync_period,
         nodeport_addresses=config.nodeport_addresses,
+        bind_address=config.bind_address,
         cluster_cidrs=config.cluster_cidrs,
+        detect_local_mode=config.detect_local_mode,
+        pod_bridge_interface=config.detect_local_bridge_interface,
+        pod_interface_name_prefix=config.detect_local_interface_name_prefix,
         masquerade_all=config.masquerade_all,
         masquerade_bit=config.masquerade_bit,
         exclude_cidrs=config.ipvs_exclude_cidrs,
@@ -292,10 +296,11 @@ def init_only(config: Config) -> int:
     sysctls), then exit 0, for an init container; the proxy itself then needs only
     NET_ADMIN and NET_RAW, and finds every value already set. Unlike kube-proxy's, it
     needs no API server: nothing it sets depends on the cluster."""
-    return asyncio.run(_init_only(config))
+    return asyncio.run(init_node(config))
 
 
-async def _init_only(config: Config) -> int:
+async def init_node(config: Config) -> int:
+    """--init-only in the running event loop; the exit code."""
     try:
         dataplane = await open_dataplane()
         try:

@@ -17,7 +17,11 @@ as changes arrive; each marks work and wakes the loop. The loop:
   (iptables mode's chains, nftables mode's tables): the node switches from their state
   to ours without a moment in which a Service has neither;
 * every ``drain_period`` re-reads the real servers left at weight 0 by graceful
-  termination and deletes those whose connections have reached 0.
+  termination and deletes those whose connections have reached 0;
+* when its Node changes, re-evaluates what depends on it: the primary IPs behind
+  ``--nodeport-addresses=primary`` and the pod CIDRs of ``--detect-local-mode=NodeCIDR``.
+  kube-proxy exits on either change and lets its restart pick them up; here the plans
+  and the (constant) rules follow at the next sync, with no restart and no gap.
 
 A failed sync leaves the mirror of the kernel in doubt, so the next sync after
 one is a full one, retried with backoff; the observer makes a streak of them loud
@@ -41,6 +45,7 @@ from ipvsproxy.core import ipset_catalog
 from ipvsproxy.core.apply import apply_ops
 from ipvsproxy.core.desired import DesiredIndex
 from ipvsproxy.core.diff import diff
+from ipvsproxy.core.local_traffic import LocalDetector, local_detectors, node_pod_cidrs
 from ipvsproxy.core.mirror import ObservedMirror
 from ipvsproxy.core.model import (
     Family,
@@ -51,6 +56,7 @@ from ipvsproxy.core.model import (
     VirtualServerKey,
     family_of,
 )
+from ipvsproxy.core.node_ips import nodeport_addresses
 from ipvsproxy.core.ops import Op
 from ipvsproxy.core.plan.config import PlanConfig
 from ipvsproxy.core.plan.service import plan_service
@@ -96,8 +102,12 @@ class Settings:
     min_sync_period: float = 1.0
     sync_period: float = 30.0
     drain_period: float = 2.0
-    nodeport_addresses: tuple[str, ...] = ()
+    nodeport_addresses: tuple[str, ...] = ()  # CIDRs, or ("primary",)
+    bind_address: str = ""  # the node IP hint for "primary" (kube-proxy's --bind-address)
     cluster_cidrs: tuple[str, ...] = ()
+    detect_local_mode: str = "ClusterCIDR"
+    pod_bridge_interface: str = ""
+    pod_interface_name_prefix: str = ""
     masquerade_all: bool = False
     masquerade_bit: int = 14  # --iptables-masquerade-bit: the mark KUBE-MARK-MASQ sets
     exclude_cidrs: tuple[str, ...] = ()
@@ -140,7 +150,9 @@ class Reconciler:
         self.clock = clock
         self.index = DesiredIndex()
         self.mirror = ObservedMirror()
-        self.plan_config = self._plan_config({})
+        self._node_addresses: Mapping[Family, frozenset[str]] = {}
+        self.nodeport_addresses, self.local = self._from_node()
+        self.plan_config = self._plan_config()
         self._exclude = [ipaddress.ip_network(c, strict=False) for c in settings.exclude_cidrs]
         self._dirty: set[ServiceKey] = set()
         self._trigger_times: list[float] = []
@@ -152,6 +164,7 @@ class Reconciler:
         self._next_full = 0.0
         self._failures = 0
         self._rules: dict[Family, RulesSyncer] = {}
+        self._rules_due = False
         self._last_drain_check = -float("inf")
         self.syncs = 0
 
@@ -165,7 +178,30 @@ class Reconciler:
     def node_changed(self) -> None:
         # Zone labels (topology) and eligibility: every plan may change.
         self._replan_all = True
+        nodeport, local = self._from_node()
+        if local != self.local:
+            log.info("local traffic detection changed", detectors=_describe(local))
+            self._rules_due = True
+        if nodeport != self.nodeport_addresses:
+            log.info("nodeport addresses changed", addresses=list(nodeport) or "all")
+        self.nodeport_addresses, self.local = nodeport, local
+        self.plan_config = self._plan_config()
         self._wake.set()
+
+    def _from_node(self) -> tuple[tuple[str, ...], dict[Family, LocalDetector]]:
+        """What follows the Node: the NodePort CIDRs (for "primary") and the detectors (for
+        NodeCIDR). Until the Node has its pod CIDRs, NodeCIDR detects nothing: traffic to
+        ClusterIPs is then masqueraded (kube-proxy would wait, proxying nothing)."""
+        s, node = self.settings, self.cluster.node
+        nodeport = nodeport_addresses(s.nodeport_addresses, node, s.bind_address)
+        local = local_detectors(
+            s.detect_local_mode,
+            cluster_cidrs=s.cluster_cidrs,
+            pod_cidrs=node_pod_cidrs(node),
+            bridge_interface=s.pod_bridge_interface,
+            interface_name_prefix=s.pod_interface_name_prefix,
+        )
+        return nodeport, local
 
     def _mark(self, key: ServiceKey, kind: str, trigger_time: float | None) -> None:
         self._dirty.add(key)
@@ -188,7 +224,7 @@ class Reconciler:
             now = self.clock()
             if self._full_due or now >= self._next_full:
                 break
-            if self._dirty or self._replan_all:
+            if self._dirty or self._replan_all or self._rules_due:
                 break
             deadline = self._next_full
             if self._draining:
@@ -229,9 +265,10 @@ class Reconciler:
         nftables tables. Only once everything of ours is in place: removing the old state
         first would leave Services without any."""
         failures: dict[str, BaseException] = {}
+        self._rules_due = False
         rules = RulesConfig(
             masquerade_all=self.settings.masquerade_all,
-            cluster_cidrs=self.settings.cluster_cidrs,
+            local=self.local,
             masquerade_bit=self.settings.masquerade_bit,
         )
         for family in sorted(self.plan_config.served_families):
@@ -245,6 +282,8 @@ class Reconciler:
                 await self._remove_nftables_mode()
             except (DataplaneError, OSError) as err:
                 failures["nftables"] = err
+        if failures:
+            self._rules_due = True
         return failures
 
     async def _remove_nftables_mode(self) -> None:
@@ -286,20 +325,31 @@ class Reconciler:
             found.setdefault(family_of(address), set()).add(address)
         node_addresses = {family: frozenset(a) for family, a in found.items()}
         if node_addresses != self.plan_config.node_addresses:
-            self.plan_config = self._plan_config(node_addresses)
+            self._node_addresses = node_addresses
+            self.plan_config = self._plan_config()
             self._replan_all = True
 
-    def _plan_config(self, node_addresses: Mapping[Family, frozenset[str]]) -> PlanConfig:
+    def _plan_config(self) -> PlanConfig:
         s = self.settings
         return PlanConfig(
             node_name=s.node_name,
-            node_addresses=node_addresses,
-            nodeport_addresses=s.nodeport_addresses,
+            node_addresses=self._node_addresses,
+            nodeport_addresses=self.nodeport_addresses,
             scheduler=s.scheduler,
             cluster_cidrs=s.cluster_cidrs,
             masquerade_all=s.masquerade_all,
             families=s.families,
+            pod_families=frozenset(self.local),
         )
+
+    @property
+    def health_check_hosts(self) -> tuple[str, ...]:
+        """Where the health-check node ports listen, as kube-proxy's: every address when
+        NodePorts take every address, else the node addresses NodePorts use."""
+        if not self.nodeport_addresses:
+            return ()
+        ips = self.plan_config.nodeport_ips
+        return tuple(a for family in sorted(ips) for a in ips[family])
 
     async def _observe(self) -> None:
         self.mirror.reset(await read_owned(self.dataplane, self._exclude))
@@ -367,6 +417,8 @@ class Reconciler:
         observed = self.mirror.state(scope)
         ops = diff(observed, desired)
         await self._apply(scope, observed, ops, whole=False)
+        if self._rules_due and (failures := await self._sync_rules()):
+            raise SyncError(failures)
         return SyncResult(False, len(keys), ops, self.clock() - started, times, plans)
 
     async def _refresh_removals(self, scope: Scope, desired: DataplaneState) -> None:
@@ -412,3 +464,10 @@ class Reconciler:
             wanted = desired.servers_of(key)
             if any(rkey not in wanted for rkey in servers):
                 self._draining.add(key)
+
+
+def _describe(local: Mapping[Family, LocalDetector]) -> dict[str, str]:
+    return {
+        family.k8s_name: detector.source or f"-i {detector.interface}"
+        for family, detector in sorted(local.items())
+    }

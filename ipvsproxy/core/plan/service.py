@@ -173,7 +173,7 @@ class _Builder:
         if marked:
             if external_eps is not cluster:
                 everyone = planned_servers(ep.key for ep in cluster)
-            if not local and family in self.config.pod_cidr_families:
+            if not local and family in self.config.pod_traffic_families:
                 # Pods and the node take the mark's virtual server: no fallback needed,
                 # external clients get only local endpoints, here none.
                 addressed = planned_servers(())
