@@ -19,18 +19,17 @@ import structlog
 from ipvsproxy import __version__
 from ipvsproxy.config import Config
 from ipvsproxy.core import ipset_catalog
-from ipvsproxy.core.model import Family, IpProtocol, VirtualServer, VirtualServerKey
-from ipvsproxy.core.ops import AddVirtualServer, DeleteVirtualServer
+from ipvsproxy.core.model import Family
+from ipvsproxy.core.ops import DeleteVirtualServer
 from ipvsproxy.dataplane.addresses import NetlinkAddresses
 from ipvsproxy.dataplane.conntrack import NetlinkConntrack
-from ipvsproxy.dataplane.conntrack_sysctls import ConntrackSettings, apply_conntrack, online_cpus
 from ipvsproxy.dataplane.errors import DataplaneError
 from ipvsproxy.dataplane.executor import Dataplane, read_owned
 from ipvsproxy.dataplane.ipsets import IpsetCli
 from ipvsproxy.dataplane.iptables import IptablesCli, detect_backend
 from ipvsproxy.dataplane.ipvs import NetlinkIpvs
 from ipvsproxy.dataplane.nftables import KUBE_PROXY_TABLES, NetlinkNftables
-from ipvsproxy.dataplane.sysctl import IPVS_MODULES, ProcSysctls, apply_ipvs_sysctls
+from ipvsproxy.dataplane.sysctl import ProcSysctls
 from ipvsproxy.http.health import ProxyHealth, make_health_app
 from ipvsproxy.http.metrics_server import make_metrics_app
 from ipvsproxy.http.serve import start_at
@@ -39,15 +38,12 @@ from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.kube.client import ConfigException, EventPoster, RateLimit, make_api_client
 from ipvsproxy.kube.watcher import ClusterWatcher
 from ipvsproxy.metrics import Metrics
+from ipvsproxy.node_setup import setup_node
 from ipvsproxy.oom import apply_oom_score_adj
 from ipvsproxy.reconciler import Reconciler, Settings
 from ipvsproxy.sync_reporter import SyncReporter
 
 log = structlog.get_logger("ipvsproxy")
-
-# kube-proxy validates --ipvs-scheduler by creating a throwaway virtual server in
-# TEST-NET-2 (RFC 5737), an address no real service can have.
-SCHEDULER_PROBE = VirtualServerKey("198.51.100.0", 20000, IpProtocol.TCP)
 
 
 def node_name(config: Config) -> str:
@@ -64,51 +60,6 @@ async def open_dataplane() -> Dataplane:
         conntrack=NetlinkConntrack(),
         sysctls=ProcSysctls(),
         nftables=NetlinkNftables(),
-    )
-
-
-def kernel_modules(config: Config) -> list[str]:
-    return [*IPVS_MODULES, f"ip_vs_{config.ipvs_scheduler}"]
-
-
-def conntrack_settings(config: Config) -> ConntrackSettings:
-    return ConntrackSettings(
-        max_per_core=config.conntrack_max_per_core,
-        min=config.conntrack_min,
-        tcp_established_timeout=config.conntrack_tcp_established_timeout,
-        tcp_close_wait_timeout=config.conntrack_tcp_close_wait_timeout,
-        tcp_be_liberal=config.conntrack_tcp_be_liberal,
-        udp_timeout=config.conntrack_udp_timeout,
-        udp_stream_timeout=config.conntrack_udp_stream_timeout,
-    )
-
-
-async def setup_node(dataplane: Dataplane, config: Config, cpus: int | None = None) -> None:
-    """What kube-proxy does to a node before proxying, and all that --init-only does: the
-    modules, the conntrack settings (its platformSetup), then the IPVS ones. Raises
-    DataplaneError naming the module or setting that is missing or cannot be written."""
-    await dataplane.sysctls.ensure_modules(kernel_modules(config))
-    settings = conntrack_settings(config)
-    written = await apply_conntrack(dataplane.sysctls, settings, cpus or online_cpus())
-    if written:
-        log.info("conntrack set", **{name.replace("/", "."): v for name, v in written.items()})
-    await prepare_kernel(dataplane, config)
-
-
-async def prepare_kernel(dataplane: Dataplane, config: Config) -> None:
-    """Modules, the scheduler, sysctls and timeouts; raise DataplaneError naming what is missing."""
-    await dataplane.sysctls.ensure_modules(kernel_modules(config))
-    probe = VirtualServer(SCHEDULER_PROBE, config.ipvs_scheduler)
-    await dataplane.ipvs.apply([AddVirtualServer(probe)])
-    await dataplane.ipvs.apply([DeleteVirtualServer(SCHEDULER_PROBE)])
-    release = await dataplane.sysctls.kernel_release()
-    changed = await apply_ipvs_sysctls(dataplane.sysctls, release, config.ipvs_strict_arp)
-    if changed:
-        log.info(
-            "sysctls set", **{name.replace("/", "."): value for name, value in changed.items()}
-        )
-    await dataplane.ipvs.set_timeouts(
-        int(config.ipvs_tcp_timeout), int(config.ipvs_tcpfin_timeout), int(config.ipvs_udp_timeout)
     )
 
 

@@ -1,11 +1,11 @@
-"""Start-up checks of the kernel (app.setup_node, app.prepare_kernel) on the fakes: each
+"""Start-up checks of the kernel (node_setup: setup_node, prepare_kernel) on the fakes: each
 failure names its cause."""
 
 from __future__ import annotations
 
 import pytest
 
-from ipvsproxy.app import prepare_kernel, settings_from, setup_node
+from ipvsproxy.app import settings_from
 from ipvsproxy.config import Config
 from ipvsproxy.dataplane.errors import (
     KernelModuleError,
@@ -15,6 +15,7 @@ from ipvsproxy.dataplane.errors import (
 from ipvsproxy.dataplane.executor import Dataplane
 from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
 from ipvsproxy.dataplane.fakes import FakeSysctls
+from ipvsproxy.node_setup import prepare_kernel, setup_node
 from tests.support.fake_dataplane import fake_dataplane
 
 
