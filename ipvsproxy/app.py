@@ -13,11 +13,13 @@ import ipaddress
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NamedTuple
 
 import structlog
 
 from ipvsproxy import __version__
 from ipvsproxy.config import Config
+from ipvsproxy.config.configz import configz_document
 from ipvsproxy.core import ipset_catalog
 from ipvsproxy.core.model import Family
 from ipvsproxy.core.ops import DeleteVirtualServer
@@ -32,7 +34,7 @@ from ipvsproxy.dataplane.nftables import KUBE_PROXY_TABLES, NetlinkNftables
 from ipvsproxy.dataplane.sysctl import ProcSysctls
 from ipvsproxy.http.health import ProxyHealth, make_health_app
 from ipvsproxy.http.metrics_server import make_metrics_app
-from ipvsproxy.http.serve import start_at
+from ipvsproxy.http.serve import Listener
 from ipvsproxy.http.service_health import ServiceHealthServers
 from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.kube.client import ConfigException, EventPoster, RateLimit, make_api_client
@@ -94,6 +96,38 @@ async def stop_signals() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
+class ServerFailure(NamedTuple):
+    reason: str  # kube-proxy's Event reason
+    error: OSError
+
+
+async def start_servers(
+    config: Config, health: ProxyHealth, metrics: Metrics, configz: Callable[[], object]
+) -> list[Listener] | ServerFailure:
+    """The health and metrics servers, as kube-proxy runs them: one that cannot listen is
+    retried every 5 s while the proxy goes on, or with --bind-address-hard-fail ends the
+    start. An empty address (--healthz-port=0, --metrics-port=0) means no server."""
+    wanted = [
+        (config.healthz_bind_address, "healthz-bind-address", "FailedToStartProxierHealthcheck",
+         lambda: make_health_app(health, metrics)),
+        (config.metrics_bind_address, "metrics-bind-address", "FailedToStartMetricServer",
+         lambda: make_metrics_app(metrics, configz)),
+    ]  # fmt: skip
+    started: list[Listener] = []
+    for address, setting, reason, make_app in wanted:
+        if not address:
+            continue
+        listener = Listener(make_app, address, setting)
+        error = await listener.start(retry=not config.bind_address_hard_fail)
+        if error is not None and config.bind_address_hard_fail:
+            log.error("cannot listen", setting=setting, address=address, error=str(error))
+            for other in started:
+                await other.close()
+            return ServerFailure(reason, error)
+        started.append(listener)
+    return started
+
+
 async def serve(config: Config) -> int:
     if (failed := apply_oom_score_adj(config.oom_score_adj)) is not None:
         log.warning("cannot set oom_score_adj", value=config.oom_score_adj, error=failed)
@@ -103,26 +137,6 @@ async def serve(config: Config) -> int:
     except DataplaneError as err:
         log.error("cannot program this kernel", error=str(err))
         return 1
-    metrics = Metrics()
-    health = ProxyHealth(config.health_timeout)
-    try:
-        # No healthz server only with --healthz-port=0 (kube-proxy's way to turn it off).
-        health_server = (
-            await start_at(
-                make_health_app(health, metrics),
-                config.healthz_bind_address,
-                "healthz-bind-address",
-            )
-            if config.healthz_bind_address
-            else None
-        )
-        metrics_server = await start_at(
-            make_metrics_app(metrics), config.metrics_bind_address, "metrics-bind-address"
-        )
-    except OSError as err:
-        log.error("cannot listen", error=str(err))
-        await dataplane.close()
-        return 1
     try:
         api = await make_api_client(
             config.kubeconfig,
@@ -131,16 +145,15 @@ async def serve(config: Config) -> int:
         )
     except (ConfigException, OSError) as err:
         log.error("cannot reach the cluster's configuration", error=str(err))
-        if health_server is not None:
-            await health_server.close()
-        await metrics_server.close()
         await dataplane.close()
         return 1
+    metrics = Metrics()
+    health = ProxyHealth(config.health_timeout)
     name = node_name(config)
     events = EventPoster(api, host=name)
-    service_health = ServiceHealthServers(health)
     cache = ClusterCache()
     reconciler = Reconciler(cache, dataplane, settings_from(config))
+    service_health = ServiceHealthServers(health)
     reconciler.observer = SyncReporter(
         metrics,
         health,
@@ -150,8 +163,22 @@ async def serve(config: Config) -> int:
         services=lambda: cache.services,
         plans=lambda: reconciler.index.plans,
         node=lambda: cache.node,
+        health_check_hosts=lambda: reconciler.health_check_hosts,
     )
     cache.listener = reconciler
+    configz = lambda: configz_document(config, reconciler.nodeport_addresses)  # noqa: E731
+    servers = await start_servers(config, health, metrics, configz)
+    if isinstance(servers, ServerFailure):
+        # --bind-address-hard-fail: kube-proxy's Event on the Node, then exit.
+        node = {"metadata": {"name": name}}
+        events.post(node, kind="Node", api_version="v1", reason=servers.reason,
+                    message=str(servers.error), once_per_version=False)  # fmt: skip
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await events.flush()
+        await api.close()
+        await dataplane.close()
+        return 1
     watcher = ClusterWatcher(api, name, reconciler, events=events, cache=cache)
     log.info("starting", node=name, scheduler=config.ipvs_scheduler, version=__version__)
     async with stop_signals() as stop:
@@ -172,9 +199,8 @@ async def serve(config: Config) -> int:
         async with asyncio.timeout(0.5):
             await watcher.stop()
     await service_health.close()
-    if health_server is not None:
-        await health_server.close()
-    await metrics_server.close()
+    for server in servers:
+        await server.close()
     await api.close()
     await dataplane.close()
     log.info("stopped; the dataplane stays in place (ipvsproxy --cleanup removes it)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -54,6 +54,7 @@ class SyncReporter:
         services: Callable[[], Mapping[ServiceKey, Any]] = dict,
         plans: Callable[[], Mapping[ServiceKey, ServicePlan]] = dict,
         node: Callable[[], Mapping[str, Any] | None] = lambda: None,
+        health_check_hosts: Callable[[], Sequence[str]] = tuple,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics
@@ -64,6 +65,7 @@ class SyncReporter:
         self.services = services
         self.plans = plans
         self.node = node
+        self.health_check_hosts = health_check_hosts
         self.wall = wall
         # Per Service: its problems last reported (only when it has some), its share of
         # the table counts, and its health-check node port with local endpoints.
@@ -103,6 +105,7 @@ class SyncReporter:
         self.metrics.set_pending(0, 0)
         self._take(result.plans)
         if self.service_health is not None:
+            await self.service_health.set_hosts(self.health_check_hosts())
             await self.service_health.sync(self._health_checks)
         if result.full and self.ipvs is not None:
             await self._export_stats(self.plans())

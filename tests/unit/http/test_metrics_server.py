@@ -1,4 +1,4 @@
-"""The metrics address: /metrics with kube-proxy's names, /proxyMode, /healthz."""
+"""The metrics address: /metrics with kube-proxy's names, /proxyMode, /healthz, /configz."""
 
 from __future__ import annotations
 
@@ -61,6 +61,26 @@ async def test_kube_proxy_metric_names_and_types(client: TestClient) -> None:  #
         assert name in families, name
         assert families[name].type == kind, name  # type: ignore[attr-defined]
     assert not [n for n in families if n.endswith("_created")]
+
+
+async def test_configz_serves_the_configuration_as_component_base() -> None:
+    asked = []
+
+    def configz() -> dict[str, object]:
+        asked.append(True)
+        return {"Mode": "ipvs", "NodePortAddresses": ["192.168.1.10/32"]}
+
+    async with TestClient(TestServer(make_metrics_app(Metrics(), configz))) as c:
+        resp = await c.get("/configz")
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("application/json")
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        body = await resp.json()
+        await c.get("/configz")
+    assert body == {
+        "kubeproxy.config.k8s.io": {"Mode": "ipvs", "NodePortAddresses": ["192.168.1.10/32"]}
+    }
+    assert len(asked) == 2  # asked at every request: parts of it follow the Node
 
 
 def test_network_programming_buckets_are_kube_proxys() -> None:
