@@ -73,6 +73,14 @@ log = structlog.get_logger(__name__)
 Obj = dict[str, Any]
 
 
+class RulesError(Exception):
+    """The rules of these families could not be written (iptables-restore failed)."""
+
+    def __init__(self, failed: Mapping[Family, BaseException]) -> None:
+        self.families = frozenset(failed)
+        super().__init__("; ".join(f"{f.k8s_name}: {e}" for f, e in sorted(failed.items())))
+
+
 class ClusterView(Protocol):
     """What the reconciler reads of the cluster (the watchers' cache)."""
 
@@ -88,7 +96,11 @@ class ClusterView(Protocol):
 class SyncObserver(Protocol):
     """Told about syncs: metrics, health, events, the health-check servers."""
 
-    def change_queued(self, kind: str, trigger_time: float | None) -> None: ...
+    def change_queued(
+        self, kind: str, trigger_time: float | None, families: frozenset[Family]
+    ) -> None:
+        """``families``: those the change concerns (an EndpointSlice's own; a Service's,
+        every family served), as each of kube-proxy's per-family proxiers hears of it."""
 
     async def synced(self, result: SyncResult) -> None: ...
 
@@ -122,9 +134,12 @@ class SyncResult:
     services: int
     ops: Sequence[Op]
     duration: float
-    trigger_times: list[float] = field(default_factory=list)
+    # (the EndpointSlice's family, its last-change-trigger-time) of each change programmed.
+    trigger_times: list[tuple[Family, float]] = field(default_factory=list)
     # The Services this sync planned anew; None for those that are gone.
     plans: Mapping[ServiceKey, ServicePlan | None] = field(default_factory=dict)
+    # The families this node serves: the sync was each one's.
+    families: frozenset[Family] = frozenset()
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -155,7 +170,7 @@ class Reconciler:
         self.plan_config = self._plan_config()
         self._exclude = [ipaddress.ip_network(c, strict=False) for c in settings.exclude_cidrs]
         self._dirty: set[ServiceKey] = set()
-        self._trigger_times: list[float] = []
+        self._trigger_times: list[tuple[Family, float]] = []
         self._replan_all = False
         self._full_due = True
         self._draining: set[VirtualServerKey] = set()
@@ -170,10 +185,12 @@ class Reconciler:
 
     # ---------------------------------------------------------------- listener
     def service_changed(self, key: ServiceKey) -> None:
-        self._mark(key, "service", None)
+        self._mark(key, "service", None, None)
 
-    def endpoints_changed(self, key: ServiceKey, trigger_time: float | None) -> None:
-        self._mark(key, "endpoints", trigger_time)
+    def endpoints_changed(
+        self, key: ServiceKey, trigger_time: float | None, family: Family | None = None
+    ) -> None:
+        self._mark(key, "endpoints", trigger_time, family)
 
     def node_changed(self) -> None:
         # Zone labels (topology) and eligibility: every plan may change.
@@ -203,12 +220,16 @@ class Reconciler:
         )
         return nodeport, local
 
-    def _mark(self, key: ServiceKey, kind: str, trigger_time: float | None) -> None:
+    def _mark(
+        self, key: ServiceKey, kind: str, trigger_time: float | None, family: Family | None
+    ) -> None:
         self._dirty.add(key)
-        if trigger_time is not None:
-            self._trigger_times.append(trigger_time)
+        if trigger_time is not None and family is not None:
+            self._trigger_times.append((family, trigger_time))
         if self.observer is not None:
-            self.observer.change_queued(kind, trigger_time)
+            served = self.plan_config.served_families
+            families = frozenset({family}) & served if family else served
+            self.observer.change_queued(kind, trigger_time, families)
         self._wake.set()
 
     # --------------------------------------------------------------- the loop
@@ -271,12 +292,15 @@ class Reconciler:
             local=self.local,
             masquerade_bit=self.settings.masquerade_bit,
         )
+        failed: dict[Family, BaseException] = {}
         for family in sorted(self.plan_config.served_families):
             syncer = self._rules.setdefault(family, RulesSyncer(self.dataplane.iptables, family))
             try:
                 await syncer.sync(rules, verify=True)
             except Exception as err:
-                failures.setdefault("iptables", err)
+                failed[family] = err
+        if failed:
+            failures["iptables"] = RulesError(failed)
         if not failures:
             try:
                 await self._remove_nftables_mode()
@@ -373,7 +397,10 @@ class Reconciler:
             plans[key] = plan
         return scope, plans
 
-    def _take_dirty(self) -> tuple[set[ServiceKey], list[float]]:
+    def _served(self) -> frozenset[Family]:
+        return self.plan_config.served_families
+
+    def _take_dirty(self) -> tuple[set[ServiceKey], list[tuple[Family, float]]]:
         keys, self._dirty = self._dirty, set()
         times, self._trigger_times = self._trigger_times, []
         if self._replan_all:
@@ -403,7 +430,8 @@ class Reconciler:
         self._next_full = self.clock() + self.settings.sync_period
         if failures:
             raise SyncError(failures)
-        return SyncResult(True, len(keys), ops, self.clock() - started, times, plans)
+        duration = self.clock() - started
+        return SyncResult(True, len(keys), ops, duration, times, plans, self._served())
 
     async def _partial_sync(self) -> SyncResult:
         started = self.clock()
@@ -419,7 +447,8 @@ class Reconciler:
         await self._apply(scope, observed, ops, whole=False)
         if self._rules_due and (failures := await self._sync_rules()):
             raise SyncError(failures)
-        return SyncResult(False, len(keys), ops, self.clock() - started, times, plans)
+        duration = self.clock() - started
+        return SyncResult(False, len(keys), ops, duration, times, plans, self._served())
 
     async def _refresh_removals(self, scope: Scope, desired: DataplaneState) -> None:
         """Re-read the live connection counts wherever a TCP or SCTP real server is about
