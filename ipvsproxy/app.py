@@ -166,7 +166,10 @@ async def serve(config: Config) -> int:
         health_check_hosts=lambda: reconciler.health_check_hosts,
     )
     cache.listener = reconciler
-    configz = lambda: configz_document(config, reconciler.nodeport_addresses)  # noqa: E731
+
+    def configz() -> object:  # the effective configuration: "primary" follows the Node
+        return configz_document(config, reconciler.nodeport_addresses)
+
     servers = await start_servers(config, health, metrics, configz)
     if isinstance(servers, ServerFailure):
         # --bind-address-hard-fail: kube-proxy's Event on the Node, then exit.

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from ipvsproxy import app
 from ipvsproxy.app import ServerFailure, start_servers
 from ipvsproxy.config import Config
+from ipvsproxy.dataplane.executor import Dataplane
 from ipvsproxy.http.health import ProxyHealth
 from ipvsproxy.metrics import Metrics
+from tests.apiserver.server import ApiServer
+from tests.support.demo import kubeconfig
+from tests.support.fake_dataplane import fake_dataplane
 
 
 @pytest.fixture
@@ -69,3 +75,35 @@ async def test_no_health_server_with_an_empty_address() -> None:
     assert [listener.setting for listener in result] == ["metrics-bind-address"]
     for listener in result:
         await listener.close()
+
+
+async def test_the_proxy_with_hard_fail_posts_kube_proxys_event_and_exits(
+    held: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve() itself, on the fakes and the test API server."""
+
+    async def fakes() -> Dataplane:
+        return fake_dataplane()
+
+    monkeypatch.setattr(app, "open_dataplane", fakes)
+    monkeypatch.setattr(app, "apply_oom_score_adj", lambda value: None)  # not this process's
+    server = ApiServer()
+    await server.start()
+    try:
+        config = Config(
+            kubeconfig=str(kubeconfig(server.url, tmp_path)),
+            hostname_override="node-a",
+            healthz_bind_address=f"127.0.0.1:{held}",
+            metrics_bind_address=f"127.0.0.1:{free_port()}",
+            bind_address_hard_fail=True,
+        )
+        assert await app.serve(config) == 1
+        table = next(r for r in server.store.tables if r.plural == "events" and not r.group)
+        (event,) = [o for (o, _) in server.store.tables[table].objects.values()]
+        assert event["reason"] == "FailedToStartProxierHealthcheck"
+        assert event["type"] == "Warning"
+        assert event["involvedObject"]["kind"] == "Node"
+        assert event["involvedObject"]["name"] == "node-a"
+        assert "in use" in event["message"]
+    finally:
+        await server.stop()
