@@ -13,14 +13,16 @@ import ipaddress
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NamedTuple
 
 import structlog
 
 from ipvsproxy import __version__
 from ipvsproxy.config import Config
+from ipvsproxy.config.configz import configz_document
 from ipvsproxy.core import ipset_catalog
-from ipvsproxy.core.model import Family, IpProtocol, VirtualServer, VirtualServerKey
-from ipvsproxy.core.ops import AddVirtualServer, DeleteVirtualServer
+from ipvsproxy.core.model import Family
+from ipvsproxy.core.ops import DeleteVirtualServer
 from ipvsproxy.dataplane.addresses import NetlinkAddresses
 from ipvsproxy.dataplane.conntrack import NetlinkConntrack
 from ipvsproxy.dataplane.errors import DataplaneError
@@ -29,24 +31,21 @@ from ipvsproxy.dataplane.ipsets import IpsetCli
 from ipvsproxy.dataplane.iptables import IptablesCli, detect_backend
 from ipvsproxy.dataplane.ipvs import NetlinkIpvs
 from ipvsproxy.dataplane.nftables import KUBE_PROXY_TABLES, NetlinkNftables
-from ipvsproxy.dataplane.sysctl import IPVS_MODULES, ProcSysctls, apply_ipvs_sysctls
+from ipvsproxy.dataplane.sysctl import ProcSysctls
 from ipvsproxy.http.health import ProxyHealth, make_health_app
 from ipvsproxy.http.metrics_server import make_metrics_app
-from ipvsproxy.http.serve import start_at
+from ipvsproxy.http.serve import Listener
 from ipvsproxy.http.service_health import ServiceHealthServers
 from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.kube.client import ConfigException, EventPoster, RateLimit, make_api_client
 from ipvsproxy.kube.watcher import ClusterWatcher
 from ipvsproxy.metrics import Metrics
+from ipvsproxy.node_setup import setup_node
 from ipvsproxy.oom import apply_oom_score_adj
 from ipvsproxy.reconciler import Reconciler, Settings
 from ipvsproxy.sync_reporter import SyncReporter
 
 log = structlog.get_logger("ipvsproxy")
-
-# kube-proxy validates --ipvs-scheduler by creating a throwaway virtual server in
-# TEST-NET-2 (RFC 5737), an address no real service can have.
-SCHEDULER_PROBE = VirtualServerKey("198.51.100.0", 20000, IpProtocol.TCP)
 
 
 def node_name(config: Config) -> str:
@@ -66,24 +65,6 @@ async def open_dataplane() -> Dataplane:
     )
 
 
-async def prepare_kernel(dataplane: Dataplane, config: Config) -> None:
-    """Modules, the scheduler, sysctls and timeouts; raise DataplaneError naming what is missing."""
-    scheduler = f"ip_vs_{config.ipvs_scheduler}"
-    await dataplane.sysctls.ensure_modules([*IPVS_MODULES, scheduler])
-    probe = VirtualServer(SCHEDULER_PROBE, config.ipvs_scheduler)
-    await dataplane.ipvs.apply([AddVirtualServer(probe)])
-    await dataplane.ipvs.apply([DeleteVirtualServer(SCHEDULER_PROBE)])
-    release = await dataplane.sysctls.kernel_release()
-    changed = await apply_ipvs_sysctls(dataplane.sysctls, release, config.ipvs_strict_arp)
-    if changed:
-        log.info(
-            "sysctls set", **{name.replace("/", "."): value for name, value in changed.items()}
-        )
-    await dataplane.ipvs.set_timeouts(
-        int(config.ipvs_tcp_timeout), int(config.ipvs_tcpfin_timeout), int(config.ipvs_udp_timeout)
-    )
-
-
 def settings_from(config: Config) -> Settings:
     return Settings(
         node_name=node_name(config),
@@ -91,7 +72,11 @@ def settings_from(config: Config) -> Settings:
         min_sync_period=config.ipvs_min_sync_period,
         sync_period=config.ipvs_sync_period,
         nodeport_addresses=config.nodeport_addresses,
+        bind_address=config.bind_address,
         cluster_cidrs=config.cluster_cidrs,
+        detect_local_mode=config.detect_local_mode,
+        pod_bridge_interface=config.detect_local_bridge_interface,
+        pod_interface_name_prefix=config.detect_local_interface_name_prefix,
         masquerade_all=config.masquerade_all,
         masquerade_bit=config.masquerade_bit,
         exclude_cidrs=config.ipvs_exclude_cidrs,
@@ -111,34 +96,46 @@ async def stop_signals() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
+class ServerFailure(NamedTuple):
+    reason: str  # kube-proxy's Event reason
+    error: OSError
+
+
+async def start_servers(
+    config: Config, health: ProxyHealth, metrics: Metrics, configz: Callable[[], object]
+) -> list[Listener] | ServerFailure:
+    """The health and metrics servers, as kube-proxy runs them: one that cannot listen is
+    retried every 5 s while the proxy goes on, or with --bind-address-hard-fail ends the
+    start. An empty address (--healthz-port=0, --metrics-port=0) means no server."""
+    wanted = [
+        (config.healthz_bind_address, "healthz-bind-address", "FailedToStartProxierHealthcheck",
+         lambda: make_health_app(health, metrics)),
+        (config.metrics_bind_address, "metrics-bind-address", "FailedToStartMetricServer",
+         lambda: make_metrics_app(metrics, configz)),
+    ]  # fmt: skip
+    started: list[Listener] = []
+    for address, setting, reason, make_app in wanted:
+        if not address:
+            continue
+        listener = Listener(make_app, address, setting)
+        error = await listener.start(retry=not config.bind_address_hard_fail)
+        if error is not None and config.bind_address_hard_fail:
+            log.error("cannot listen", setting=setting, address=address, error=str(error))
+            for other in started:
+                await other.close()
+            return ServerFailure(reason, error)
+        started.append(listener)
+    return started
+
+
 async def serve(config: Config) -> int:
     if (failed := apply_oom_score_adj(config.oom_score_adj)) is not None:
         log.warning("cannot set oom_score_adj", value=config.oom_score_adj, error=failed)
     try:
         dataplane = await open_dataplane()
-        await prepare_kernel(dataplane, config)
+        await setup_node(dataplane, config)
     except DataplaneError as err:
         log.error("cannot program this kernel", error=str(err))
-        return 1
-    metrics = Metrics()
-    health = ProxyHealth(config.health_timeout)
-    try:
-        # No healthz server only with --healthz-port=0 (kube-proxy's way to turn it off).
-        health_server = (
-            await start_at(
-                make_health_app(health, metrics),
-                config.healthz_bind_address,
-                "healthz-bind-address",
-            )
-            if config.healthz_bind_address
-            else None
-        )
-        metrics_server = await start_at(
-            make_metrics_app(metrics), config.metrics_bind_address, "metrics-bind-address"
-        )
-    except OSError as err:
-        log.error("cannot listen", error=str(err))
-        await dataplane.close()
         return 1
     try:
         api = await make_api_client(
@@ -148,16 +145,15 @@ async def serve(config: Config) -> int:
         )
     except (ConfigException, OSError) as err:
         log.error("cannot reach the cluster's configuration", error=str(err))
-        if health_server is not None:
-            await health_server.close()
-        await metrics_server.close()
         await dataplane.close()
         return 1
+    metrics = Metrics()
+    health = ProxyHealth(config.health_timeout)
     name = node_name(config)
     events = EventPoster(api, host=name)
-    service_health = ServiceHealthServers(health)
     cache = ClusterCache()
     reconciler = Reconciler(cache, dataplane, settings_from(config))
+    service_health = ServiceHealthServers(health)
     reconciler.observer = SyncReporter(
         metrics,
         health,
@@ -167,8 +163,25 @@ async def serve(config: Config) -> int:
         services=lambda: cache.services,
         plans=lambda: reconciler.index.plans,
         node=lambda: cache.node,
+        health_check_hosts=lambda: reconciler.health_check_hosts,
     )
     cache.listener = reconciler
+
+    def configz() -> object:  # the effective configuration: "primary" follows the Node
+        return configz_document(config, reconciler.nodeport_addresses)
+
+    servers = await start_servers(config, health, metrics, configz)
+    if isinstance(servers, ServerFailure):
+        # --bind-address-hard-fail: kube-proxy's Event on the Node, then exit.
+        node = {"metadata": {"name": name}}
+        events.post(node, kind="Node", api_version="v1", reason=servers.reason,
+                    message=str(servers.error), once_per_version=False)  # fmt: skip
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await events.flush()
+        await api.close()
+        await dataplane.close()
+        return 1
     watcher = ClusterWatcher(api, name, reconciler, events=events, cache=cache)
     log.info("starting", node=name, scheduler=config.ipvs_scheduler, version=__version__)
     async with stop_signals() as stop:
@@ -189,9 +202,8 @@ async def serve(config: Config) -> int:
         async with asyncio.timeout(0.5):
             await watcher.stop()
     await service_health.close()
-    if health_server is not None:
-        await health_server.close()
-    await metrics_server.close()
+    for server in servers:
+        await server.close()
     await api.close()
     await dataplane.close()
     log.info("stopped; the dataplane stays in place (ipvsproxy --cleanup removes it)")
@@ -263,8 +275,23 @@ def hand_back(config: Config) -> int:
 
 
 def init_only(config: Config) -> int:
-    """kube-proxy's --init-only: the privileged node set-up (sysctls, conntrack), then exit 0,
-    for an init container. Not implemented yet: exit 1 at once rather than run the proxy
-    in an init container that would then never finish."""
-    log.error("--init-only: the node set-up step is not implemented yet")
-    return 1
+    """kube-proxy's --init-only: the privileged node set-up (modules, conntrack, the IPVS
+    sysctls), then exit 0, for an init container; the proxy itself then needs only
+    NET_ADMIN and NET_RAW, and finds every value already set. Unlike kube-proxy's, it
+    needs no API server: nothing it sets depends on the cluster."""
+    return asyncio.run(init_node(config))
+
+
+async def init_node(config: Config) -> int:
+    """--init-only in the running event loop; the exit code."""
+    try:
+        dataplane = await open_dataplane()
+        try:
+            await setup_node(dataplane, config)
+        finally:
+            await dataplane.close()
+    except DataplaneError as err:
+        log.error("node set-up failed", error=str(err))
+        return 1
+    log.info("node set up (--init-only): exiting")
+    return 0

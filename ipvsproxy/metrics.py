@@ -2,8 +2,14 @@
 
 Everything hangs off one ``Metrics`` object with its own CollectorRegistry
 (never the process-global one), so each test and each proxy instance starts
-from zero. Names, help strings and buckets follow kube-proxy's
+from zero. Names, help strings, buckets and labels follow kube-proxy's
 ``pkg/proxy/metrics`` so existing dashboards and alerts keep working.
+
+``ip_family`` ("IPv4", "IPv6"; kube-proxy 1.33+) is on every sync metric kube-proxy labels
+with it. kube-proxy runs one proxier per family, each syncing and observing on its own;
+here one sync serves every family, so a sync is observed once under each family it served,
+a network programming latency under its EndpointSlice's family, and an iptables-restore
+failure under the family whose restore failed.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ipvsproxy.core.model import ServiceKey, Stats, VirtualServerKey
+from ipvsproxy.core.model import Family, ServiceKey, Stats, VirtualServerKey
 
 
 def _linear(start: float, width: float, count: int) -> list[float]:
@@ -106,22 +112,26 @@ class Metrics:
         self.sync_duration = Histogram(
             "kubeproxy_sync_proxy_rules_duration_seconds",
             "SyncProxyRules latency in seconds",
+            ["ip_family"],
             buckets=SYNC_BUCKETS,
             registry=r,
         )
         self.sync_last_timestamp = Gauge(
             "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
             "The last time proxy rules were successfully synced",
+            ["ip_family"],
             registry=r,
         )
         self.sync_last_queued_timestamp = Gauge(
             "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
             "The last time a sync of proxy rules was queued",
+            ["ip_family"],
             registry=r,
         )
         self.network_programming_duration = Histogram(
             "kubeproxy_network_programming_duration_seconds",
             "In Cluster Network Programming Latency in seconds",
+            ["ip_family"],
             buckets=NETWORK_PROGRAMMING_BUCKETS,
             registry=r,
         )
@@ -150,12 +160,13 @@ class Metrics:
         self.no_local_endpoints = Gauge(
             "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
             "Number of services with a Local traffic policy and no endpoints",
-            ["traffic_policy"],
+            ["ip_family", "traffic_policy"],
             registry=r,
         )
         self.iptables_restore_failures_total = Counter(
             "kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
             "Cumulative proxy iptables restore failures",
+            ["ip_family"],
             registry=r,
         )
         self.healthz_total = Counter(
@@ -193,38 +204,44 @@ class Metrics:
 
     # Small helpers so the reconciler states facts, not metric arithmetic.
 
-    def sync_succeeded(self, duration: float, now: float) -> None:
+    def sync_succeeded(self, duration: float, now: float, families: Iterable[Family]) -> None:
         """A sync finished without error: its duration, and when (wall clock, seconds)."""
-        self.sync_duration.observe(duration)
-        self.sync_last_timestamp.set(now)
+        for family in families:
+            self.sync_duration.labels(family.k8s_name).observe(duration)
+            self.sync_last_timestamp.labels(family.k8s_name).set(now)
 
-    def sync_queued(self, now: float) -> None:
-        self.sync_last_queued_timestamp.set(now)
+    def sync_queued(self, now: float, families: Iterable[Family]) -> None:
+        for family in families:
+            self.sync_last_queued_timestamp.labels(family.k8s_name).set(now)
 
-    def programmed(self, trigger_times: Iterable[float], now: float) -> None:
+    def programmed(self, trigger_times: Iterable[tuple[Family, float]], now: float) -> None:
         """Observe network programming latency for each EndpointSlice trigger time.
 
         Trigger times come from the ``endpoints.kubernetes.io/last-change-trigger-time``
-        annotation; a time in the future (clock skew) is skipped, not recorded as 0.
+        annotation, with the slice's family; a time in the future (clock skew) is skipped,
+        not recorded as 0.
         """
-        for t in trigger_times:
+        for family, t in trigger_times:
             if t <= now:
-                self.network_programming_duration.observe(now - t)
+                self.network_programming_duration.labels(family.k8s_name).observe(now - t)
 
     def set_pending(self, services: int, endpoints: int) -> None:
         self.service_changes_pending.set(services)
         self.endpoint_changes_pending.set(endpoints)
 
-    def set_no_local_endpoints(self, internal: int, external: int) -> None:
-        self.no_local_endpoints.labels("internal").set(internal)
-        self.no_local_endpoints.labels("external").set(external)
+    def set_no_local_endpoints(self, counts: Mapping[Family, tuple[int, int]]) -> None:
+        """Per family: (internal, external) Services with a Local policy and no endpoint."""
+        for family, (internal, external) in counts.items():
+            self.no_local_endpoints.labels(family.k8s_name, "internal").set(internal)
+            self.no_local_endpoints.labels(family.k8s_name, "external").set(external)
 
     def set_table_size(self, virtual_servers: int, real_servers: int) -> None:
         self.virtual_servers.set(virtual_servers)
         self.real_servers.set(real_servers)
 
-    def sync_failed(self, subsystem: str) -> None:
-        """One failed operation in ``subsystem`` (ipvs, ipset, iptables, address, ...)."""
+    def sync_failed(self, subsystem: str, families: Iterable[Family] = ()) -> None:
+        """One failed operation in ``subsystem`` (ipvs, ipset, iptables, address, ...);
+        ``families``: those an iptables-restore failed for."""
         self.sync_failures_total.labels(subsystem).inc()
-        if subsystem == "iptables":
-            self.iptables_restore_failures_total.inc()
+        for family in families:
+            self.iptables_restore_failures_total.labels(family.k8s_name).inc()

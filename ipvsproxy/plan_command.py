@@ -15,7 +15,9 @@ import yaml
 
 from ipvsproxy.config import Config
 from ipvsproxy.core.ipvsadm_text import format_plan
+from ipvsproxy.core.local_traffic import local_detectors, node_pod_cidrs
 from ipvsproxy.core.model import Family, family_of, parse_ip
+from ipvsproxy.core.node_ips import nodeport_addresses
 from ipvsproxy.core.plan.config import PlanConfig
 from ipvsproxy.core.plan.service import plan_service
 from ipvsproxy.core.state import union
@@ -122,15 +124,23 @@ def plan_text(manifests: Manifests, node: Mapping[str, Any] | None, config: Conf
     """Plan every Service for the node and format the result (pure but for warnings)."""
     name = ((node or {}).get("metadata") or {}).get("name") or config.hostname_override or ""
     addresses = node_addresses(node)
+    local = local_detectors(
+        config.detect_local_mode,
+        cluster_cidrs=config.cluster_cidrs,
+        pod_cidrs=node_pod_cidrs(node),
+        bridge_interface=config.detect_local_bridge_interface,
+        interface_name_prefix=config.detect_local_interface_name_prefix,
+    )
     plan_config = PlanConfig(
         node_name=str(name),
         node_addresses=addresses,
-        nodeport_addresses=config.nodeport_addresses,
+        nodeport_addresses=nodeport_addresses(config.nodeport_addresses, node, config.bind_address),
         scheduler=config.ipvs_scheduler,
         cluster_cidrs=config.cluster_cidrs,
         masquerade_all=config.masquerade_all,
         # Without a Node there is nothing to tell the families from: serve both.
         families=None if addresses else frozenset(Family),
+        pod_families=frozenset(local),
     )
     slices: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for eps in manifests.endpoint_slices:

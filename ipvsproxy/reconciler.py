@@ -21,7 +21,11 @@ as changes arrive; each marks work and wakes the loop. The loop:
   (iptables mode's chains, nftables mode's tables): the node switches from their state
   to ours without a moment in which a Service has neither;
 * every ``drain_period`` re-reads the real servers left at weight 0 by graceful
-  termination and deletes those whose connections have reached 0.
+  termination and deletes those whose connections have reached 0;
+* when its Node changes, re-evaluates what depends on it: the primary IPs behind
+  ``--nodeport-addresses=primary`` and the pod CIDRs of ``--detect-local-mode=NodeCIDR``.
+  kube-proxy exits on either change and lets its restart pick them up; here the plans
+  and the (constant) rules follow at the next sync, with no restart and no gap.
 
 A failed sync leaves the mirror of the kernel in doubt, so the next sync after
 one is a full one, retried with backoff; the observer makes a streak of them loud
@@ -46,6 +50,7 @@ from ipvsproxy.core import ipset_catalog
 from ipvsproxy.core.apply import apply_ops
 from ipvsproxy.core.desired import DesiredIndex
 from ipvsproxy.core.diff import diff
+from ipvsproxy.core.local_traffic import LocalDetector, local_detectors, node_pod_cidrs
 from ipvsproxy.core.mirror import ObservedMirror
 from ipvsproxy.core.model import (
     Family,
@@ -56,6 +61,7 @@ from ipvsproxy.core.model import (
     VirtualServerKey,
     family_of,
 )
+from ipvsproxy.core.node_ips import nodeport_addresses
 from ipvsproxy.core.ops import Op
 from ipvsproxy.core.plan.config import PlanConfig
 from ipvsproxy.core.plan.service import plan_service
@@ -73,6 +79,14 @@ log = structlog.get_logger(__name__)
 Obj = dict[str, Any]
 
 
+class RulesError(Exception):
+    """The rules of these families could not be written (iptables-restore failed)."""
+
+    def __init__(self, failed: Mapping[Family, BaseException]) -> None:
+        self.families = frozenset(failed)
+        super().__init__("; ".join(f"{f.k8s_name}: {e}" for f, e in sorted(failed.items())))
+
+
 class ClusterView(Protocol):
     """What the reconciler reads of the cluster (the watchers' cache)."""
 
@@ -88,7 +102,11 @@ class ClusterView(Protocol):
 class SyncObserver(Protocol):
     """Told about syncs: metrics, health, events, the health-check servers."""
 
-    def change_queued(self, kind: str, trigger_time: float | None) -> None: ...
+    def change_queued(
+        self, kind: str, trigger_time: float | None, families: frozenset[Family]
+    ) -> None:
+        """``families``: those the change concerns (an EndpointSlice's own; a Service's,
+        every family served), as each of kube-proxy's per-family proxiers hears of it."""
 
     async def synced(self, result: SyncResult) -> None: ...
 
@@ -106,8 +124,12 @@ class Settings:
     max_batch: int = 500
     sync_period: float = 30.0
     drain_period: float = 2.0
-    nodeport_addresses: tuple[str, ...] = ()
+    nodeport_addresses: tuple[str, ...] = ()  # CIDRs, or ("primary",)
+    bind_address: str = ""  # the node IP hint for "primary" (kube-proxy's --bind-address)
     cluster_cidrs: tuple[str, ...] = ()
+    detect_local_mode: str = "ClusterCIDR"
+    pod_bridge_interface: str = ""
+    pod_interface_name_prefix: str = ""
     masquerade_all: bool = False
     masquerade_bit: int = 14  # --iptables-masquerade-bit: the mark KUBE-MARK-MASQ sets
     exclude_cidrs: tuple[str, ...] = ()
@@ -122,9 +144,12 @@ class SyncResult:
     services: int
     ops: Sequence[Op]
     duration: float
-    trigger_times: list[float] = field(default_factory=list)
+    # (the EndpointSlice's family, its last-change-trigger-time) of each change programmed.
+    trigger_times: list[tuple[Family, float]] = field(default_factory=list)
     # The Services this sync planned anew; None for those that are gone.
     plans: Mapping[ServiceKey, ServicePlan | None] = field(default_factory=dict)
+    # The families this node serves: the sync was each one's.
+    families: frozenset[Family] = frozenset()
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -150,10 +175,12 @@ class Reconciler:
         self.clock = clock
         self.index = DesiredIndex()
         self.mirror = ObservedMirror()
-        self.plan_config = self._plan_config({})
+        self._node_addresses: Mapping[Family, frozenset[str]] = {}
+        self.nodeport_addresses, self.local = self._from_node()
+        self.plan_config = self._plan_config()
         self._exclude = [ipaddress.ip_network(c, strict=False) for c in settings.exclude_cidrs]
         self._dirty: set[ServiceKey] = set()
-        self._trigger_times: dict[ServiceKey, list[float]] = {}
+        self._trigger_times: dict[ServiceKey, list[tuple[Family, float]]] = {}
         self._replan_all = False
         self._full_due = True
         self._draining: set[VirtualServerKey] = set()
@@ -163,27 +190,57 @@ class Reconciler:
         self._next_full = 0.0
         self._failures = 0
         self._rules: dict[Family, RulesSyncer] = {}
+        self._rules_due = False
         self._last_drain_check = -float("inf")
         self.syncs = 0
 
     # ---------------------------------------------------------------- listener
     def service_changed(self, key: ServiceKey) -> None:
-        self._mark(key, "service", None)
+        self._mark(key, "service", None, None)
 
-    def endpoints_changed(self, key: ServiceKey, trigger_time: float | None) -> None:
-        self._mark(key, "endpoints", trigger_time)
+    def endpoints_changed(
+        self, key: ServiceKey, trigger_time: float | None, family: Family | None = None
+    ) -> None:
+        self._mark(key, "endpoints", trigger_time, family)
 
     def node_changed(self) -> None:
         # Zone labels (topology) and eligibility: every plan may change.
         self._replan_all = True
+        nodeport, local = self._from_node()
+        if local != self.local:
+            log.info("local traffic detection changed", detectors=_describe(local))
+            self._rules_due = True
+        if nodeport != self.nodeport_addresses:
+            log.info("nodeport addresses changed", addresses=list(nodeport) or "all")
+        self.nodeport_addresses, self.local = nodeport, local
+        self.plan_config = self._plan_config()
         self._wake.set()
 
-    def _mark(self, key: ServiceKey, kind: str, trigger_time: float | None) -> None:
+    def _from_node(self) -> tuple[tuple[str, ...], dict[Family, LocalDetector]]:
+        """What follows the Node: the NodePort CIDRs (for "primary") and the detectors (for
+        NodeCIDR). Until the Node has its pod CIDRs, NodeCIDR detects nothing: traffic to
+        ClusterIPs is then masqueraded (kube-proxy would wait, proxying nothing)."""
+        s, node = self.settings, self.cluster.node
+        nodeport = nodeport_addresses(s.nodeport_addresses, node, s.bind_address)
+        local = local_detectors(
+            s.detect_local_mode,
+            cluster_cidrs=s.cluster_cidrs,
+            pod_cidrs=node_pod_cidrs(node),
+            bridge_interface=s.pod_bridge_interface,
+            interface_name_prefix=s.pod_interface_name_prefix,
+        )
+        return nodeport, local
+
+    def _mark(
+        self, key: ServiceKey, kind: str, trigger_time: float | None, family: Family | None
+    ) -> None:
         self._dirty.add(key)
-        if trigger_time is not None:
-            self._trigger_times.setdefault(key, []).append(trigger_time)
+        if trigger_time is not None and family is not None:
+            self._trigger_times.setdefault(key, []).append((family, trigger_time))
         if self.observer is not None:
-            self.observer.change_queued(kind, trigger_time)
+            served = self.plan_config.served_families
+            families = frozenset({family}) & served if family else served
+            self.observer.change_queued(kind, trigger_time, families)
         self._wake.set()
 
     # --------------------------------------------------------------- the loop
@@ -199,7 +256,7 @@ class Reconciler:
             now = self.clock()
             if self._full_due or now >= self._next_full:
                 break
-            if self._dirty or self._replan_all:
+            if self._dirty or self._replan_all or self._rules_due:
                 break
             deadline = self._next_full
             if self._draining:
@@ -240,22 +297,28 @@ class Reconciler:
         nftables tables. Only once everything of ours is in place: removing the old state
         first would leave Services without any."""
         failures: dict[str, BaseException] = {}
+        self._rules_due = False
         rules = RulesConfig(
             masquerade_all=self.settings.masquerade_all,
-            cluster_cidrs=self.settings.cluster_cidrs,
+            local=self.local,
             masquerade_bit=self.settings.masquerade_bit,
         )
+        failed: dict[Family, BaseException] = {}
         for family in sorted(self.plan_config.served_families):
             syncer = self._rules.setdefault(family, RulesSyncer(self.dataplane.iptables, family))
             try:
                 await syncer.sync(rules, verify=True)
             except Exception as err:
-                failures.setdefault("iptables", err)
+                failed[family] = err
+        if failed:
+            failures["iptables"] = RulesError(failed)
         if not failures:
             try:
                 await self._remove_nftables_mode()
             except (DataplaneError, OSError) as err:
                 failures["nftables"] = err
+        if failures:
+            self._rules_due = True
         return failures
 
     async def _remove_nftables_mode(self) -> None:
@@ -298,20 +361,31 @@ class Reconciler:
             found.setdefault(family_of(address), set()).add(address)
         node_addresses = {family: frozenset(a) for family, a in found.items()}
         if node_addresses != self.plan_config.node_addresses:
-            self.plan_config = self._plan_config(node_addresses)
+            self._node_addresses = node_addresses
+            self.plan_config = self._plan_config()
             self._replan_all = True
 
-    def _plan_config(self, node_addresses: Mapping[Family, frozenset[str]]) -> PlanConfig:
+    def _plan_config(self) -> PlanConfig:
         s = self.settings
         return PlanConfig(
             node_name=s.node_name,
-            node_addresses=node_addresses,
-            nodeport_addresses=s.nodeport_addresses,
+            node_addresses=self._node_addresses,
+            nodeport_addresses=self.nodeport_addresses,
             scheduler=s.scheduler,
             cluster_cidrs=s.cluster_cidrs,
             masquerade_all=s.masquerade_all,
             families=s.families,
+            pod_families=frozenset(self.local),
         )
+
+    @property
+    def health_check_hosts(self) -> tuple[str, ...]:
+        """Where the health-check node ports listen, as kube-proxy's: every address when
+        NodePorts take every address, else the node addresses NodePorts use."""
+        if not self.nodeport_addresses:
+            return ()
+        ips = self.plan_config.nodeport_ips
+        return tuple(a for family in sorted(ips) for a in ips[family])
 
     async def _observe(self) -> None:
         self.mirror.reset(await read_owned(self.dataplane, self._exclude))
@@ -335,7 +409,12 @@ class Reconciler:
             plans[key] = plan
         return scope, plans
 
-    def _take_dirty(self, limit: int | None = None) -> tuple[set[ServiceKey], list[float]]:
+    def _served(self) -> frozenset[Family]:
+        return self.plan_config.served_families
+
+    def _take_dirty(
+        self, limit: int | None = None
+    ) -> tuple[set[ServiceKey], list[tuple[Family, float]]]:
         """The Services to plan now (at most ``limit``; the others stay dirty, and the loop
         comes back for them) and the trigger times of their changes."""
         if self._replan_all:
@@ -371,7 +450,8 @@ class Reconciler:
         self._next_full = self.clock() + self.settings.sync_period
         if failures:
             raise SyncError(failures)
-        return SyncResult(True, len(keys), ops, self.clock() - started, times, plans)
+        duration = self.clock() - started
+        return SyncResult(True, len(keys), ops, duration, times, plans, self._served())
 
     async def _partial_sync(self) -> SyncResult:
         started = self.clock()
@@ -385,7 +465,10 @@ class Reconciler:
         observed = self.mirror.state(scope)
         ops = diff(observed, desired)
         await self._apply(scope, observed, ops, whole=False)
-        return SyncResult(False, len(keys), ops, self.clock() - started, times, plans)
+        if self._rules_due and (failures := await self._sync_rules()):
+            raise SyncError(failures)
+        duration = self.clock() - started
+        return SyncResult(False, len(keys), ops, duration, times, plans, self._served())
 
     async def _refresh_removals(self, scope: Scope, desired: DataplaneState) -> None:
         """Re-read the live connection counts wherever a TCP or SCTP real server is about
@@ -430,3 +513,10 @@ class Reconciler:
             wanted = desired.servers_of(key)
             if any(rkey not in wanted for rkey in servers):
                 self._draining.add(key)
+
+
+def _describe(local: Mapping[Family, LocalDetector]) -> dict[str, str]:
+    return {
+        family.k8s_name: detector.source or f"-i {detector.interface}"
+        for family, detector in sorted(local.items())
+    }

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
 
-from ipvsproxy.core.model import ServiceKey
+from ipvsproxy.core.model import Family, ServiceKey
 from ipvsproxy.core.state import ServicePlan
 from ipvsproxy.dataplane.executor import SyncError
 from ipvsproxy.dataplane.interfaces import Ipvs
 from ipvsproxy.http.health import ProxyHealth
 from ipvsproxy.http.service_health import ServiceHealthServers
 from ipvsproxy.metrics import Metrics
-from ipvsproxy.reconciler import SyncResult
+from ipvsproxy.reconciler import RulesError, SyncResult
 
 log = structlog.get_logger("ipvsproxy.sync")
 
@@ -38,6 +38,9 @@ class EventSink(Protocol):
 # the Node. With the retry backoff (2, 4, 8 s) that is some 14 s of failing; one failure
 # (a tool that lost a race for the xtables lock) is retried quietly.
 FAILING_AFTER = 3
+# Per Service, the footprint counts: virtual servers, real servers, then for each family
+# its (internal, external) "no local endpoint".
+FAMILIES = (Family.V4, Family.V6)
 
 
 class SyncReporter:
@@ -54,6 +57,7 @@ class SyncReporter:
         services: Callable[[], Mapping[ServiceKey, Any]] = dict,
         plans: Callable[[], Mapping[ServiceKey, ServicePlan]] = dict,
         node: Callable[[], Mapping[str, Any] | None] = lambda: None,
+        health_check_hosts: Callable[[], Sequence[str]] = tuple,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics
@@ -64,20 +68,23 @@ class SyncReporter:
         self.services = services
         self.plans = plans
         self.node = node
+        self.health_check_hosts = health_check_hosts
         self.wall = wall
         # Per Service: its problems last reported (only when it has some), its share of
         # the table counts, and its health-check node port with local endpoints.
         self._reported: dict[ServiceKey, tuple[str, ...]] = {}
-        self._footprints: dict[ServiceKey, tuple[int, int, int, int]] = {}
-        self._totals: tuple[int, ...] = (0, 0, 0, 0)
+        self._footprints: dict[ServiceKey, tuple[int, ...]] = {}
+        self._totals: tuple[int, ...] = (0,) * (2 + 2 * len(FAMILIES))
         self._health_checks: dict[ServiceKey, tuple[int, int]] = {}
         self._pending_services = 0
         self._pending_endpoints = 0
         self._failed_in_a_row = 0
 
-    def change_queued(self, kind: str, trigger_time: float | None) -> None:
+    def change_queued(
+        self, kind: str, trigger_time: float | None, families: frozenset[Family]
+    ) -> None:
         self.health.queued()
-        self.metrics.sync_queued(self.wall())
+        self.metrics.sync_queued(self.wall(), families)
         if kind == "service":
             self.metrics.service_changes_total.inc()
             self._pending_services += 1
@@ -97,12 +104,13 @@ class SyncReporter:
         self.health.updated()
         # A node being deleted (or drained by the autoscaler) fails /healthz.
         self.health.sync_node(self.node())
-        self.metrics.sync_succeeded(result.duration, now)
+        self.metrics.sync_succeeded(result.duration, now, result.families)
         self.metrics.programmed(result.trigger_times, now)
         self._pending_services = self._pending_endpoints = 0
         self.metrics.set_pending(0, 0)
-        self._take(result.plans)
+        self._take(result.plans, result.families)
         if self.service_health is not None:
+            await self.service_health.set_hosts(self.health_check_hosts())
             await self.service_health.sync(self._health_checks)
         if result.full and self.ipvs is not None:
             await self._export_stats(self.plans())
@@ -119,8 +127,9 @@ class SyncReporter:
             log.debug("synced", full=False, services=result.services)
 
     def sync_failed(self, error: SyncError) -> None:
-        for subsystem in error.failures:
-            self.metrics.sync_failed(subsystem)
+        for subsystem, cause in error.failures.items():
+            families = cause.families if isinstance(cause, RulesError) else ()
+            self.metrics.sync_failed(subsystem, families)
         self._failed_in_a_row += 1
         if self._failed_in_a_row < FAILING_AFTER:
             return
@@ -151,7 +160,9 @@ class SyncReporter:
             once_per_version=False,
         )
 
-    def _take(self, plans: Mapping[ServiceKey, ServicePlan | None]) -> None:
+    def _take(
+        self, plans: Mapping[ServiceKey, ServicePlan | None], families: frozenset[Family]
+    ) -> None:
         """Account for the Services a sync planned anew (None: gone), and only those:
         what a sync costs must not grow with the number of Services."""
         for key, plan in plans.items():
@@ -165,17 +176,21 @@ class SyncReporter:
             new = (
                 len(plan.state.virtual_servers),
                 sum(len(servers) for servers in plan.state.real_servers.values()),
-                int(plan.no_local_internal),
-                int(plan.no_local_external),
+                *(
+                    int(family in policy)
+                    for family in FAMILIES
+                    for policy in (plan.no_local_internal, plan.no_local_external)
+                ),
             )
             self._footprints[key] = new
             self._totals = tuple(t + n for t, n in zip(self._totals, new, strict=True))
             if plan.health_check_node_port:
                 self._health_checks[key] = (plan.health_check_node_port, plan.local_endpoints)
             self._report_problems(key, plan)
-        virtual, real, internal, external = self._totals
+        virtual, real, *no_local = self._totals
         self.metrics.set_table_size(virtual, real)
-        self.metrics.set_no_local_endpoints(internal, external)
+        counts = {f: (no_local[2 * i], no_local[2 * i + 1]) for i, f in enumerate(FAMILIES)}
+        self.metrics.set_no_local_endpoints({f: counts[f] for f in FAMILIES if f in families})
 
     def _report_problems(self, key: ServiceKey, plan: ServicePlan) -> None:
         """Log and post an Event once per new set of problems of a Service."""

@@ -23,8 +23,8 @@ from ipvsproxy.config.values import format_duration as go
 _LOG_FORMATS = {"console": "text", "json": "json"}
 
 
-def config_document(c: Config) -> dict[str, Any]:
-    """``c`` as a KubeProxyConfiguration mapping."""
+def logging_section(c: Config) -> dict[str, Any]:
+    """The ``logging`` section (component-base's LoggingConfiguration, camelCase)."""
     logging: dict[str, Any] = {
         "flushFrequency": go(c.log_flush_frequency),
         "options": {"json": {"infoBufferSize": "0"}, "text": {"infoBufferSize": "0"}},
@@ -32,6 +32,12 @@ def config_document(c: Config) -> dict[str, Any]:
     }
     if c.log_format in _LOG_FORMATS:
         logging["format"] = _LOG_FORMATS[c.log_format]
+    return logging
+
+
+def config_document(c: Config) -> dict[str, Any]:
+    """``c`` as a KubeProxyConfiguration mapping."""
+    logging = logging_section(c)
     doc: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": KIND,

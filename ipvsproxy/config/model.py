@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from collections.abc import Callable
 
 from ipvsproxy.config.errors import ConfigError
@@ -17,13 +18,16 @@ from ipvsproxy.config.feature_gates import REMOVED_PROXY_GATES, check_gates
 from ipvsproxy.config.flags import flag_of_field
 from ipvsproxy.config.values import parse_cidr, parse_host_port, parse_ip
 from ipvsproxy.core import fwmark
+from ipvsproxy.core.local_traffic import MODES as DETECT_LOCAL_MODES
 from ipvsproxy.core.model import SCHEDULERS
+from ipvsproxy.core.node_ips import PRIMARY  # nodePortAddresses' keyword: the primary IPs
 
 LOG_FORMATS = ("auto", "json", "console")
 PROTOBUF = "application/vnd.kubernetes.protobuf"
-DETECT_LOCAL_MODES = ("ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix")
-# nodePortAddresses' keyword (1.31+): the node's primary IPs.
-PRIMARY = "primary"
+# What iptables' -i takes: a name of at most 15 bytes (IFNAMSIZ), no blank, '/', quote or
+# '!'; the prefix gets iptables' '+' after it. kube-proxy checks only that it is not empty,
+# and iptables-restore would then refuse every sync: here the start is refused instead.
+INTERFACE_NAME = re.compile(r"^[^\s/\\\"'!+]{1,15}$")
 
 # Mark bits this proxy uses besides the masquerade bit: the firewall marks of
 # externalTrafficPolicy Local (core/fwmark.py, bits 0-13) and the mark of node traffic to a
@@ -224,12 +228,17 @@ class _Validator:
                 f"unsupported value {c.detect_local_mode!r}"
                 f" (one of {', '.join(DETECT_LOCAL_MODES)})",
             )
-        if c.detect_local_mode == "BridgeInterface" and not c.detect_local_bridge_interface:
-            raise self.fail("detect_local_bridge_interface", "must not be empty")
-        if c.detect_local_mode == "InterfaceNamePrefix" and not (
-            c.detect_local_interface_name_prefix
+        for mode, field, longest in (
+            ("BridgeInterface", "detect_local_bridge_interface", 15),
+            ("InterfaceNamePrefix", "detect_local_interface_name_prefix", 14),
         ):
-            raise self.fail("detect_local_interface_name_prefix", "must not be empty")
+            name = getattr(c, field)
+            if c.detect_local_mode != mode:
+                continue  # unused: kube-proxy does not look at it either
+            if not name:
+                raise self.fail(field, "must not be empty")
+            if not INTERFACE_NAME.match(name) or len(name.encode()) > longest:
+                raise self.fail(field, f"not an interface name{' prefix' * (longest == 14)}")
 
     def logging(self) -> None:
         c = self.c

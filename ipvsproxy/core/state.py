@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipvsproxy.core.model import (
+    Family,
     RealServer,
     RealServerKey,
     RealServerStatus,
@@ -189,9 +190,12 @@ class ServicePlan:
     health_check_node_port: int = 0
     # Ready endpoints on this node (distinct ip:port over all ports), for the health check.
     local_endpoints: int = 0
-    # A Local traffic policy with no endpoint on this node, as kube-proxy's
-    # sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"|"external"} counts.
-    no_local_internal: bool = False
-    no_local_external: bool = False
+    # The families with a Local traffic policy and no ready endpoint on this node, as
+    # kube-proxy's sync_proxy_rules_no_local_endpoints_total{ip_family, traffic_policy=
+    # "internal"|"external"} counts them (one proxier per family there).
+    no_local_internal: frozenset[Family] = frozenset()
+    no_local_external: frozenset[Family] = frozenset()
     problems: tuple[str, ...] = ()
     skip: str | None = None
+    # The Service's families this node serves (what it was planned for).
+    families: frozenset[Family] = frozenset()

@@ -21,6 +21,18 @@ class InvalidValueError(DataplaneError, ValueError):
         super().__init__(f"invalid {field} {value!r}{detail}")
 
 
+class SysctlWriteError(DataplaneError):
+    """A kernel setting exists but cannot be written here: /proc/sys or /sys mounted
+    read-only (a container), no permission, or a global setting written from a network
+    namespace other than the initial one. Nothing was changed."""
+
+    def __init__(self, name: str, value: object, reason: str) -> None:
+        self.name = name
+        self.value = value
+        self.reason = reason
+        super().__init__(f"cannot set {name} to {value}: {reason}")
+
+
 class SchedulerUnavailableError(DataplaneError):
     """The kernel has no IPVS scheduler of this name (module ip_vs_<name> missing)."""
 

@@ -16,7 +16,12 @@ from ipvsproxy.core.ipset_catalog import IpsetSpec, entry_key
 from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.addresses import is_node_address, parse_addresses
 from ipvsproxy.dataplane.conntrack import parse_target
-from ipvsproxy.dataplane.errors import CommandError, InvalidValueError, KernelModuleError
+from ipvsproxy.dataplane.errors import (
+    CommandError,
+    InvalidValueError,
+    KernelModuleError,
+    SysctlWriteError,
+)
 from ipvsproxy.dataplane.ipset_specs import (
     EntryParts,
     SetOptions,
@@ -358,7 +363,15 @@ class FakeConntrack:
 # -------------------------------------------------------------------- sysctls
 
 
+# Set globally, from the initial network namespace only; readable from any.
+GLOBAL_SETTINGS = frozenset({"net/netfilter/nf_conntrack_max", "nf_conntrack.hashsize"})
+
+
 class FakeSysctls:
+    """``init_netns=False`` behaves as in another network namespace (the global settings
+    refuse writes); ``read_only`` names settings that refuse writes too (a read-only
+    /proc/sys), a module parameter as ``MODULE.NAME``. ``writes`` records every write."""
+
     def __init__(
         self,
         release: str = "6.1.0-fake",
@@ -370,6 +383,9 @@ class FakeSysctls:
             "ip_vs_sh",
             "nf_conntrack",
         ),
+        *,
+        init_netns: bool = True,
+        read_only: Iterable[str] = (),
     ) -> None:
         self.values = {
             "net/ipv4/vs/conntrack": "0",
@@ -379,9 +395,19 @@ class FakeSysctls:
             "net/ipv4/ip_forward": "0",
             "net/ipv4/conf/all/arp_ignore": "0",
             "net/ipv4/conf/all/arp_announce": "0",
+            # The kernel's own conntrack defaults (a small machine).
+            "net/netfilter/nf_conntrack_max": "65536",
+            "net/netfilter/nf_conntrack_tcp_timeout_established": "432000",
+            "net/netfilter/nf_conntrack_tcp_timeout_close_wait": "60",
+            "net/netfilter/nf_conntrack_tcp_be_liberal": "0",
+            "net/netfilter/nf_conntrack_udp_timeout": "30",
+            "net/netfilter/nf_conntrack_udp_timeout_stream": "120",
             "kernel/osrelease": release,
         }
         self.values.update(values or {})
+        self.parameters = {"nf_conntrack.hashsize": "16384"}
+        self.read_only = set(read_only) | (set() if init_netns else set(GLOBAL_SETTINGS))
+        self.writes: list[tuple[str, str]] = []
         self.available = set(available_modules)
         self.loaded: set[str] = set()
         self.modprobes: list[str] = []
@@ -391,11 +417,28 @@ class FakeSysctls:
             raise InvalidValueError("sysctl name", name, "no such sysctl")
         return self.values[name]
 
+    def _write(self, store: dict[str, str], name: str, what: str, value: str) -> None:
+        if not re.fullmatch(r"-?\d+", value.strip()):
+            raise InvalidValueError(what, value, "Invalid argument")
+        if name in self.read_only:
+            raise SysctlWriteError(what, value, "Permission denied")
+        store[name] = value.strip()
+        self.writes.append((name, value.strip()))
+
     async def set(self, name: str, value: str) -> None:
         await self.get(name)
-        if not re.fullmatch(r"-?\d+", value.strip()):
-            raise InvalidValueError(f"sysctl {name}", value, "Invalid argument")
-        self.values[name] = value.strip()
+        self._write(self.values, name, f"sysctl {name}", value)
+
+    async def get_parameter(self, module: str, name: str) -> str:
+        key = f"{module}.{name}"
+        if key not in self.parameters:
+            raise InvalidValueError("module parameter", key, "none such")
+        return self.parameters[key]
+
+    async def set_parameter(self, module: str, name: str, value: str) -> None:
+        await self.get_parameter(module, name)
+        key = f"{module}.{name}"
+        self._write(self.parameters, key, f"module parameter {key}", value)
 
     async def kernel_release(self) -> str:
         return self.values["kernel/osrelease"]

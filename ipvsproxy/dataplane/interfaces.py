@@ -160,7 +160,18 @@ class Sysctls(Protocol):
         """``name`` as under /proc/sys, e.g. ``net/ipv4/vs/conntrack``."""
         ...
 
-    async def set(self, name: str, value: str) -> None: ...
+    async def set(self, name: str, value: str) -> None:
+        """Raise InvalidValueError for an unknown name or a value the kernel refuses,
+        SysctlWriteError for one that may not be written here (read-only, another netns)."""
+        ...
+
+    async def get_parameter(self, module: str, name: str) -> str:
+        """A module's parameter, as under /sys/module/MODULE/parameters/NAME."""
+        ...
+
+    async def set_parameter(self, module: str, name: str, value: str) -> None:
+        """Errors as ``set``'s."""
+        ...
 
     async def kernel_release(self) -> str: ...
 

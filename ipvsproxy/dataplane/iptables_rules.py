@@ -17,9 +17,10 @@ The chains and rules are kube-proxy IPVS mode's (``writeIptablesRules`` and
 
 - externalTrafficPolicy Local (#115931): mangle KUBE-IN-CLUSTER-FWMARK, from PREROUTING and
   OUTPUT, stamps the mark of ``KUBE-EXTERNAL-LOCAL-FWMARK`` (``--map-mark``, which only the
-  mangle table allows) on packets from the cluster CIDR or the node to an LB IP or external
-  IP of such a Service. The stamp carries the PENDING bit (``ipvsproxy.core.fwmark``), and
-  nat KUBE-SERVICES clears it on a connection's first packet, so that IPVS (whose LOCAL_IN
+  mangle table allows) on packets from the pods (the local-traffic detector: a source CIDR
+  or an input interface) or the node to an LB IP or external IP of such a Service. The
+  stamp carries the PENDING bit (``ipvsproxy.core.fwmark``), and nat KUBE-SERVICES clears
+  it on a connection's first packet, so that IPVS (whose LOCAL_IN
   and LOCAL_OUT hooks come after nat PREROUTING and OUTPUT, and which needs the mark only to
   schedule a connection) hands it to a firewall-mark virtual server with every endpoint.
   Node-originated ones leave with the VIP as source and are masqueraded, recognised by the
@@ -38,11 +39,14 @@ after the declarations.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import NamedTuple
 
 from ipvsproxy.core import fwmark
 from ipvsproxy.core import ipset_catalog as S
+from ipvsproxy.core.local_traffic import LocalDetector
 from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import InvalidValueError
 
@@ -108,9 +112,11 @@ JUMPS = (
 
 class RulesConfig(NamedTuple):
     masquerade_all: bool = False
-    # --cluster-cidr: traffic to a ClusterIP from outside these is masqueraded. At most one
-    # per family (as kube-proxy's ClusterCIDR local detector); the other family's are ignored.
-    cluster_cidrs: tuple[str, ...] = ()
+    # --detect-local-mode's detector per family (ipvsproxy.core.local_traffic): traffic to
+    # a ClusterIP that it does not recognise as the pods' is masqueraded, and pods' traffic
+    # to an ETP Local IP is stamped. A family without one masquerades node-originated
+    # traffic only, and stamps only the node's. Either way a constant number of rules.
+    local: Mapping[Family, LocalDetector] = MappingProxyType({})
     masquerade_bit: int = 14  # kube-proxy's --iptables-masquerade-bit: mark 0x4000
     # The mark of node-originated traffic to a source-ranged load balancer (see above).
     no_node_access_bit: int = 15
@@ -123,18 +129,30 @@ def _mark(bit: int, field: str) -> str:
     return f"{1 << bit:#x}"
 
 
-def _local_cidr(config: RulesConfig, family: Family) -> str | None:
-    mine = []
-    for cidr in config.cluster_cidrs:
+# An interface name as iptables' -i takes it (IFNAMSIZ), or a prefix with its "+".
+_INTERFACE = re.compile(r"^[^\s/\\\"'!+]{1,15}\+?$")
+
+
+def _local(config: RulesConfig, family: Family) -> LocalDetector | None:
+    """The family's detector, checked: a bad one must fail here, not break the restore."""
+    detector = config.local.get(family)
+    if detector is None:
+        return None
+    if detector.source:
         try:
-            net = ipaddress.ip_network(cidr, strict=False)
+            net = ipaddress.ip_network(detector.source, strict=False)
         except ValueError:
-            raise InvalidValueError("cluster cidr", cidr, "not a CIDR") from None
-        if net.version == (6 if family is Family.V6 else 4):
-            mine.append(str(net))
-    if len(mine) > 1:
-        raise InvalidValueError("cluster cidr", ",".join(mine), "at most one per family")
-    return mine[0] if mine else None
+            raise InvalidValueError("local traffic cidr", detector.source, "not a CIDR") from None
+        if net.version != (6 if family is Family.V6 else 4):
+            raise InvalidValueError("local traffic cidr", detector.source, f"not {family.name}")
+        return LocalDetector(source=str(net))
+    if not _INTERFACE.match(detector.interface) or len(detector.interface) > 15:
+        raise InvalidValueError("local traffic interface", detector.interface)
+    return detector
+
+
+def _if_local(detector: LocalDetector) -> str:
+    return f"-s {detector.source}" if detector.source else f"-i {detector.interface}"
 
 
 def _set_rule(
@@ -168,11 +186,13 @@ def _nat_rules(config: RulesConfig, family: Family) -> list[str]:
         r.append(_set_rule("KUBE-NODE-PORT", local, family, flags, "RETURN", proto))
         r.append(_set_rule("KUBE-NODE-PORT", every, family, flags, "KUBE-MARK-MASQ", proto))
     cluster = _set_rule("KUBE-SERVICES", S.CLUSTER_IP, family, "dst,dst", "KUBE-MARK-MASQ")
-    local_cidr = _local_cidr(config, family)
+    detector = _local(config, family)
     if config.masquerade_all:
         r.append(cluster)
-    elif local_cidr:
-        r.append(cluster.replace(" -j KUBE-MARK-MASQ", f" ! -s {local_cidr} -j KUBE-MARK-MASQ"))
+    elif detector:
+        r.append(
+            cluster.replace(" -j KUBE-MARK-MASQ", f" ! {_if_local(detector)} -j KUBE-MARK-MASQ")
+        )
     else:
         # Node-originated traffic leaves with a VIP as source (all VIPs are local on kube-ipvs0).
         r.append(cluster.replace(" dst,dst ", " src,dst "))
@@ -268,9 +288,10 @@ def _mangle_rules(config: RulesConfig, family: Family) -> list[str]:
     marks = S.set_name(S.EXTERNAL_LOCAL_FWMARK, family)
     stamp = f"-m set --match-set {marks} dst,dst -j SET --map-set {marks} dst,dst --map-mark"
     r = [f"-A KUBE-IN-CLUSTER-FWMARK -m addrtype --src-type LOCAL {stamp}"]
-    local_cidr = _local_cidr(config, family)
-    if local_cidr:
-        r.append(f"-A KUBE-IN-CLUSTER-FWMARK -s {local_cidr} {stamp}")
+    detector = _local(config, family)
+    if detector:
+        # In OUTPUT a packet has no input interface: node traffic is the rule above's.
+        r.append(f"-A KUBE-IN-CLUSTER-FWMARK {_if_local(detector)} {stamp}")
     return r
 
 

@@ -1,17 +1,25 @@
-"""Sysctls under /proc/sys and kernel modules, as kube-proxy's IPVS mode needs them.
+"""Sysctls under /proc/sys, module parameters and kernel modules, as kube-proxy needs them.
 
 /proc/sys/net is per network namespace, resolved for the thread that opens the file, so
 the files are read and written directly in the calling thread (they are tiny), never in a
-worker thread that could sit in another namespace.
+worker thread that could sit in another namespace. A few are global and writable only from
+the initial namespace (net/netfilter/nf_conntrack_max, nf_conntrack's hashsize parameter):
+elsewhere they read fine and refuse writes (SysctlWriteError).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Sequence
 
-from ipvsproxy.dataplane.errors import CommandError, InvalidValueError, KernelModuleError
+from ipvsproxy.dataplane.errors import (
+    CommandError,
+    InvalidValueError,
+    KernelModuleError,
+    SysctlWriteError,
+)
 from ipvsproxy.dataplane.interfaces import Sysctls
 from ipvsproxy.dataplane.ipsets import run_command
 
@@ -46,12 +54,32 @@ def _write(path: str, value: str) -> None:
         f.write(value)
 
 
-class ProcSysctls:
-    """The real Sysctls over /proc/sys, /proc/sys/kernel/osrelease and modprobe."""
+def _is_file(path: str) -> bool:
+    return os.path.isfile(path)
 
-    def __init__(self, root: str = "/proc/sys", modprobe: str = "modprobe") -> None:
+
+def _write_checked(path: str, value: str, what: str, missing: InvalidValueError) -> None:
+    try:
+        _write(path, value)
+    except FileNotFoundError:
+        raise missing from None
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if err.errno == errno.EINVAL:
+            raise InvalidValueError(what, value, reason) from None
+        # EACCES, EROFS, EPERM, EOPNOTSUPP: the setting is fine, this place may not write it.
+        raise SysctlWriteError(what, value, reason) from None
+
+
+class ProcSysctls:
+    """The real Sysctls over /proc/sys, /sys/module, /proc/sys/kernel/osrelease and modprobe."""
+
+    def __init__(
+        self, root: str = "/proc/sys", modprobe: str = "modprobe", sys_module: str = "/sys/module"
+    ) -> None:
         self._root = root
         self._modprobe = modprobe
+        self._sys_module = sys_module
 
     async def get(self, name: str) -> str:
         try:
@@ -60,12 +88,24 @@ class ProcSysctls:
             raise InvalidValueError("sysctl name", name, "no such sysctl") from None
 
     async def set(self, name: str, value: str) -> None:
+        missing = InvalidValueError("sysctl name", name, "no such sysctl")
+        _write_checked(_path(self._root, name), value, f"sysctl {name}", missing)
+
+    def _parameter(self, module: str, name: str) -> str:
+        return _path(self._sys_module, f"{module}/parameters/{name}")
+
+    async def get_parameter(self, module: str, name: str) -> str:
         try:
-            _write(_path(self._root, name), value)
+            return _read(self._parameter(module, name))
         except FileNotFoundError:
-            raise InvalidValueError("sysctl name", name, "no such sysctl") from None
-        except OSError as err:
-            raise InvalidValueError(f"sysctl {name}", value, err.strerror or str(err)) from None
+            raise InvalidValueError("module parameter", f"{module}.{name}", "none such") from None
+
+    async def set_parameter(self, module: str, name: str, value: str) -> None:
+        missing = InvalidValueError("module parameter", f"{module}.{name}", "none such")
+        path = self._parameter(module, name)
+        if not _is_file(path):
+            raise missing  # sysfs says EACCES for a file that is not there
+        _write_checked(path, value, f"module parameter {module}.{name}", missing)
 
     async def kernel_release(self) -> str:
         return await self.get("kernel/osrelease")

@@ -1,11 +1,16 @@
-"""The metrics address (default 127.0.0.1:10249): /metrics, /proxyMode, /healthz.
+"""The metrics address (default 127.0.0.1:10249): /metrics, /proxyMode, /healthz, /configz.
 
 As kube-proxy's metrics server: /proxyMode names the mode as plain text,
 and /healthz here is the generic "the process serves HTTP" check that
-answers ``ok``; the proxy's real health is on the health address.
+answers ``ok``; the proxy's real health is on the health address. /configz
+serves the effective configuration as component-base's configz does: JSON,
+``{"kubeproxy.config.k8s.io": <config>}`` (``ipvsproxy.config.configz``).
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
@@ -15,9 +20,25 @@ from ipvsproxy.metrics import Metrics
 PROXY_MODE = "ipvs"
 
 
-def make_metrics_app(metrics: Metrics) -> web.Application:
+CONFIGZ_NAME = "kubeproxy.config.k8s.io"
+
+
+def make_metrics_app(
+    metrics: Metrics, configz: Callable[[], object] | None = None
+) -> web.Application:
+    """``configz``: the effective configuration, asked for at each request (parts of it,
+    such as the primary NodePort addresses, follow the Node)."""
+
     async def proxy_mode(_request: web.Request) -> web.Response:
         return web.Response(text=PROXY_MODE)
+
+    async def configz_handler(_request: web.Request) -> web.Response:
+        body = {CONFIGZ_NAME: configz() if configz is not None else None}
+        return web.Response(
+            text=json.dumps(body),
+            content_type="application/json",
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -26,4 +47,5 @@ def make_metrics_app(metrics: Metrics) -> web.Application:
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     app.router.add_get("/proxyMode", proxy_mode)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/configz", configz_handler)
     return app

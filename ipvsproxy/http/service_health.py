@@ -8,6 +8,10 @@ JSON body and the local endpoint count as ``X-Load-Balancing-Endpoint-Weight``.
 ``ServiceHealthServers.sync`` takes the whole desired set each time and opens
 or closes listeners to match; an endpoint count change touches no socket.
 A port that cannot be bound is logged and retried on the next sync.
+
+As kube-proxy's, they listen where NodePorts answer: on every address of both families
+when ``--nodeport-addresses`` takes every address, else on each node address it selects
+(``set_hosts``; kube-proxy picks them once at start, here they follow the node).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ class ServiceHealthServers:
     """One listener per healthCheckNodePort, kept in step with the desired set.
 
     ``hosts``: the node addresses to listen on (those matching
-    nodePortAddresses); empty means every address.
+    nodePortAddresses); empty means every address, IPv4 and IPv6.
     """
 
     def __init__(self, health: ProxyHealth, hosts: Sequence[str] = ()) -> None:
@@ -54,6 +58,19 @@ class ServiceHealthServers:
         self._hosts = list(hosts)
         self._servers: dict[ServiceKey, tuple[int, Server]] = {}
         self._endpoints: dict[ServiceKey, int] = {}
+
+    async def set_hosts(self, hosts: Sequence[str]) -> None:
+        """Listen on ``hosts`` from now on: the open listeners close, and the next
+        ``sync`` opens them again there."""
+        if list(hosts) == self._hosts:
+            return
+        log.info("health check ports move", hosts=list(hosts) or "every address")
+        self._hosts = list(hosts)
+        servers = list(self._servers.items())
+        self._servers.clear()
+        for key, (port, server) in servers:
+            await server.close()
+            log.info("health check port closed", service=str(key), port=port)
 
     @property
     def listening(self) -> dict[ServiceKey, int]:

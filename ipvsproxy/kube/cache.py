@@ -13,7 +13,7 @@ from typing import Protocol
 
 import structlog
 
-from ipvsproxy.core.model import ServiceKey
+from ipvsproxy.core.model import Family, ServiceKey
 from ipvsproxy.kube.objects import SERVICE_NAME_LABEL, Obj, same_content, trigger_time
 
 log = structlog.get_logger(__name__)
@@ -24,8 +24,11 @@ class ChangeListener(Protocol):
 
     def service_changed(self, key: ServiceKey) -> None: ...
 
-    def endpoints_changed(self, key: ServiceKey, trigger_time: float | None) -> None:
-        """trigger_time: epoch seconds from endpoints.kubernetes.io/last-change-trigger-time."""
+    def endpoints_changed(
+        self, key: ServiceKey, trigger_time: float | None, family: Family | None = None
+    ) -> None:
+        """trigger_time: epoch seconds from endpoints.kubernetes.io/last-change-trigger-time;
+        family: the changed slice's address type (None: unknown, or a slice gone)."""
 
     def node_changed(self) -> None: ...
 
@@ -44,11 +47,16 @@ class _NullListener:
     def service_changed(self, key: ServiceKey) -> None:
         pass
 
-    def endpoints_changed(self, key: ServiceKey, trigger_time: float | None) -> None:
+    def endpoints_changed(
+        self, key: ServiceKey, trigger_time: float | None, family: Family | None = None
+    ) -> None:
         pass
 
     def node_changed(self) -> None:
         pass
+
+
+_ADDRESS_TYPES = {"IPv4": Family.V4, "IPv6": Family.V6}
 
 
 def _service_key(obj: Obj) -> ServiceKey:
@@ -119,9 +127,11 @@ class ClusterCache:
         except Exception:
             log.exception("listener failed", change="service", service=str(key))
 
-    def _tell_endpoints(self, key: ServiceKey, when: float | None) -> None:
+    def _tell_endpoints(
+        self, key: ServiceKey, when: float | None, family: Family | None = None
+    ) -> None:
         try:
-            self.listener.endpoints_changed(key, when)
+            self.listener.endpoints_changed(key, when, family)
         except Exception:
             log.exception("listener failed", change="endpoints", service=str(key))
 
@@ -174,7 +184,8 @@ class _SliceStore:
         c._put_slice(owner, name, obj)
         c._slice_owner[(ns, name)] = owner
         if old is None or before != owner or not same_content(old, obj):
-            c._tell_endpoints(owner, trigger_time(obj))
+            family = _ADDRESS_TYPES.get(str(obj.get("addressType")))
+            c._tell_endpoints(owner, trigger_time(obj), family)
 
     def _remove(self, owner: ServiceKey, ns: str, name: str) -> None:
         c = self.cache

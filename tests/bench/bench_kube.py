@@ -28,7 +28,7 @@ from ipvsproxy import lean_import
 # As the proxy's entry point does, before anything imports its big dependencies.
 lean_import.install_dependencies()
 
-from ipvsproxy.core.model import ServiceKey
+from ipvsproxy.core.model import Family, ServiceKey
 from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.kube.client import make_api_client
 from ipvsproxy.kube.objects import trim_endpoint_slice, trim_service
@@ -139,7 +139,9 @@ class Counter:
     def service_changed(self, key: ServiceKey) -> None:
         pass
 
-    def endpoints_changed(self, key: ServiceKey, trigger_time: float | None) -> None:
+    def endpoints_changed(
+        self, key: ServiceKey, trigger_time: float | None, family: Family | None = None
+    ) -> None:
         self.endpoints += 1
         if self.target and self.endpoints >= self.target:
             self.done.set()

@@ -27,8 +27,9 @@ lean_import.install_dependencies()
 
 from pyroute2 import AsyncIPRoute
 
-from ipvsproxy.app import open_dataplane, prepare_kernel
+from ipvsproxy.app import open_dataplane
 from ipvsproxy.config import Config
+from ipvsproxy.node_setup import prepare_kernel
 from tests.bench.reconcile_common import Load, bench, median_ms, peak_rss_mb
 from tests.support.netns import fresh_netns
 

@@ -42,7 +42,19 @@ NON_DEFAULT = {
     "logFormat": "console",
     "verbosity": 2,
     "apiServer": {"host": "10.0.0.10", "port": 6443},
-    "loadKernelModules": True,
+    "initOnly": False,
+    "detectLocalMode": "InterfaceNamePrefix",
+    "detectLocal": {"bridgeInterface": "", "interfaceNamePrefix": "cali"},
+    "conntrack": {
+        "maxPerCore": 0,
+        "min": 1000000,
+        "tcpEstablishedTimeout": "2h",
+        "tcpCloseWaitTimeout": "0s",
+        "tcpBeLiberal": True,
+        "udpTimeout": "30s",
+        "udpStreamTimeout": "2m",
+    },
+    "bindAddressHardFail": True,
     # Flags that apply over the config file (kube-proxy's rule): logging, here.
     "extraArgs": ["-v=3", "--log-flush-frequency=1s"],
     "resources": {"requests": {"cpu": "50m"}},
@@ -127,22 +139,39 @@ def test_daemonset_shape(chart: Any) -> None:
     (container,) = spec["containers"]
     sc = container["securityContext"]
     assert sc["privileged"] is False
-    assert sorted(sc["capabilities"]["add"]) == ["NET_ADMIN", "NET_RAW"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}
+    assert "/lib/modules" not in {m["mountPath"] for m in container["volumeMounts"]}
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"healthz": 10256, "metrics": 10249}
-    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert mounts["/lib/modules"]["readOnly"] is True
-    assert "/run/xtables.lock" in mounts
+    assert "/run/xtables.lock" in {m["mountPath"] for m in container["volumeMounts"]}
     host_paths = {v["name"]: v.get("hostPath", {}).get("path") for v in spec["volumes"]}
     assert host_paths["xtables-lock"] == "/run/xtables.lock"
+    assert host_paths["lib-modules"] == "/lib/modules"
 
 
-def test_sys_module_only_with_module_loading(chart: Any) -> None:
-    ds = find(render(chart, {"loadKernelModules": True}), "DaemonSet")
-    caps = ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]
-    assert sorted(caps["add"]) == ["NET_ADMIN", "NET_RAW", "SYS_MODULE"]
+def test_the_node_set_up_is_a_privileged_init_container(chart: Any, tmp_path: Path) -> None:
+    """kube-proxy's --init-only: modules, sysctls and conntrack, privileged, then exit."""
+    rendered = render(chart, {})
+    spec = find(rendered, "DaemonSet")["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    assert init["securityContext"] == {"privileged": True}
+    assert init["image"] == spec["containers"][0]["image"]
+    mounts = {m["mountPath"]: m for m in init["volumeMounts"]}
+    assert mounts["/lib/modules"]["readOnly"] is True
+    assert mounts["/etc/ipvsproxy"]["readOnly"] is True
+    args = [a.replace("$(NODE_NAME)", "node-a") for a in init["args"]]
+    config = str(config_from(rendered, tmp_path))
+    inv = parse_command_line([a.replace("/etc/ipvsproxy/config.yaml", config) for a in args])
+    assert inv.command == "init-only"
+    assert inv.notices == ()
+    # Without it: no init container, no host path for modules, still not privileged.
+    spec = find(render(chart, {"initOnly": False}), "DaemonSet")["spec"]["template"]["spec"]
+    assert "initContainers" not in spec
+    assert "lib-modules" not in {v["name"] for v in spec["volumes"]}
+    assert spec["containers"][0]["securityContext"]["privileged"] is False
 
 
 def test_rbac_is_minimal(chart: Any) -> None:
@@ -208,6 +237,15 @@ def test_daemonset_args_parse_with_the_real_cli(
     assert (c.ipvs_tcp_timeout, c.ipvs_tcpfin_timeout, c.ipvs_udp_timeout) == (900.0, 30.0, 5.0)
     assert c.healthz_bind_address == "0.0.0.0:20256"
     assert c.log_format == "console"
+    assert (c.detect_local_mode, c.detect_local_interface_name_prefix) == (
+        "InterfaceNamePrefix",
+        "cali",
+    )
+    assert (c.conntrack_max_per_core, c.conntrack_min) == (0, 1000000)
+    assert (c.conntrack_tcp_established_timeout, c.conntrack_tcp_close_wait_timeout) == (7200, 0)
+    assert (c.conntrack_udp_timeout, c.conntrack_udp_stream_timeout) == (30.0, 120.0)
+    assert c.conntrack_tcp_be_liberal is True
+    assert c.bind_address_hard_fail is True
 
 
 def test_a_setting_flag_in_extra_args_is_ignored_with_a_warning(chart: Any, tmp_path: Path) -> None:
@@ -261,6 +299,11 @@ def test_configmap_carries_the_packaged_config_format(chart: Any) -> None:
         ({"healthzBindAddress": "10256"}, "/healthzBindAddress"),
         ({"schedular": "lc"}, "schedular"),
         ({"masqueradeAll": "yes"}, "/masqueradeAll"),
+        ({"detectLocalMode": "PodCIDR"}, "/detectLocalMode"),
+        ({"detectLocal": {"interfaceNamePrefix": "veth+"}}, "/detectLocal"),
+        ({"conntrack": {"maxPerCore": -1}}, "/conntrack"),
+        ({"conntrack": {"tcpEstablishedTimeout": "1d"}}, "/conntrack"),
+        ({"privileged": True}, "privileged"),
     ],
 )
 def test_schema_rejects_bad_values(chart: Any, values: dict[str, Any], complaint: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from ipvsproxy.core.ipset_catalog import all_specs
+from ipvsproxy.core.local_traffic import LocalDetector
 from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import CommandError
 from ipvsproxy.dataplane.fakes import FakeIpsets, FakeIptables
@@ -166,7 +167,9 @@ async def test_sync_takes_over_what_kube_proxy_left(
         for line in (await iptables.save(family, table)).splitlines()
         if "KUBE-FIREWALL" in line and "nat" not in table and line.startswith("-A")
     ]
-    await RulesSyncer(iptables, family).sync(RulesConfig(cluster_cidrs=("10.244.0.0/16",)))
+    await RulesSyncer(iptables, family).sync(
+        RulesConfig(local={Family.V4: LocalDetector(source="10.244.0.0/16")})
+    )
     for table in RULE_TABLES:
         saved = await iptables.save(family, table)
         assert not [c for c in saved_chains(saved) if is_leftover(table, c)], table

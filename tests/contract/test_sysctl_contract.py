@@ -1,10 +1,14 @@
-"""Contract: Sysctls (FakeSysctls, or ProcSysctls in a fresh netns; needs the ip_vs module)."""
+"""Contract: Sysctls (FakeSysctls, or ProcSysctls in a fresh netns; needs the ip_vs module).
+
+The real one runs in a network namespace of its own, so the fake plays one too
+(``init_netns=False``): the global conntrack settings refuse writes there.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from ipvsproxy.dataplane.errors import InvalidValueError, KernelModuleError
+from ipvsproxy.dataplane.errors import InvalidValueError, KernelModuleError, SysctlWriteError
 from ipvsproxy.dataplane.fakes import FakeSysctls
 from ipvsproxy.dataplane.interfaces import Sysctls
 from ipvsproxy.dataplane.sysctl import IPVS_MODULES, ProcSysctls, apply_ipvs_sysctls, ipvs_sysctls
@@ -12,7 +16,7 @@ from ipvsproxy.dataplane.sysctl import IPVS_MODULES, ProcSysctls, apply_ipvs_sys
 
 @pytest.fixture
 async def sysctls(real: bool, netns: None) -> Sysctls:
-    impl: Sysctls = ProcSysctls() if real else FakeSysctls()
+    impl: Sysctls = ProcSysctls() if real else FakeSysctls(init_netns=False)
     await impl.ensure_modules(IPVS_MODULES)  # net/ipv4/vs/* exist once ip_vs is loaded
     return impl
 
@@ -30,6 +34,31 @@ async def test_unknown_and_invalid_are_typed_errors(sysctls: Sysctls) -> None:
     assert info.value.field == "sysctl name"
     with pytest.raises(InvalidValueError, match="not-a-number"):
         await sysctls.set("net/ipv4/ip_forward", "not-a-number")
+
+
+async def test_module_parameters_read_and_unknown_ones_are_typed_errors(sysctls: Sysctls) -> None:
+    assert int(await sysctls.get_parameter("nf_conntrack", "hashsize")) > 0
+    with pytest.raises(InvalidValueError, match=r"nf_conntrack\.no_such") as info:
+        await sysctls.get_parameter("nf_conntrack", "no_such")
+    assert info.value.field == "module parameter"
+    with pytest.raises(InvalidValueError, match=r"nf_conntrack\.no_such"):
+        await sysctls.set_parameter("nf_conntrack", "no_such", "1")
+
+
+async def test_global_conntrack_settings_refuse_writes_outside_the_initial_netns(
+    sysctls: Sysctls,
+) -> None:
+    """nf_conntrack_max and the hash size are the initial namespace's; a timeout is each
+    namespace's own. Even the value already there cannot be written."""
+    held = await sysctls.get("net/netfilter/nf_conntrack_max")
+    with pytest.raises(SysctlWriteError, match="nf_conntrack_max") as info:
+        await sysctls.set("net/netfilter/nf_conntrack_max", held)
+    assert info.value.name == "sysctl net/netfilter/nf_conntrack_max"
+    hashsize = await sysctls.get_parameter("nf_conntrack", "hashsize")
+    with pytest.raises(SysctlWriteError, match=r"nf_conntrack\.hashsize"):
+        await sysctls.set_parameter("nf_conntrack", "hashsize", hashsize)
+    await sysctls.set("net/netfilter/nf_conntrack_udp_timeout", "42")
+    assert await sysctls.get("net/netfilter/nf_conntrack_udp_timeout") == "42"
 
 
 async def test_kernel_release_parses(sysctls: Sysctls) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ipvsproxy.app import open_dataplane, prepare_kernel
+from ipvsproxy.app import open_dataplane
 from ipvsproxy.config import Config
 from ipvsproxy.core.model import ServiceKey
 from ipvsproxy.dataplane.executor import Dataplane
 from ipvsproxy.kube.cache import ClusterCache
+from ipvsproxy.node_setup import prepare_kernel
 from ipvsproxy.reconciler import Reconciler, Settings, SyncResult
 from tests.support import builders
 from tests.support.builders import NODE

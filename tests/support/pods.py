@@ -54,12 +54,16 @@ class Pod:
         with entered(self.ns):
             return socket.socket(family, kind)
 
-    async def serve_tcp(self, port: int, family: int = socket.AF_INET) -> None:
-        """Answer every connection with the pod's name, then keep it open until the peer
+    async def serve_tcp(
+        self, port: int, family: int = socket.AF_INET, *, peer: bool = False
+    ) -> None:
+        """Answer every connection with the pod's name (``peer``: with the source address
+        the pod sees, to tell a masqueraded connection), then keep it open until the peer
         closes (so the test decides how long a connection lives)."""
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            answer = f"{self.name}\n".encode()
+            seen = writer.get_extra_info("peername")[0]
+            answer = f"{seen if peer else self.name}\n".encode()
             writer.write(answer)
             # Cancelled when the test ends with the connection open: not an error.
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
@@ -105,15 +109,25 @@ class PodNetwork:
         write_sysctl("net/ipv4/ip_forward", "1")
         write_sysctl("net/ipv6/conf/all/forwarding", "1")
 
-    async def add_pod(self, name: str, index: int) -> Pod:
+    async def add_pod(self, name: str, index: int, *, host_if: str = "", bridge: str = "") -> Pod:
+        """The pod's link on the node is ``host_if`` (default ``veth<index>``); with
+        ``bridge``, that link is a port of the bridge (made if missing), and the bridge
+        holds the node's addresses on the pod's subnet, as with a bridge CNI."""
         ns = make_netns()
-        host_if = f"veth{index}"
+        host_if = host_if or f"veth{index}"
         async with AsyncIPRoute() as ipr:
             await ipr.link(
                 "add", ifname=host_if, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns}
             )
             (host,) = await ipr.link_lookup(ifname=host_if)
-            await _address(ipr, host, f"10.244.{index}.1", f"fd00:244:{index}::1")
+            if bridge:
+                if not await ipr.link_lookup(ifname=bridge):
+                    await ipr.link("add", ifname=bridge, kind="bridge")
+                (gateway,) = await ipr.link_lookup(ifname=bridge)
+                await ipr.link("set", index=host, master=gateway, state="up")
+            else:
+                gateway = host
+            await _address(ipr, gateway, f"10.244.{index}.1", f"fd00:244:{index}::1")
         # The whole block runs inside the pod's namespace; nothing else is
         # scheduled meanwhile in the tests that use this.
         with entered(ns):

@@ -95,7 +95,9 @@ async def steady(client: SteadyClient) -> AsyncIterator[SteadyClient]:
 class ProxyProcess:
     """The real ``ipvsproxy`` started as the systemd unit and the chart start it: the shipped
     config file (packaging/config.yaml), in which only the kubeconfig and the HTTP
-    addresses (loopback) differ, and the node name."""
+    addresses (loopback) differ, the node name, and ``conntrack.maxPerCore: 0``: the test's
+    node is a network namespace, where the global nf_conntrack_max cannot be raised
+    (kube-proxy would stop there too)."""
 
     process: asyncio.subprocess.Process
     log: Path
@@ -120,6 +122,7 @@ def shipped_config(server: ApiServer, workdir: Path, **fields: Any) -> Path:
     doc["clientConnection"]["kubeconfig"] = str(kubeconfig(server.url, workdir))
     doc["healthzBindAddress"] = "127.0.0.1:10256"
     doc["metricsBindAddress"] = "127.0.0.1:10249"
+    doc["conntrack"]["maxPerCore"] = 0
     doc.update(fields)
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(doc))

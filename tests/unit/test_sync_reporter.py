@@ -58,8 +58,8 @@ class Proxy:
         )
         self.cache.listener = self.reconciler
 
-    def metric(self, name: str) -> float:
-        value = self.metrics.registry.get_sample_value(name)
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels)
         assert value is not None, name
         return value
 
@@ -82,12 +82,17 @@ async def test_metrics_after_syncs() -> None:
     proxy.clock.now += 5
     await proxy.reconciler.sync_once()
     proxy.ipvs.set_stats(key, Stats(connections=7, packets_in=70, bytes_in=7000))
-    assert proxy.metric("kubeproxy_sync_proxy_rules_last_timestamp_seconds") == proxy.clock.now
+    ipv4 = {"ip_family": "IPv4"}  # the fake node has IPv4 addresses only
+    last = proxy.metric("kubeproxy_sync_proxy_rules_last_timestamp_seconds", ipv4)
+    assert last == proxy.clock.now
     assert proxy.metric("kubeproxy_sync_proxy_rules_endpoint_changes_pending") == 0
-    assert proxy.metric("kubeproxy_sync_proxy_rules_duration_seconds_count") == 1
+    assert proxy.metric("kubeproxy_sync_proxy_rules_duration_seconds_count", ipv4) == 1
+    assert proxy.metrics.registry.get_sample_value(
+        "kubeproxy_sync_proxy_rules_duration_seconds_count", {"ip_family": "IPv6"}
+    ) is None  # fmt: skip
     assert proxy.metric("ipvsproxy_virtual_servers") == 1
     assert proxy.metric("ipvsproxy_real_servers") == 1
-    labels = {"traffic_policy": "internal"}
+    labels = {"ip_family": "IPv4", "traffic_policy": "internal"}
     assert (
         proxy.metrics.registry.get_sample_value(
             "kubeproxy_sync_proxy_rules_no_local_endpoints_total", labels
@@ -113,8 +118,10 @@ async def test_metrics_after_syncs() -> None:
     stamp = "1970-01-12T13:46:53Z"  # 1_000_013 s, as the EndpointSlice controller writes it
     proxy.cache.slice_store.upsert(web(["10.244.1.2", "10.244.2.2"], trigger=stamp)[1])
     await proxy.reconciler.sync_once()
-    assert proxy.metric("kubeproxy_network_programming_duration_seconds_count") == 1
-    assert proxy.metric("kubeproxy_network_programming_duration_seconds_sum") == 2.0
+    assert proxy.metric("kubeproxy_network_programming_duration_seconds_count", ipv4) == 1
+    assert proxy.metric("kubeproxy_network_programming_duration_seconds_sum", ipv4) == 2.0
+    queued = proxy.metric("kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", ipv4)
+    assert queued == proxy.clock.now
     assert proxy.metric("ipvsproxy_real_servers") == 2
 
     # Per-service IPVS counters are exported at each full resync.
@@ -122,7 +129,7 @@ async def test_metrics_after_syncs() -> None:
     await proxy.reconciler.sync_once()
     text = generate_latest(proxy.metrics.registry).decode()
     assert 'ipvsproxy_service_connections_total{address="10.96.0.10"' in text
-    assert proxy.metric("kubeproxy_sync_proxy_rules_duration_seconds_count") == 4
+    assert proxy.metric("kubeproxy_sync_proxy_rules_duration_seconds_count", ipv4) == 4
 
 
 async def test_healthz_fails_while_the_reconciler_is_stalled_and_recovers() -> None:

@@ -71,6 +71,17 @@ def test_exec_start_parses_with_the_real_cli() -> None:
     assert inv.config.kubeconfig == "/var/lib/ipvsproxy/kubeconfig"
 
 
+def test_the_privileged_node_set_up_runs_first() -> None:
+    """kube-proxy's --init-only, as an ExecStartPre with full privileges ("+")."""
+    pre = unit()["Service"]["ExecStartPre"]
+    assert pre.startswith("+/usr/local/bin/ipvsproxy ")
+    argv = shlex.split(pre[1:])
+    args = [a.replace("/etc/ipvsproxy/config.yaml", str(EXAMPLE)) for a in argv[1:]]
+    inv = parse_command_line(args)
+    assert inv.command == "init-only"
+    assert inv.notices == ()
+
+
 def test_example_config_loads() -> None:
     config, report = load_config_file(str(EXAMPLE))
     assert report == FileReport()

@@ -43,8 +43,21 @@ mode: ipvs
 bindAddress: 0.0.0.0
 healthzBindAddress: {{ .Values.healthzBindAddress | quote }}
 metricsBindAddress: {{ .Values.metricsBindAddress | quote }}
+bindAddressHardFail: {{ .Values.bindAddressHardFail }}
 clusterCIDR: {{ .Values.clusterCIDR | quote }}
+detectLocalMode: {{ .Values.detectLocalMode | quote }}
+detectLocal:
+  bridgeInterface: {{ .Values.detectLocal.bridgeInterface | quote }}
+  interfaceNamePrefix: {{ .Values.detectLocal.interfaceNamePrefix | quote }}
 nodePortAddresses: {{ .Values.nodePortAddresses | toJson }}
+conntrack:
+  maxPerCore: {{ .Values.conntrack.maxPerCore | int }}
+  min: {{ .Values.conntrack.min | int }}
+  tcpEstablishedTimeout: {{ .Values.conntrack.tcpEstablishedTimeout | quote }}
+  tcpCloseWaitTimeout: {{ .Values.conntrack.tcpCloseWaitTimeout | quote }}
+  tcpBeLiberal: {{ .Values.conntrack.tcpBeLiberal }}
+  udpTimeout: {{ .Values.conntrack.udpTimeout | quote }}
+  udpStreamTimeout: {{ .Values.conntrack.udpStreamTimeout | quote }}
 iptables:
   masqueradeAll: {{ .Values.masqueradeAll }}
 ipvs:

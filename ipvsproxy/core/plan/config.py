@@ -64,6 +64,9 @@ class PlanConfig:
     which the node has an address other than loopback or link-local.
     ``cluster_cidrs``: the pod CIDRs; a family with one has its pods' traffic
     to externalTrafficPolicy Local addresses recognised (``ipvsproxy.core.fwmark``).
+    ``pod_families``: the families whose pods' traffic is recognised, where the
+    local-traffic detector is not the cluster CIDR (``core.local_traffic``); None
+    means those of ``cluster_cidrs``.
     ``masquerade_all`` does not change the plan; it is here so the whole node
     configuration travels as one value.
     """
@@ -75,6 +78,7 @@ class PlanConfig:
     cluster_cidrs: tuple[str, ...] = ()
     masquerade_all: bool = False
     families: frozenset[Family] | None = None
+    pod_families: frozenset[Family] | None = None
 
     def __post_init__(self) -> None:
         # Normalised here, once: plan compares these strings with the
@@ -102,8 +106,10 @@ class PlanConfig:
         )
 
     @cached_property
-    def pod_cidr_families(self) -> frozenset[Family]:
-        """The families whose pod traffic the mangle rules can tell (one ``-s`` CIDR)."""
+    def pod_traffic_families(self) -> frozenset[Family]:
+        """The families whose pod traffic the mangle rules can tell."""
+        if self.pod_families is not None:
+            return frozenset(self.pod_families)
         found = set()
         for text in self.cluster_cidrs:
             try:

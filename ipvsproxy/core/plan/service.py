@@ -107,21 +107,26 @@ def _plan(service: Any, slices: list[Any], node: Any, config: PlanConfig) -> Ser
     builder = _Builder(spec, config, zone if isinstance(zone, str) else "")
     index = index_slices(slices, config.node_name, builder.problems)
     local_ready: set[RealServerKey] = set()
+    no_local: set[Family] = set()
     for family in families:
+        ready_here = len(local_ready)
         for port in spec.ports:
             eps = index.get((family, port.name, port.protocol), {})
             endpoints = [eps[k] for k in sorted(eps)]
             builder.add_port(family, port, endpoints)
             local_ready.update(ep.key for ep in endpoints if ep.local and ep.ready)
         builder.finish_family(family)
+        if len(local_ready) == ready_here:
+            no_local.add(family)
     return ServicePlan(
         spec.key,
         state=builder.state(),
         health_check_node_port=spec.health_check_node_port,
         local_endpoints=len(local_ready),
-        no_local_internal=spec.internal_local and not local_ready,
-        no_local_external=spec.external_local and not local_ready,
+        no_local_internal=frozenset(no_local if spec.internal_local else ()),
+        no_local_external=frozenset(no_local if spec.external_local else ()),
         problems=tuple(builder.problems),
+        families=frozenset(families),
     )
 
 
@@ -173,7 +178,7 @@ class _Builder:
         if marked:
             if external_eps is not cluster:
                 everyone = planned_servers(ep.key for ep in cluster)
-            if not local and family in self.config.pod_cidr_families:
+            if not local and family in self.config.pod_traffic_families:
                 # Pods and the node take the mark's virtual server: no fallback needed,
                 # external clients get only local endpoints, here none.
                 addressed = planned_servers(())

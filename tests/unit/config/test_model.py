@@ -67,6 +67,17 @@ def test_defaults_are_kube_proxys() -> None:
             {"detect_local_mode": "InterfaceNamePrefix"},
             "--pod-interface-name-prefix: must not be empty",
         ),
+        (
+            {"detect_local_mode": "BridgeInterface", "detect_local_bridge_interface": "br 0"},
+            "--pod-bridge-interface: not an interface name",
+        ),
+        (
+            {
+                "detect_local_mode": "InterfaceNamePrefix",
+                "detect_local_interface_name_prefix": "fifteen-letters",
+            },
+            "--pod-interface-name-prefix: not an interface name prefix",
+        ),
         ({"log_format": "xml"}, "--logging-format: must be one of"),
         ({"verbosity": -1}, "-v: must be greater than or equal to 0"),
         ({"log_flush_frequency": 0.0}, "--log-flush-frequency: must be greater than 0"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ipvsproxy.core.local_traffic import LocalDetector, local_detectors
 from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.iptables import choose_backend
@@ -14,6 +15,11 @@ from ipvsproxy.dataplane.iptables_rules import (
     build_restore,
     rule_count,
 )
+
+
+def cidrs(*cluster_cidrs: str) -> RulesConfig:
+    """The rules with --detect-local-mode=ClusterCIDR and these --cluster-cidr values."""
+    return RulesConfig(local=local_detectors("ClusterCIDR", cluster_cidrs=cluster_cidrs))
 
 
 def _lines(text: str, prefix: str) -> list[str]:
@@ -50,7 +56,7 @@ def _chain(text: str, table: str, chain: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("family", "cidrs", "marked_sources"),
+    ("family", "sources", "marked_sources"),
     [
         (Family.V4, (), ["-m addrtype --src-type LOCAL"]),
         (Family.V4, ("10.244.0.0/16",), ["-m addrtype --src-type LOCAL", "-s 10.244.0.0/16"]),
@@ -62,9 +68,9 @@ def _chain(text: str, table: str, chain: str) -> list[str]:
     ],
 )
 def test_in_cluster_traffic_to_etp_local_ips_gets_the_sets_fwmark(
-    family: Family, cidrs: tuple[str, ...], marked_sources: list[str]
+    family: Family, sources: tuple[str, ...], marked_sources: list[str]
 ) -> None:
-    text = build_restore(RulesConfig(cluster_cidrs=cidrs), family, None)
+    text = build_restore(cidrs(*sources), family, None)
     marks = "KUBE-EXTERNAL-LOCAL-FWMARK" if family is Family.V4 else "KUBE-6-EXTERNAL-LOCAL-FWMARK"
     stamp = f"-m set --match-set {marks} dst,dst -j SET --map-set {marks} dst,dst --map-mark"
     assert _chain(text, "mangle", "KUBE-IN-CLUSTER-FWMARK") == [
@@ -84,14 +90,48 @@ def test_in_cluster_traffic_to_etp_local_ips_gets_the_sets_fwmark(
     assert masq < next(i for i, r in enumerate(postrouting) if "! --mark 0x4000/0x4000" in r)
 
 
+DETECTORS = [
+    {},
+    local_detectors("ClusterCIDR", cluster_cidrs=("10.244.0.0/16", "fd00:244::/56")),
+    local_detectors("NodeCIDR", pod_cidrs=("10.244.3.0/24",)),
+    local_detectors("BridgeInterface", bridge_interface="cbr0"),
+    local_detectors("InterfaceNamePrefix", interface_name_prefix="cali"),
+]
+
+
 def test_rule_count_is_constant() -> None:
+    """The same count whatever the masquerade or the detector; a family without a detector
+    has one stamp rule fewer (the pods' own)."""
     counts = {
-        rule_count(build_restore(c, f))
+        (rule_count(build_restore(c, f)), f in c.local)
         for f in Family
-        for c in (RulesConfig(), RulesConfig(masquerade_all=True))
+        for local in DETECTORS
+        for c in (RulesConfig(local=local), RulesConfig(masquerade_all=True, local=local))
     }
-    assert len(counts) == 1
-    assert 30 < counts.pop() < 60
+    assert len({count - detected for count, detected in counts}) == 1
+    assert 30 < counts.pop()[0] < 60
+
+
+@pytest.mark.parametrize(
+    ("mode", "options", "masq", "stamped"),
+    [
+        ("BridgeInterface", {"bridge_interface": "cbr0"}, "! -i cbr0", "-i cbr0"),
+        ("InterfaceNamePrefix", {"interface_name_prefix": "veth"}, "! -i veth+", "-i veth+"),
+        ("NodeCIDR", {"pod_cidrs": ("10.244.3.0/24",)}, "! -s 10.244.3.0/24", "-s 10.244.3.0/24"),
+    ],
+)
+def test_each_detector_decides_the_masquerade_and_the_stamp(
+    mode: str, options: dict[str, object], masq: str, stamped: str
+) -> None:
+    text = build_restore(RulesConfig(local=local_detectors(mode, **options)), Family.V4)  # type: ignore[arg-type]
+    (cluster,) = [r for r in _chain(text, "nat", "KUBE-SERVICES") if "KUBE-CLUSTER-IP dst,dst" in r
+                  and "KUBE-MARK-MASQ" in r]  # fmt: skip
+    assert cluster.endswith(f"KUBE-CLUSTER-IP dst,dst {masq} -j KUBE-MARK-MASQ")
+    stamps = _chain(text, "mangle", "KUBE-IN-CLUSTER-FWMARK")
+    assert [r.split(" -m set")[0] for r in stamps] == [
+        "-A KUBE-IN-CLUSTER-FWMARK -m addrtype --src-type LOCAL",
+        f"-A KUBE-IN-CLUSTER-FWMARK {stamped}",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -99,7 +139,7 @@ def test_rule_count_is_constant() -> None:
     [
         (RulesConfig(masquerade_all=True), "KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ"),
         (
-            RulesConfig(cluster_cidrs=("fd00:244::/56", "10.244.0.0/16")),
+            cidrs("fd00:244::/56", "10.244.0.0/16"),
             "KUBE-CLUSTER-IP dst,dst ! -s 10.244.0.0/16 -j KUBE-MARK-MASQ",
         ),
         (RulesConfig(), "KUBE-CLUSTER-IP src,dst -j KUBE-MARK-MASQ"),
@@ -113,7 +153,7 @@ def test_cluster_ip_masquerade_modes(config: RulesConfig, expected: str) -> None
 
 
 def test_ipv6_uses_kube_6_sets_and_v6_loopback() -> None:
-    text = build_restore(RulesConfig(cluster_cidrs=("fd00:244::/56",)), Family.V6, None)
+    text = build_restore(cidrs("fd00:244::/56"), Family.V6, None)
     assert "-A KUBE-SERVICES -s ::1/128 -j RETURN" in text
     assert "KUBE-6-CLUSTER-IP dst,dst ! -s fd00:244::/56 -j KUBE-MARK-MASQ" in text
     assert "KUBE-6-LOAD-BALANCER-SOURCE-CID dst,dst,src" in text
@@ -145,7 +185,10 @@ def test_node_originated_lb_traffic_is_marked_and_dropped() -> None:
 
 @pytest.mark.parametrize(
     "config",
-    [RulesConfig(cluster_cidrs=("10.0.0.0/8", "10.1.0.0/16")), RulesConfig(cluster_cidrs=("x",)),
+    [RulesConfig(local={Family.V4: LocalDetector(source="x")}),
+     RulesConfig(local={Family.V4: LocalDetector(source="fd00::/8")}),
+     RulesConfig(local={Family.V4: LocalDetector(interface="a b")}),
+     RulesConfig(local={Family.V4: LocalDetector(interface="much-too-long-name+")}),
      RulesConfig(masquerade_bit=32)],
 )  # fmt: skip
 def test_bad_config_is_a_typed_error(config: RulesConfig) -> None:

@@ -1,4 +1,4 @@
-"""The metrics address: /metrics with kube-proxy's names, /proxyMode, /healthz."""
+"""The metrics address: /metrics with kube-proxy's names, /proxyMode, /healthz, /configz."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from ipvsproxy.core.model import IpProtocol, ServiceKey, Stats, VirtualServerKey
+from ipvsproxy.core.model import Family, IpProtocol, ServiceKey, Stats, VirtualServerKey
 from ipvsproxy.http.metrics_server import make_metrics_app
 from ipvsproxy.http.serve import start_app, start_at
 from ipvsproxy.metrics import NETWORK_PROGRAMMING_BUCKETS, Metrics
@@ -63,6 +63,65 @@ async def test_kube_proxy_metric_names_and_types(client: TestClient) -> None:  #
     assert not [n for n in families if n.endswith("_created")]
 
 
+async def test_configz_serves_the_configuration_as_component_base() -> None:
+    asked = []
+
+    def configz() -> dict[str, object]:
+        asked.append(True)
+        return {"Mode": "ipvs", "NodePortAddresses": ["192.168.1.10/32"]}
+
+    async with TestClient(TestServer(make_metrics_app(Metrics(), configz))) as c:
+        resp = await c.get("/configz")
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("application/json")
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        body = await resp.json()
+        await c.get("/configz")
+    assert body == {
+        "kubeproxy.config.k8s.io": {"Mode": "ipvs", "NodePortAddresses": ["192.168.1.10/32"]}
+    }
+    assert len(asked) == 2  # asked at every request: parts of it follow the Node
+
+
+# kube-proxy's labels (pkg/proxy/metrics, 1.33+: ip_family), by metric.
+KUBE_PROXY_LABELS = {
+    "kubeproxy_sync_proxy_rules_duration_seconds": {"ip_family"},
+    "kubeproxy_sync_proxy_rules_last_timestamp_seconds": {"ip_family"},
+    "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds": {"ip_family"},
+    "kubeproxy_network_programming_duration_seconds": {"ip_family"},
+    "kubeproxy_sync_proxy_rules_no_local_endpoints_total": {"ip_family", "traffic_policy"},
+    "kubeproxy_sync_proxy_rules_iptables_restore_failures": {"ip_family"},
+    "kubeproxy_sync_proxy_rules_endpoint_changes": set(),
+    "kubeproxy_sync_proxy_rules_endpoint_changes_pending": set(),
+    "kubeproxy_sync_proxy_rules_service_changes": set(),
+    "kubeproxy_sync_proxy_rules_service_changes_pending": set(),
+    "kubeproxy_proxy_healthz": {"code"},
+    "kubeproxy_proxy_livez": {"code"},
+}
+
+
+async def test_kube_proxy_labels(client: TestClient, metrics: Metrics) -> None:  # type: ignore[type-arg]
+    metrics.sync_queued(1.0, [Family.V6])
+    metrics.sync_succeeded(0.1, 2.0, [Family.V6])
+    metrics.programmed([(Family.V6, 1.5)], 2.0)
+    metrics.set_no_local_endpoints({Family.V6: (0, 0)})
+    metrics.sync_failed("iptables", [Family.V6])
+    metrics.endpoint_changes_total.inc()
+    metrics.service_changes_total.inc()
+    metrics.set_pending(0, 0)
+    metrics.healthz_total.labels("200").inc()
+    metrics.livez_total.labels("200").inc()
+    families = await scrape(client)
+    assert set(KUBE_PROXY_LABELS) == set(KUBE_PROXY_NAMES)
+    for name, labels in KUBE_PROXY_LABELS.items():
+        samples = families[name].samples  # type: ignore[attr-defined]
+        assert samples, name
+        for sample in samples:
+            assert set(sample.labels) - {"le"} == labels, (name, sample)
+            if "ip_family" in labels:
+                assert sample.labels["ip_family"] == "IPv6", name
+
+
 def test_network_programming_buckets_are_kube_proxys() -> None:
     b = NETWORK_PROGRAMMING_BUCKETS
     assert b[:4] == (0.0, 0.25, 0.5, 1.0)
@@ -76,18 +135,20 @@ def test_network_programming_buckets_are_kube_proxys() -> None:
 
 
 async def test_metrics_after_syncs(client: TestClient, metrics: Metrics) -> None:  # type: ignore[type-arg]
-    metrics.sync_queued(now=1000.0)
+    v4, both = [Family.V4], [Family.V4, Family.V6]
+    metrics.sync_queued(now=1000.0, families=both)
     metrics.service_changes_total.inc(2)
     metrics.endpoint_changes_total.inc(5)
     metrics.set_pending(services=1, endpoints=4)
-    metrics.sync_succeeded(duration=0.003, now=1001.0)
-    metrics.sync_succeeded(duration=0.020, now=1031.0)
-    metrics.programmed([1030.0, 1029.0, 1040.0], now=1031.0)  # 1040: skew, skipped
-    metrics.set_no_local_endpoints(internal=1, external=2)
+    metrics.sync_succeeded(duration=0.003, now=1001.0, families=v4)
+    metrics.sync_succeeded(duration=0.020, now=1031.0, families=both)
+    programmed = [(Family.V4, 1030.0), (Family.V4, 1029.0), (Family.V6, 1040.0)]
+    metrics.programmed(programmed, now=1031.0)  # 1040: skew, skipped
+    metrics.set_no_local_endpoints({Family.V4: (1, 2), Family.V6: (0, 1)})
     metrics.set_table_size(virtual_servers=7, real_servers=13)
     metrics.sync_failed("ipvs")
-    metrics.sync_failed("iptables")
-    metrics.sync_failed("iptables")
+    metrics.sync_failed("iptables", [Family.V4])
+    metrics.sync_failed("iptables", [Family.V4, Family.V6])
     svc = ServiceKey("default", "web")
     vs = VirtualServerKey("10.96.0.5", 80, IpProtocol.TCP)
     metrics.service_stats.update({(svc, vs): Stats(4, 40, 30, 4000, 9000)})
@@ -100,22 +161,27 @@ async def test_metrics_after_syncs(client: TestClient, metrics: Metrics) -> None
                 return float(s.value)
         raise AssertionError(f"no sample {sample or name} {labels}")
 
+    ipv4, ipv6 = {"ip_family": "IPv4"}, {"ip_family": "IPv6"}
     dur = "kubeproxy_sync_proxy_rules_duration_seconds"
-    assert value(dur, sample=f"{dur}_count") == 2
-    assert value(dur, {"le": "0.004"}, f"{dur}_bucket") == 1
-    assert value("kubeproxy_sync_proxy_rules_last_timestamp_seconds") == 1031.0
-    assert value("kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds") == 1000.0
+    assert value(dur, ipv4, f"{dur}_count") == 2
+    assert value(dur, ipv6, f"{dur}_count") == 1
+    assert value(dur, ipv4 | {"le": "0.004"}, f"{dur}_bucket") == 1
+    assert value("kubeproxy_sync_proxy_rules_last_timestamp_seconds", ipv4) == 1031.0
+    assert value("kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", ipv6) == 1000.0
     npd = "kubeproxy_network_programming_duration_seconds"
-    assert value(npd, sample=f"{npd}_count") == 2
-    assert value(npd, {"le": "1.0"}, f"{npd}_bucket") == 1
-    assert value(npd, {"le": "2.0"}, f"{npd}_bucket") == 2
+    assert value(npd, ipv4, f"{npd}_count") == 2
+    assert value(npd, ipv4 | {"le": "1.0"}, f"{npd}_bucket") == 1
+    assert value(npd, ipv4 | {"le": "2.0"}, f"{npd}_bucket") == 2
+    assert not [s for s in families[npd].samples if s.labels.get("ip_family") == "IPv6"]  # type: ignore[attr-defined]
     ch = "kubeproxy_sync_proxy_rules_service_changes"
     assert value(ch, sample=f"{ch}_total") == 2
     assert value("kubeproxy_sync_proxy_rules_endpoint_changes_pending") == 4
     nle = "kubeproxy_sync_proxy_rules_no_local_endpoints_total"
-    assert value(nle, {"traffic_policy": "external"}) == 2
+    assert value(nle, ipv4 | {"traffic_policy": "external"}) == 2
+    assert value(nle, ipv6 | {"traffic_policy": "internal"}) == 0
     ipt = "kubeproxy_sync_proxy_rules_iptables_restore_failures"
-    assert value(ipt, sample=f"{ipt}_total") == 2
+    assert value(ipt, ipv4, f"{ipt}_total") == 2
+    assert value(ipt, ipv6, f"{ipt}_total") == 1
     fails = "ipvsproxy_sync_failures"
     assert value(fails, {"subsystem": "ipvs"}, f"{fails}_total") == 1
     assert value("ipvsproxy_virtual_servers") == 7

@@ -136,3 +136,22 @@ async def test_two_services_on_one_port_first_wins(servers: ServiceHealthServers
 async def test_port_zero_means_no_listener(servers: ServiceHealthServers) -> None:
     await servers.sync({WEB: (0, 1)})
     assert servers.listening == {}
+
+
+async def test_the_listeners_follow_the_nodeport_addresses(health: ProxyHealth) -> None:
+    """As kube-proxy's: every address by default, else the NodePort addresses only."""
+    servers = ServiceHealthServers(health)
+    port = free_port()
+    try:
+        await servers.set_hosts(["127.0.0.2"])
+        await servers.sync({WEB: (port, 1)})
+        assert refused(port)  # not on 127.0.0.1
+        url = f"http://127.0.0.2:{port}/"
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            assert resp.status == 200
+        await servers.set_hosts([])  # every address again: closed now, reopened by sync
+        assert servers.listening == {}
+        await servers.sync({WEB: (port, 1)})
+        assert (await probe(port))[0] == 200
+    finally:
+        await servers.close()

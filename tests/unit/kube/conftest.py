@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from ipvsproxy.core.model import ServiceKey
+from ipvsproxy.core.model import Family, ServiceKey
 from ipvsproxy.kube.client import make_api_client
 from tests.apiserver import ApiServer
 from tests.support import builders
@@ -55,7 +55,9 @@ class Recorder:
     def service_changed(self, key: ServiceKey) -> None:
         self.calls.append(("service", key))
 
-    def endpoints_changed(self, key: ServiceKey, trigger_time: float | None) -> None:
+    def endpoints_changed(
+        self, key: ServiceKey, trigger_time: float | None, family: Family | None = None
+    ) -> None:
         self.calls.append(("endpoints", key, trigger_time))
 
     def node_changed(self) -> None:

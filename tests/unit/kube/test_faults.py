@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from ipvsproxy.core.model import ServiceKey
+from ipvsproxy.core.model import Family, ServiceKey
 from ipvsproxy.kube import ClusterWatcher, ReflectorSettings
 from tests.apiserver import ApiServer
 from tests.unit.kube.conftest import endpoint_slice, node, service
@@ -43,7 +43,9 @@ class Guard:
             if key in server_services(self.server):
                 self.violations.append(f"service {key} dropped while it exists")
 
-    def endpoints_changed(self, key: ServiceKey, trigger_time: float | None) -> None:
+    def endpoints_changed(
+        self, key: ServiceKey, trigger_time: float | None, family: Family | None = None
+    ) -> None:
         assert self.watcher is not None
         if not self.watcher.cache.slices_for(key) and any(
             ns == key.namespace and name.startswith(key.name + "-")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ipvsproxy.core.model import ServiceKey
+from ipvsproxy.core.model import Family, ServiceKey
 from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.kube.objects import (
     MalformedObject,
@@ -160,6 +160,25 @@ def test_slices_indexed_by_service_and_moves() -> None:
     assert rec.calls == [("endpoints", ServiceKey("default", "x"), None)]
     assert cache.slices_for(ServiceKey("default", "x")) == []
     assert cache.slice_count == 1
+
+
+def test_a_changed_slice_is_told_with_its_family() -> None:
+    """For kube-proxy's ip_family label on network programming latency."""
+    told: list[tuple[Any, ...]] = []
+
+    class Listener(Recorder):
+        def endpoints_changed(
+            self, key: ServiceKey, trigger_time: float | None, family: Family | None = None
+        ) -> None:
+            told.append((key.name, family))
+
+    cache = ClusterCache(Listener())
+    v6 = endpoint_slice("x-2", "x", ips=["fd00::2"])
+    v6["addressType"] = "IPv6"
+    cache.slice_store.replace([trim_endpoint_slice(endpoint_slice("x-1", "x"))])
+    cache.slice_store.upsert(trim_endpoint_slice(v6))
+    cache.slice_store.delete(trim_endpoint_slice(v6))
+    assert told == [("x", Family.V4), ("x", Family.V6), ("x", None)]
 
 
 def test_listener_errors_do_not_escape() -> None:

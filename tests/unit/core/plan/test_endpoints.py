@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
+from ipvsproxy.core.model import Family
 from ipvsproxy.core.plan.service import plan_service
 from tests.support.builders import NODE, endpoint, endpoint_slice, node, port, service
 from tests.support.strategies import CONFIG, summary
@@ -142,3 +144,23 @@ def test_only_the_first_address_of_an_endpoint_counts() -> None:
     ep = endpoint(A)
     ep["addresses"] = [A, B]
     assert real_servers(service(), [ep]) == [A]
+
+
+def test_no_local_endpoints_is_counted_per_family() -> None:
+    """kube-proxy's no_local_endpoints gauge has one proxier per family: a dual-stack
+    Service with a local endpoint in IPv4 only has none in IPv6."""
+    dual = dataclasses.replace(CONFIG, families=frozenset(Family))
+    svc = service(
+        cluster_ips=("10.96.0.10", "fd00:96::10"),
+        ipFamilies=["IPv4", "IPv6"],
+        internalTrafficPolicy="Local",
+    )
+    slices = [
+        endpoint_slice([endpoint(A, NODE)]),
+        endpoint_slice([endpoint("fd00:244::1", "node-b")], name="web-6"),
+    ]
+    plan = plan_service(svc, slices, None, dual)
+    assert plan.families == frozenset(Family)
+    assert plan.no_local_internal == frozenset({Family.V6})
+    assert plan.no_local_external == frozenset()
+    assert plan.local_endpoints == 1

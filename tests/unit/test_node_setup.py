@@ -1,15 +1,21 @@
-"""Start-up checks of the kernel (app.prepare_kernel) on the fakes: each failure names its cause."""
+"""Start-up checks of the kernel (node_setup: setup_node, prepare_kernel) on the fakes: each
+failure names its cause."""
 
 from __future__ import annotations
 
 import pytest
 
-from ipvsproxy.app import prepare_kernel, settings_from
+from ipvsproxy.app import settings_from
 from ipvsproxy.config import Config
-from ipvsproxy.dataplane.errors import KernelModuleError, SchedulerUnavailableError
+from ipvsproxy.dataplane.errors import (
+    KernelModuleError,
+    SchedulerUnavailableError,
+    SysctlWriteError,
+)
 from ipvsproxy.dataplane.executor import Dataplane
 from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
 from ipvsproxy.dataplane.fakes import FakeSysctls
+from ipvsproxy.node_setup import prepare_kernel, setup_node
 from tests.support.fake_dataplane import fake_dataplane
 
 
@@ -49,3 +55,30 @@ async def test_a_scheduler_the_kernel_lacks_is_named() -> None:
 def test_settings_carry_the_masquerade_bit() -> None:
     assert settings_from(Config(masquerade_bit=16)).masquerade_bit == 16
     assert settings_from(Config()).masquerade_bit == 14
+
+
+async def test_setup_node_sets_conntrack_first_then_the_ipvs_sysctls() -> None:
+    sysctls = FakeSysctls()
+    config = Config(conntrack_tcp_be_liberal=True, conntrack_udp_timeout=45.0)
+    await setup_node(dataplane(sysctls), config, cpus=8)
+    written = [name for name, _ in sysctls.writes]
+    assert written[:6] == [
+        "net/netfilter/nf_conntrack_max",
+        "nf_conntrack.hashsize",
+        "net/netfilter/nf_conntrack_tcp_timeout_established",
+        "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+        "net/netfilter/nf_conntrack_tcp_be_liberal",
+        "net/netfilter/nf_conntrack_udp_timeout",
+    ]
+    assert sysctls.values["net/netfilter/nf_conntrack_max"] == "262144"
+    assert sysctls.values["net/ipv4/vs/conntrack"] == "1"
+    # A second run (the proxy after its --init-only init container) writes nothing.
+    sysctls.writes.clear()
+    await setup_node(dataplane(sysctls), config, cpus=8)
+    assert sysctls.writes == []
+
+
+async def test_a_setting_that_cannot_be_written_stops_start_up_naming_it() -> None:
+    sysctls = FakeSysctls(read_only=["net/netfilter/nf_conntrack_tcp_timeout_established"])
+    with pytest.raises(SysctlWriteError, match="nf_conntrack_tcp_timeout_established"):
+        await setup_node(dataplane(sysctls), Config(), cpus=1)
