@@ -20,12 +20,16 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ipvsproxy import __version__
 from ipvsproxy.core.model import Family, ServiceKey, Stats, VirtualServerKey
 
 
@@ -199,8 +203,20 @@ class Metrics:
             "1 while syncs keep failing (the kernel is not being programmed), else 0",
             registry=r,
         )
+        self.build_info = Gauge(
+            "ipvsproxy_build_info",
+            "Always 1; the version label is the running proxy's version",
+            ["version"],
+            registry=r,
+        )
+        self.build_info.labels(__version__).set(1)
         self.service_stats = ServiceStatsCollector()
         r.register(self.service_stats)
+        # --- the process: process_* (memory, CPU, file descriptors, start time), python_info
+        # and python_gc_*, as prometheus_client's default registry has them.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
 
     # Small helpers so the reconciler states facts, not metric arithmetic.
 

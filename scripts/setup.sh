@@ -9,6 +9,7 @@ packages=(
   python3 python3-venv                       # tox and its environments
   systemd                                    # systemd-analyze verify of packaging/systemd
   podman runc mmdebstrap                     # the image: its base, build and runs (tests/image)
+  prometheus                                 # promtool (tox -e chart), a real Prometheus (tests/kernel)
 )
 command -v kubectl >/dev/null || packages+=(kubernetes-client)  # a real client for tests/apiserver
 missing=()
@@ -31,4 +32,8 @@ if (( ${#missing[@]} )); then
     apt-get update -qq
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests run their own Prometheus; a service the package started on this host is not theirs.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi

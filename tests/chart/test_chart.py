@@ -20,8 +20,12 @@ from ipvsproxy.config import FileReport, read_config_document
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "ipvsproxy"
 KUBE_VERSIONS = ("1.28.0", "1.31.0", "1.37.0")
-# Custom resources have no schema in kubernetes-validate.
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+# Custom resources have no schema in kubernetes-validate (test_observability.py checks them
+# against the Prometheus Operator's CRD schemas).
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 
 NON_DEFAULT = {
     "image": {"repository": "registry.example/ipvsproxy", "tag": "9.9.9", "pullPolicy": "Always"},
@@ -63,6 +67,8 @@ NON_DEFAULT = {
     "podLabels": {"team": "net"},
     "serviceAccount": {"create": False, "name": "existing"},
     "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}},
+    "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Networking"}},
+    "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
 }
 
 
@@ -109,6 +115,10 @@ def test_every_manifest_is_valid_kubernetes(chart: Any, values: dict[str, Any]) 
     expected = ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"]
     if values.get("serviceMonitor", {}).get("enabled"):
         expected += ["Service", "ServiceMonitor"]
+    if values.get("grafanaDashboard", {}).get("enabled"):
+        expected.append("ConfigMap")
+    if values.get("prometheusRule", {}).get("enabled"):
+        expected.append("PrometheusRule")
     if values.get("serviceAccount", {}).get("create", True):
         expected.append("ServiceAccount")
     assert kinds == sorted(expected)
@@ -193,7 +203,10 @@ def test_rbac_is_minimal(chart: Any) -> None:
 
 def config_from(rendered: dict[str, list[dict[str, Any]]], tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text(find(rendered, "ConfigMap")["data"]["config.yaml"])
+    (cm,) = [
+        d for d in manifests(rendered) if d["kind"] == "ConfigMap" and "config.yaml" in d["data"]
+    ]
+    path.write_text(cm["data"]["config.yaml"])
     return path
 
 

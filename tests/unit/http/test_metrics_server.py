@@ -9,6 +9,7 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+import ipvsproxy
 from ipvsproxy.core.model import Family, IpProtocol, ServiceKey, Stats, VirtualServerKey
 from ipvsproxy.http.metrics_server import make_metrics_app
 from ipvsproxy.http.serve import start_app, start_at
@@ -120,6 +121,23 @@ async def test_kube_proxy_labels(client: TestClient, metrics: Metrics) -> None: 
             assert set(sample.labels) - {"le"} == labels, (name, sample)
             if "ip_family" in labels:
                 assert sample.labels["ip_family"] == "IPv6", name
+
+
+async def test_build_info_and_the_process(client: TestClient) -> None:  # type: ignore[type-arg]
+    families = await scrape(client)
+    (info,) = families["ipvsproxy_build_info"].samples  # type: ignore[attr-defined]
+    assert (info.labels, info.value) == ({"version": ipvsproxy.__version__}, 1.0)
+    # The dashboard's memory and CPU panels and the memory alert read these.
+    for name in (
+        "process_resident_memory_bytes",
+        "process_cpu_seconds",
+        "process_start_time_seconds",
+        "process_open_fds",
+    ):
+        (sample,) = families[name].samples  # type: ignore[attr-defined]
+        assert sample.value > 0, name
+    assert families["python_info"].samples  # type: ignore[attr-defined]
+    assert families["python_gc_collections"].samples  # type: ignore[attr-defined]
 
 
 def test_network_programming_buckets_are_kube_proxys() -> None:
