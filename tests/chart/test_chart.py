@@ -230,7 +230,7 @@ def test_daemonset_args_parse_with_the_real_cli(
     c = inv.config
     assert c.hostname_override == "node-a"
     if not values:
-        assert (c.ipvs_scheduler, c.ipvs_sync_period, c.ipvs_min_sync_period) == ("rr", 30.0, 1.0)
+        assert (c.ipvs_scheduler, c.ipvs_sync_period, c.ipvs_min_sync_period) == ("rr", 30.0, 0.0)
         assert (c.healthz_bind_address, c.metrics_bind_address) == (
             "0.0.0.0:10256",
             "127.0.0.1:10249",
