@@ -30,4 +30,4 @@ async def test_a_missing_kubeconfig_is_one_clear_error(netns: int) -> None:
 async def test_cleanup_on_a_node_without_the_proxy_succeeds(netns: int) -> None:
     status, out = await run("--cleanup", "--log-format=json")
     assert status == 0, out
-    assert '"cleanup done"' in out
+    assert '"cleaned up"' in out
