@@ -67,7 +67,9 @@ class ServiceStatsCollector(Collector):
     """Per-virtual-server IPVS counters, labelled with the Service they belong to.
 
     The reconciler calls ``update`` with a fresh snapshot after it reads the
-    kernel's statistics; a scrape renders whatever was last given. The counters
+    kernel's statistics, at a full resync, and only if someone scraped since the last
+    snapshot (``wanted``): reading every virtual server's counters costs as much as the
+    rest of an idle resync. A scrape renders whatever was last given. The counters
     are the kernel's cumulative ones, so they restart from zero when a virtual
     server is re-created (Prometheus' rate() handles a reset).
     """
@@ -78,14 +80,23 @@ class ServiceStatsCollector(Collector):
 
     def __init__(self) -> None:
         self._snapshot: StatsSnapshot = {}
+        self._taken = False  # a snapshot was given
+        self._scraped = False  # collected since the last snapshot
 
     def update(self, snapshot: StatsSnapshot) -> None:
         self._snapshot = dict(snapshot)
+        self._taken, self._scraped = True, False
+
+    def wanted(self) -> bool:
+        """Whether a new snapshot would be read by anyone: the first one, then one after
+        each scrape."""
+        return self._scraped or not self._taken
 
     def describe(self) -> Iterable[Metric]:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
+        self._scraped = True
         return self._families(self._snapshot)
 
     def _families(self, snapshot: StatsSnapshot | None = None) -> Iterator[Metric]:

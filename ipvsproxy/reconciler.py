@@ -14,7 +14,10 @@ as changes arrive; each marks work and wakes the loop. The loop:
   ``max_batch`` of them, so its cost does not grow with the cluster, and under a storm
   Services are programmed as they come, batch after batch;
 * every ``sync_period`` runs a full sync: re-reads the kernel and heals drift
-  (a virtual server deleted behind the proxy's back comes back). A full sync makes
+  (a virtual server deleted behind the proxy's back comes back). When nothing changed
+  the read is skipped: each subsystem's fingerprint (``kernel_fingerprint``) equal to
+  the one seen when the kernel last matched the mirror, and no op applied since, means
+  the mirror is the kernel; the iptables rules likewise. A full sync makes
   kube-ipvs0 and the sets exist first (rebuilding a set with other options in place),
   programs IPVS, addresses and set entries, and only then, once all of that succeeded,
   rewrites the constant iptables rules and removes what kube-proxy's other modes left
@@ -72,6 +75,7 @@ from ipvsproxy.dataplane.executor import Dataplane, SyncError, execute, read_own
 from ipvsproxy.dataplane.iptables import RulesSyncer
 from ipvsproxy.dataplane.iptables_rules import RulesConfig
 from ipvsproxy.dataplane.nftables import KUBE_PROXY_TABLES
+from ipvsproxy.kernel_fingerprint import StateFingerprint, state_fingerprint
 from ipvsproxy.sync_pacer import SyncPacer
 
 log = structlog.get_logger(__name__)
@@ -190,6 +194,12 @@ class Reconciler:
         self._next_full = 0.0
         self._failures = 0
         self._rules: dict[Family, RulesSyncer] = {}
+        # The kernel's fingerprint when it last matched the mirror (None: unknown, or the
+        # proxy changed it since), and per family the rules written with the fingerprint
+        # of the tables right after.
+        self._verified: StateFingerprint | None = None
+        self._rules_verified: dict[Family, tuple[RulesConfig, int]] = {}
+        self.full_reads = 0  # full syncs that re-read the kernel (the others trusted it)
         self._rules_due = False
         self._last_drain_check = -float("inf")
         self.syncs = 0
@@ -291,11 +301,12 @@ class Reconciler:
                 log.warning("ipset rebuilt with kube-proxy's options", set=name, had=differences)
         return failures
 
-    async def _sync_rules(self) -> dict[str, BaseException]:
+    async def _sync_rules(self, full: bool = False) -> dict[str, BaseException]:
         """The constant iptables rules, rewritten and verified (which heals drift), with
         what kube-proxy's other modes left removed in the same restore; then kube-proxy's
         nftables tables. Only once everything of ours is in place: removing the old state
-        first would leave Services without any."""
+        first would leave Services without any. A full sync skips a family whose rules
+        and tables are as it last wrote them (same config, same fingerprint)."""
         failures: dict[str, BaseException] = {}
         self._rules_due = False
         rules = RulesConfig(
@@ -304,10 +315,20 @@ class Reconciler:
             masquerade_bit=self.settings.masquerade_bit,
         )
         failed: dict[Family, BaseException] = {}
+        iptables = self.dataplane.iptables
         for family in sorted(self.plan_config.served_families):
-            syncer = self._rules.setdefault(family, RulesSyncer(self.dataplane.iptables, family))
+            syncer = self._rules.setdefault(family, RulesSyncer(iptables, family))
             try:
+                if full and self._rules_verified.get(family) == (
+                    rules,
+                    await iptables.fingerprint(family),
+                ):
+                    continue
+                self._rules_verified.pop(family, None)
                 await syncer.sync(rules, verify=True)
+                # Taken right after the restore: a change made by someone else in between
+                # (a millisecond) would wait for the next change of those tables.
+                self._rules_verified[family] = (rules, await iptables.fingerprint(family))
             except Exception as err:
                 failed[family] = err
         if failed:
@@ -343,6 +364,8 @@ class Reconciler:
         except SyncError as err:
             self._failures += 1
             self._full_due = True
+            self._verified = None
+            self._rules_verified.clear()
             backoff = min(self.settings.sync_period, 2.0 ** min(self._failures, 5))
             self._pacer.hold(self.clock() + backoff)
             log.warning("sync failed", error=str(err), retry_in_s=backoff)
@@ -431,21 +454,29 @@ class Reconciler:
     async def _full_sync(self) -> SyncResult:
         started = self.clock()
         self._full_due = False
-        await self._read_node_addresses()
+        seen = await state_fingerprint(self.dataplane)
+        trusted = seen == self._verified
+        if not trusted:
+            await self._read_node_addresses()
         failures = await self._ensure_fixed_parts()
         keys, times = self._take_dirty()
         # Services that vanished while the proxy was down or behind are planned as gone.
         keys |= set(self.cluster.services) ^ set(self.index.plans)
         _, plans = self._replan(keys)
-        await self._observe()
+        if not trusted:
+            self.full_reads += 1
+            await self._observe()
         observed = self.mirror.state()
         ops = diff(observed, self.index.desired())
         try:
             await self._apply(Scope(), observed, ops, whole=True)
         except SyncError as err:
             failures |= err.failures
+        # The kernel matched the mirror when ``seen`` was taken: trusted from then on,
+        # until it or the proxy changes it.
+        self._verified = seen if not ops and not failures else None
         if not failures:
-            failures = await self._sync_rules()
+            failures = await self._sync_rules(full=True)
         # Counted from the end: a resync slower than the period must not run back to back.
         self._next_full = self.clock() + self.settings.sync_period
         if failures:
@@ -487,6 +518,8 @@ class Reconciler:
     ) -> None:
         # On a SyncError the mirror is left as it was: the kernel may hold part of the
         # ops, so the next sync (a full one) re-reads it.
+        if ops:
+            self._verified = None
         await execute(self.dataplane, ops)
         after = apply_ops(observed, ops)
         if whole:

@@ -112,7 +112,7 @@ class SyncReporter:
         if self.service_health is not None:
             await self.service_health.set_hosts(self.health_check_hosts())
             await self.service_health.sync(self._health_checks)
-        if result.full and self.ipvs is not None:
+        if result.full and self.ipvs is not None and self.metrics.service_stats.wanted():
             await self._export_stats(self.plans())
         counts = result.counts()
         if counts or result.full:

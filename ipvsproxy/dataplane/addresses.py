@@ -18,6 +18,7 @@ import ipaddress
 import os
 import socket
 import struct
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,11 +27,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.interfaces import DUMMY_INTERFACE
-from ipvsproxy.dataplane.netlink import nla, request_all
+from ipvsproxy.dataplane.netlink import NLMSGHDR, attrs, dump, nla, request_all
 
 IFA_F_NODAD = 0x02
 IFA_ADDRESS, IFA_LOCAL = 1, 2
-RTM_NEWADDR, RTM_DELADDR = 20, 21
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
 NETLINK_ROUTE = 0
 _EEXIST, _EADDRNOTAVAIL, _ENODEV = 17, 99, 19
@@ -57,6 +58,28 @@ def parse_addresses(
         except ValueError:
             raise InvalidValueError("address", text, "not an IP address") from None
     return out
+
+
+_ADDRESS_ATTRS = frozenset({IFA_ADDRESS, IFA_LOCAL})
+
+
+async def address_checksum() -> int:
+    """A CRC-32 of every address of every link (family, prefix length, link index and the
+    address), from one rtnetlink dump with no decoding: lifetimes and flags, which change
+    by themselves, are left out."""
+    crc = 0
+    request = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    for message in await dump(NETLINK_ROUTE, RTM_GETADDR, request):
+        family, prefix, _flags, _scope, index = _IFADDRMSG.unpack_from(message.data, NLMSGHDR.size)
+        found = attrs(message.data, NLMSGHDR.size + _IFADDRMSG.size, wanted=_ADDRESS_ATTRS)
+        crc = zlib.crc32(
+            bytes((family, prefix))
+            + index.to_bytes(4, "little")
+            + found.get(IFA_ADDRESS, b"")
+            + found.get(IFA_LOCAL, b""),
+            crc,
+        )
+    return crc
 
 
 def is_node_address(address: str) -> bool:
@@ -146,6 +169,9 @@ class NetlinkAddresses:
     async def node_addresses(self) -> set[str]:
         index = await self._lookup()
         return {addr for i, addr in await self._dump() if i != index and is_node_address(addr)}
+
+    async def fingerprint(self) -> int:
+        return await address_checksum()
 
     async def close(self) -> None:
         self._ipr.close()

@@ -33,6 +33,7 @@ from ipvsproxy.core.ops import (
     UpdateVirtualServer,
 )
 from ipvsproxy.dataplane.errors import IpvsBatchError, SchedulerUnavailableError
+from ipvsproxy.dataplane.fakes import checksum_of
 from ipvsproxy.dataplane.ipvs import (
     DEFAULT_TIMEOUTS,
     kernel_error,
@@ -84,6 +85,19 @@ class FakeIpvs:
 
     async def close(self) -> None:
         self.closed = True
+
+    async def fingerprint(self) -> int:
+        # What /proc/net/ip_vs shows, connection counts left out.
+        return checksum_of(
+            sorted(
+                (
+                    repr(key),
+                    server,
+                    sorted((repr(r), d.weight) for r, d in self._dests[key].items()),
+                )
+                for key, server in self._services.items()
+            )
+        )
 
     # ------------------------------------------------------------ test hooks
 

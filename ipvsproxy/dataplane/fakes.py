@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ipvsproxy.core.ipset_catalog import IpsetSpec, entry_key
@@ -72,8 +73,17 @@ class FakeAddresses:
     async def node_addresses(self) -> set[str]:
         return {a for a in self.others if is_node_address(a)}
 
+    async def fingerprint(self) -> int:
+        dummy = None if self.dummy is None else sorted(self.dummy)
+        return checksum_of((dummy, sorted(self.others)))
+
     async def close(self) -> None:
         pass
+
+
+def checksum_of(value: object) -> int:
+    """The fakes' fingerprint: a CRC-32 of a canonical (sorted) rendering of their state."""
+    return zlib.crc32(repr(value).encode())
 
 
 # --------------------------------------------------------------------- ipsets
@@ -132,6 +142,14 @@ class FakeIpsets:
 
     async def save_all(self) -> dict[str, set[str]]:
         return {name: set(entries) for name, (_, entries) in self.sets.items()}
+
+    async def fingerprint(self) -> int:
+        return checksum_of(
+            sorted(
+                (name, spec, self.options.get(name), sorted(entries))
+                for name, (spec, entries) in self.sets.items()
+            )
+        )
 
     async def update(self, changes: Mapping[str, tuple[set[str], set[str]]]) -> None:
         planned: list[tuple[str, list[str], set[str]]] = []
@@ -298,6 +316,15 @@ class FakeIptables:
 
     async def cleanup(self, family: Family, tables: Sequence[str] | None = None) -> None:
         await iptables_cleanup(self, family, tables)
+
+    async def fingerprint(self, family: Family) -> int:
+        return checksum_of(
+            sorted(
+                (table, sorted(chains.items()))
+                for (f, table), chains in self.tables.items()
+                if f is family
+            )
+        )
 
 
 # ------------------------------------------------------------------- nftables

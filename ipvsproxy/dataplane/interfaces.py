@@ -26,6 +26,12 @@ class Ipvs(Protocol):
 
     async def stats(self) -> dict[VirtualServerKey, Stats]: ...
 
+    async def fingerprint(self) -> int:
+        """Equal from one call to the next while no virtual or real server is added,
+        removed or changed (connection and traffic counters do not count); cheap: what
+        the idle resync asks instead of a dump."""
+        ...
+
     async def apply(self, ops: Sequence[IpvsOp]) -> None:
         """Apply ``ops`` in order, batched. Every op is attempted; if any failed,
         raise IpvsBatchError listing each failed op with its error."""
@@ -66,6 +72,11 @@ class Addresses(Protocol):
         """Every local address that is not on kube-ipvs0 (candidates for NodePort)."""
         ...
 
+    async def fingerprint(self) -> int:
+        """Equal from one call to the next while no address of any link (kube-ipvs0's and
+        the node's) is added or removed."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -100,6 +111,10 @@ class Ipsets(Protocol):
 
     async def destroy(self, names: Sequence[str]) -> None: ...
 
+    async def fingerprint(self) -> int:
+        """Equal from one call to the next while no set, set option or entry changes."""
+        ...
+
 
 # ------------------------------------------------------------ iptables
 
@@ -119,6 +134,12 @@ class Iptables(Protocol):
     async def cleanup(self, family: Family, tables: Sequence[str] | None = None) -> None:
         """In ``tables`` (default: all the proxy writes), remove the proxy's chains and the
         leftovers of kube-proxy's other modes, with every jump to them; nothing else."""
+        ...
+
+    async def fingerprint(self, family: Family) -> int:
+        """Equal from one call to the next while no rule of ``family`` in a table the proxy
+        writes changes (packet and byte counters do not count). May also change when
+        nothing of those did (the nft backend counts every ruleset commit)."""
         ...
 
 

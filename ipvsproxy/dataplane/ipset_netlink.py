@@ -37,21 +37,14 @@ from typing import NamedTuple
 from ipvsproxy.dataplane.errors import DataplaneError
 from ipvsproxy.dataplane.ipset_specs import EntryParts, IpAddress, SetOptions
 from ipvsproxy.dataplane.netlink import (
-    NLM_F_DUMP,
-    NLM_F_REQUEST,
-    NLMSG_DONE,
-    NLMSG_ERROR,
     NLMSGHDR,
+    DumpError,
     Message,
     attrs,
-    error_code,
-    frame,
+    dump,
     nla,
-    open_socket,
-    receive,
+    payload_checksum,
     request_all,
-    send,
-    split,
 )
 
 NETLINK_NETFILTER = 12
@@ -250,32 +243,37 @@ class SetHeader(NamedTuple):
     options: SetOptions  # what ``create -exist`` compares (skbinfo: entries may carry a mark)
 
 
-async def list_headers() -> dict[str, SetHeader]:
-    """Every set of this network namespace: {name: its header}, from one dump."""
-    payload = (
+def _list_payload(flags: int) -> bytes:
+    return (
         _NFGENMSG.pack(NFPROTO_UNSPEC, NFNETLINK_V0, 0)
         + nla(ATTR_PROTOCOL, bytes([PROTOCOL]))
-        + nla(ATTR_FLAGS | NLA_F_NET_BYTEORDER, _BE32.pack(FLAG_LIST_HEADER))
+        + nla(ATTR_FLAGS | NLA_F_NET_BYTEORDER, _BE32.pack(flags))
     )
-    kind = (NFNL_SUBSYS_IPSET << 8) | CMD_LIST
-    found: dict[str, SetHeader] = {}
-    sock = open_socket(NETLINK_NETFILTER)
+
+
+async def _list(flags: int) -> list[Message]:
     try:
-        await send(sock, frame(kind, NLM_F_REQUEST | NLM_F_DUMP, 1, payload))
-        while True:
-            for message in split(await receive(sock)):
-                if message.seq != 1:
-                    continue
-                if message.kind in (NLMSG_DONE, NLMSG_ERROR):
-                    # A dump ends in NLMSG_DONE; either carries an errno (0: done).
-                    if code := error_code(message):
-                        raise IpsetNetlinkError("list", "", code)
-                    return found
-                name, header = _header(message)
-                if name:
-                    found[name] = header
-    finally:
-        sock.close()
+        return await dump(
+            NETLINK_NETFILTER, (NFNL_SUBSYS_IPSET << 8) | CMD_LIST, _list_payload(flags)
+        )
+    except DumpError as err:
+        raise IpsetNetlinkError("list", "", err.errno or 0) from err
+
+
+async def list_headers() -> dict[str, SetHeader]:
+    """Every set of this network namespace: {name: its header}, from one dump."""
+    found: dict[str, SetHeader] = {}
+    for message in await _list(FLAG_LIST_HEADER):
+        name, header = _header(message)
+        if name:
+            found[name] = header
+    return found
+
+
+async def checksum() -> int:
+    """A CRC-32 of every set with its entries, as the kernel lists them (``ipset list``
+    with no process and no decoding): equal while no set, option or entry changes."""
+    return payload_checksum(await _list(0))
 
 
 def _header(message: Message) -> tuple[str, SetHeader]:

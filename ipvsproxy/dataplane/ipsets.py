@@ -46,6 +46,7 @@ from ipvsproxy.dataplane.ipset_netlink import (
     IpsetNetlinkError,
     SetChange,
     apply,
+    checksum,
     list_headers,
 )
 from ipvsproxy.dataplane.ipset_specs import (
@@ -223,6 +224,9 @@ class IpsetCli:
         except CommandError as err:
             raise InvalidValueError("ipset name", name, err.stderr.strip()) from None
         return parse_save(out).get(name, ("", set()))[1]
+
+    async def fingerprint(self) -> int:
+        return await checksum()
 
     async def save_all(self) -> dict[str, set[str]]:
         # One process for every set: each process start counts (a resync reads them all).

@@ -18,6 +18,7 @@ from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import CommandError, InvalidValueError
 from ipvsproxy.dataplane.interfaces import Iptables
 from ipvsproxy.dataplane.ipsets import run_command
+from ipvsproxy.dataplane.iptables_checksum import legacy_checksum, nft_generation
 from ipvsproxy.dataplane.iptables_fixups import cleanup_restore, table_fixups
 from ipvsproxy.dataplane.iptables_rules import RULE_TABLES, RulesConfig, build_restore
 
@@ -109,6 +110,12 @@ class IptablesCli:
 
     async def cleanup(self, family: Family, tables: Sequence[str] | None = None) -> None:
         await cleanup(self, family, tables)
+
+    async def fingerprint(self, family: Family) -> int:
+        if self.backend == "nft":
+            # One generation for every table and family: any commit anywhere changes it.
+            return await nft_generation()
+        return legacy_checksum(family, RULE_TABLES)
 
 
 def split_save(saved: str) -> dict[str, str]:

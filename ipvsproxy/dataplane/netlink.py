@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -198,3 +199,37 @@ async def request_all(
     finally:
         sock.close()
     return results
+
+
+class DumpError(OSError):
+    """A netlink dump the kernel ended with an error (``errno``)."""
+
+
+async def dump(protocol: int, kind: int, payload: bytes) -> list[Message]:
+    """Every message of one NLM_F_DUMP request (its replies up to NLMSG_DONE), from a
+    socket opened for the call in the calling thread's network namespace."""
+    found: list[Message] = []
+    sock = open_socket(protocol)
+    try:
+        await send(sock, frame(kind, NLM_F_REQUEST | NLM_F_DUMP, 1, payload))
+        while True:
+            for message in split(await receive(sock)):
+                if message.seq != 1:
+                    continue
+                if message.kind in (NLMSG_DONE, NLMSG_ERROR):
+                    # A dump ends in NLMSG_DONE; either carries an errno (0: done).
+                    if code := error_code(message):
+                        raise DumpError(code, f"netlink dump of message type {kind}")
+                    return found
+                found.append(message)
+    finally:
+        sock.close()
+
+
+def payload_checksum(messages: Sequence[Message], start: int = NLMSGHDR.size) -> int:
+    """A CRC-32 of the messages' payloads (from ``start``): the header's port id and
+    sequence number differ from one socket to the next, the content does not."""
+    crc = 0
+    for message in messages:
+        crc = zlib.crc32(memoryview(message.data)[start:], crc)
+    return crc

@@ -103,3 +103,20 @@ async def test_thousands_bound_and_unbound_in_one_call_each(addresses: Addresses
     assert await addresses.bound() == set(v4 + v6)
     await addresses.unbind(v4[:1000] + v6 + ["10.96.200.1"])  # not bound: fine
     assert await addresses.bound() == set(v4[1000:])
+
+
+async def test_fingerprint_follows_every_address(addresses: Addresses, real: bool) -> None:
+    """kube-ipvs0's addresses and the node's: what the idle resync checks instead of a dump."""
+    await addresses.ensure_dummy()
+    seen = {await addresses.fingerprint()}
+    assert await addresses.fingerprint() in seen
+    for change in (
+        addresses.bind(["10.96.0.10"]),
+        addresses.bind(["fd00::10"]),
+        _add_node_address(real, addresses, "192.0.2.7", 24),
+        addresses.unbind(["10.96.0.10"]),
+    ):
+        await change
+        now = await addresses.fingerprint()
+        assert now not in seen
+        seen.add(now)

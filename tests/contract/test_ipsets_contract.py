@@ -16,6 +16,7 @@ import pytest
 from ipvsproxy.core import fwmark
 from ipvsproxy.core.fwmark import mark_for
 from ipvsproxy.core.ipset_catalog import (
+    CLUSTER_IP,
     EXTERNAL_LOCAL_FWMARK,
     IpsetSpec,
     all_specs,
@@ -555,3 +556,21 @@ async def test_map_mark_stamps_the_entrys_mark_on_packets(
     counts = re.findall(rf"^\[(\d+):(\d+)\] {re.escape(rule)}$", saved, re.MULTILINE)
     headers = (40 if family is Family.V6 else 20) + 8
     assert counts == [("1", str(headers + len(b"marked")))], saved
+
+
+async def test_fingerprint_follows_sets_and_entries(ipsets: Ipsets) -> None:
+    """What the idle resync checks instead of ``ipset save``: equal while nothing changes,
+    different after an entry is added or removed, or a set is created or destroyed."""
+    await ipsets.ensure([set_spec(CLUSTER_IP, Family.V4)])
+    seen = {await ipsets.fingerprint()}
+    assert await ipsets.fingerprint() in seen
+    for change in (
+        ipsets.update({"KUBE-CLUSTER-IP": ({"10.96.0.1,tcp:443"}, set())}),
+        ipsets.update({"KUBE-CLUSTER-IP": ({"10.96.0.10,udp:53"}, {"10.96.0.1,tcp:443"})}),
+        ipsets.ensure([set_spec(CLUSTER_IP, Family.V6)]),
+        ipsets.destroy(["KUBE-CLUSTER-IP"]),
+    ):
+        await change
+        now = await ipsets.fingerprint()
+        assert now not in seen
+        seen.add(now)

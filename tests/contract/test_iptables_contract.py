@@ -6,6 +6,8 @@ the reconciler does.
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from ipvsproxy.core.ipset_catalog import all_specs
@@ -191,3 +193,29 @@ async def test_all_tables_in_one_save_read_as_each_alone(
     assert set(RULE_TABLES) <= set(every)
     for table in RULE_TABLES:
         assert _body(every[table]) == _body(await iptables.save(family, table))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+async def test_fingerprint_follows_the_rules_not_the_counters(
+    iptables: Iptables, family: Family
+) -> None:
+    """What the idle resync checks instead of saving the tables: equal while the rules
+    stay, different once a rule is added (and again once it goes), whatever traffic the
+    rules count."""
+    await RulesSyncer(iptables, family).sync(RulesConfig())
+    loopback = "127.0.0.1" if family is Family.V4 else "::1"
+    counted = f"-A OUTPUT -d {loopback} -p udp --dport 9 -j ACCEPT"
+    await iptables.restore(family, f"*filter\n{counted}\nCOMMIT\n")
+    before = await iptables.fingerprint(family)
+    assert await iptables.fingerprint(family) == before
+    # Traffic through the rule: its packet and byte counters move, the rules do not.
+    af = socket.AF_INET if family is Family.V4 else socket.AF_INET6
+    with socket.socket(af, socket.SOCK_DGRAM) as sock:
+        for _ in range(3):
+            sock.sendto(b"x", (loopback, 9))
+    assert await iptables.fingerprint(family) == before
+    await iptables.restore(family, f"*filter\n-A INPUT {OPERATOR_RULE[family]}\nCOMMIT\n")
+    added = await iptables.fingerprint(family)
+    assert added != before
+    await iptables.restore(family, f"*filter\n-D INPUT {OPERATOR_RULE[family]}\nCOMMIT\n")
+    assert await iptables.fingerprint(family) != added

@@ -195,6 +195,54 @@ async def test_connection_counters(ipvs: Ipvs, real: bool) -> None:
         server.close()
 
 
+@pytest.mark.parametrize("key", KEYS, ids=KEY_IDS)
+async def test_fingerprint_follows_the_table_not_its_counters(
+    ipvs: Ipvs, key: VirtualServerKey
+) -> None:
+    """What the idle resync checks instead of a dump: equal while nothing changes, and
+    different after each kind of change the proxy makes or heals."""
+    a, b = endpoints(key)
+    await ipvs.apply([AddVirtualServer(VirtualServer(key)), AddRealServer(key, a)])
+    seen = {await ipvs.fingerprint()}
+    assert await ipvs.fingerprint() in seen
+    changes: list[list[IpvsOp]] = [
+        [AddRealServer(key, b)],
+        [UpdateRealServer(key, b._replace(weight=0))],
+        [UpdateVirtualServer(VirtualServer(key, scheduler="lc"))],
+        [UpdateVirtualServer(VirtualServer(key, "lc", FLAG_PERSISTENT, 600))],
+        [DeleteRealServer(key, b.key)],
+        [DeleteVirtualServer(key)],
+    ]
+    for ops in changes:
+        await ipvs.apply(ops)
+        now = await ipvs.fingerprint()
+        assert now not in seen, ops
+        seen.add(now)
+
+
+async def test_fingerprint_ignores_connection_counts(ipvs: Ipvs) -> None:
+    key = VirtualServerKey("10.96.0.10", 80, IpProtocol.TCP)
+    backend = rs("10.0.1.1", 8080)
+    await ipvs.apply([AddVirtualServer(VirtualServer(key)), AddRealServer(key, backend)])
+    before = await ipvs.fingerprint()
+    if isinstance(ipvs, FakeIpvs):
+        ipvs.set_connections(key, backend.key, 2, 1)
+        assert await ipvs.fingerprint() == before
+        return
+    await run(
+        "ip", "-batch", "-", stdin="addr add 10.96.0.10/32 dev lo\naddr add 10.0.1.1/32 dev lo\n"
+    )
+    server = await asyncio.start_server(lambda r, w: None, "10.0.1.1", 8080)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("10.96.0.10", 80), 5)
+        (listed,) = await ipvs.list_real_servers(key)
+        assert listed.active_connections == 1  # the counts moved
+        assert await ipvs.fingerprint() == before
+        writer.close()
+    finally:
+        server.close()
+
+
 # ------------------------------------------------------ firewall-mark services
 
 

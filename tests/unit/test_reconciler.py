@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -189,6 +190,57 @@ async def test_full_resync_heals_drift_and_spares_what_is_not_ours() -> None:
     table = await world.table()
     assert table[vs("10.96.0.10")] == {("10.244.1.2", 1)}
     assert operator in table
+
+
+async def resync(world: World) -> None:
+    world.reconciler._full_due = True
+    assert await world.reconciler.sync_once() is not None
+
+
+async def test_an_idle_resync_trusts_an_unchanged_kernel_and_reads_a_changed_one() -> None:
+    """The periodic full sync reads the kernel (dump, addresses, sets) and saves the rules
+    only when a fingerprint moved or the proxy changed the kernel since it last matched."""
+    world = World()
+    world.add_service("web", "10.96.0.10", ["10.244.1.2"])
+    await world.reconciler.sync_once()  # the first sync: programs, so nothing is verified yet
+    await resync(world)  # reads, finds nothing to do: verified
+    reads, restores = world.reconciler.full_reads, world.iptables.restores
+    await resync(world)
+    await resync(world)
+    assert (world.reconciler.full_reads, world.iptables.restores) == (reads, restores)
+    # Traffic counts are not a change.
+    world.ipvs.set_connections(vs("10.96.0.10"), RealServerKey("10.244.1.2", 8080), 3)
+    await resync(world)
+    assert world.reconciler.full_reads == reads
+    # A change of the proxy's own: the next resync reads again, then trusts again.
+    world.set_endpoints("web", ["10.244.1.3"])
+    await world.reconciler.sync_once()
+    await resync(world)
+    assert world.reconciler.full_reads == reads + 1
+    await resync(world)
+    assert world.reconciler.full_reads == reads + 1
+    # Drift in each subsystem is read and healed by the next resync.
+    drifts: list[Callable[[], Awaitable[None]]] = [
+        lambda: world.ipvs.apply([DeleteVirtualServer(vs("10.96.0.10"))]),
+        lambda: world.addresses.unbind(["10.96.0.10"]),
+        lambda: world.ipsets.update({"KUBE-CLUSTER-IP": (set(), {"10.96.0.10,tcp:80"})}),
+    ]
+    for drift in drifts:
+        await drift()
+        before = world.reconciler.full_reads
+        await resync(world)
+        assert world.reconciler.full_reads == before + 1
+        assert (await world.table())[vs("10.96.0.10")] == {("10.244.1.3", 1)}
+        assert await world.addresses.bound() == {"10.96.0.10"}
+        assert await world.ipsets.entries("KUBE-CLUSTER-IP") == {"10.96.0.10,tcp:80"}
+    # The rules: a flushed chain is rewritten, untouched ones are not.
+    restores = world.iptables.restores
+    await world.iptables.restore(Family.V4, "*nat\n-F KUBE-SERVICES\nCOMMIT\n")
+    await resync(world)
+    assert world.iptables.restores == restores + 2  # the flush, then the proxy's rewrite
+    assert "KUBE-SERVICES -m set" in await world.iptables.save(Family.V4, "nat")
+    await resync(world)
+    assert world.iptables.restores == restores + 2
 
 
 async def test_a_deleted_service_leaves_the_kernel() -> None:

@@ -132,6 +132,38 @@ async def test_metrics_after_syncs() -> None:
     assert proxy.metric("kubeproxy_sync_proxy_rules_duration_seconds_count", ipv4) == 4
 
 
+async def test_service_counters_are_read_when_someone_scrapes_them() -> None:
+    """Reading every virtual server's counters costs as much as an idle resync: the first
+    full sync reads them, later ones only after a scrape."""
+    proxy = Proxy()
+    service, endpoints = web(["10.244.1.2"])
+    proxy.cache.service_store.upsert(service)
+    proxy.cache.slice_store.upsert(endpoints)
+    key = VirtualServerKey("10.96.0.10", 80, IpProtocol.TCP)
+    reads = []
+    read = proxy.ipvs.stats
+
+    async def counted() -> dict[VirtualServerKey, Stats]:
+        reads.append(proxy.clock.now)
+        return await read()
+
+    proxy.ipvs.stats = counted  # type: ignore[method-assign]
+    await proxy.reconciler.sync_once()
+    assert len(reads) == 1
+    proxy.ipvs.set_stats(key, Stats(connections=7))
+    for _ in range(2):  # nobody scraped
+        proxy.reconciler._full_due = True
+        await proxy.reconciler.sync_once()
+    assert len(reads) == 1
+    generate_latest(proxy.metrics.registry)  # a scrape
+    proxy.reconciler._full_due = True
+    await proxy.reconciler.sync_once()
+    assert len(reads) == 2
+    text = generate_latest(proxy.metrics.registry).decode()
+    assert 'ipvsproxy_service_connections_total{address="10.96.0.10"' in text
+    assert "} 7.0" in text.split("ipvsproxy_service_connections_total{", 1)[1].split("\n")[0]
+
+
 async def test_healthz_fails_while_the_reconciler_is_stalled_and_recovers() -> None:
     proxy = Proxy()
     client = TestClient(TestServer(make_health_app(proxy.health, proxy.metrics)))

@@ -90,6 +90,7 @@ def test_example_config_loads() -> None:
         kubeconfig="/var/lib/ipvsproxy/kubeconfig",
         cluster_cidrs=("10.244.0.0/16",),
         log_format="json",
+        ipvs_min_sync_period=0.0,  # shipped: a change is synced at once (issue 16)
     )
 
 
