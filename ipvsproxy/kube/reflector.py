@@ -7,7 +7,9 @@
   is noticed and reopened from the last resourceVersion seen.
 - 410 Gone (an ERROR event or an HTTP status) means relist; the store's `replace` turns the
   new list into change events against the cache.
-- Other errors back off exponentially with jitter; the cache is kept meanwhile.
+- Other errors back off exponentially with jitter; the cache is kept meanwhile. A backoff
+  from a connection failure ends early once the server takes connections again
+  (``ServerProbe``), and a 410 right after that relists at once: the server answered.
 - Responses are read raw (`_preload_content=False`) and parsed as plain JSON: building
   kubernetes_asyncio's model objects costs five times as much.
 """
@@ -29,6 +31,7 @@ import structlog
 
 from ipvsproxy.kube.cache import Store
 from ipvsproxy.kube.objects import MalformedObject, Obj
+from ipvsproxy.kube.server_probe import ServerProbe
 
 log = structlog.get_logger(__name__)
 
@@ -111,8 +114,10 @@ class Reflector:
         field_selector: str | None = None,
         settings: ReflectorSettings | None = None,
         on_malformed: MalformedHandler | None = None,
+        probe: ServerProbe | None = None,
     ) -> None:
         self.name = name
+        self._probe = probe
         self._list_func = list_func
         self._trim = trim
         self._store = store
@@ -131,12 +136,14 @@ class Reflector:
     async def run(self) -> None:
         backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
         need_list = True
+        gone_before = False  # the last attempt ended in 410 too
         while True:
             try:
                 if need_list:
                     await self._list()
                     need_list = False
                     backoff.reset()
+                gone_before = False
                 started = time.monotonic()
                 events = await self._watch()
                 if events:
@@ -147,10 +154,10 @@ class Reflector:
             except Gone:
                 self._log.info("resource version expired, relisting")
                 need_list = True
-                if backoff.failures:
+                # The server answered: relist now, unless that is what just ended in 410.
+                if gone_before:
                     await asyncio.sleep(backoff.next_delay())
-                else:
-                    backoff.failures += 1
+                gone_before = True
             except (aiohttp.ClientError, TimeoutError, ApiStatusError, OSError, ValueError) as e:
                 delay = backoff.next_delay()
                 self._log.warning(
@@ -159,13 +166,29 @@ class Reflector:
                     error=f"{type(e).__name__}: {e}",
                     retry_in_s=round(delay, 2),
                 )
-                await asyncio.sleep(delay)
+                await self._pause(delay, connection=not isinstance(e, ApiStatusError | ValueError))
             except Exception:
                 # A bug must not end the reflector for good: log it, back off, relist.
                 delay = backoff.next_delay()
                 self._log.exception("reflector failed", retry_in_s=round(delay, 2))
                 need_list = True
                 await asyncio.sleep(delay)
+
+    async def _pause(self, delay: float, connection: bool) -> None:
+        """Back off for ``delay``. After a connection failure, end early once the server,
+        found not taking connections during the pause, takes them again: it is back."""
+        if not connection or self._probe is None:
+            await asyncio.sleep(delay)
+            return
+        deadline = time.monotonic() + delay
+        was_down = False
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(self._probe.interval, left))
+            if not await self._probe.accepts():
+                was_down = True
+            elif was_down:
+                self._log.info("the API server takes connections again, retrying now")
+                return
 
     def _timeout(self, *, watch: bool) -> aiohttp.ClientTimeout:
         s = self.settings

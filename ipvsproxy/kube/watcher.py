@@ -12,6 +12,7 @@ from ipvsproxy.kube.cache import ChangeListener, ClusterCache
 from ipvsproxy.kube.client import EventPoster
 from ipvsproxy.kube.objects import Obj, trim_endpoint_slice, trim_node, trim_service
 from ipvsproxy.kube.reflector import Reflector, ReflectorSettings
+from ipvsproxy.kube.server_probe import ServerProbe
 
 # kube-proxy's selector: headless services and those claimed by another proxy are not ours.
 PROXY_LABEL_SELECTOR = "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"
@@ -43,6 +44,10 @@ class ClusterWatcher:
             self.cache.listener = listener
         self.node_name = node_name
         self.events = events
+        # One probe for the three watches (see ServerProbe); none through an HTTP proxy,
+        # where a connection to the proxy says nothing of the server.
+        configuration = api.configuration
+        probe = None if configuration.proxy else ServerProbe.for_url(configuration.host or "")
         core = client.CoreV1Api(api)
         disc = client.DiscoveryV1Api(api)
         self.reflectors = [
@@ -53,6 +58,7 @@ class ClusterWatcher:
                 self.cache.service_store,
                 label_selector=PROXY_LABEL_SELECTOR,
                 settings=settings,
+                probe=probe,
                 on_malformed=self._reporter("Service", "v1"),
             ),
             Reflector(
@@ -62,6 +68,7 @@ class ClusterWatcher:
                 self.cache.slice_store,
                 label_selector=PROXY_LABEL_SELECTOR,
                 settings=settings,
+                probe=probe,
                 on_malformed=self._reporter("EndpointSlice", "discovery.k8s.io/v1"),
             ),
             Reflector(
@@ -71,6 +78,7 @@ class ClusterWatcher:
                 self.cache.node_store,
                 field_selector=f"metadata.name={node_name}",
                 settings=settings,
+                probe=probe,
                 on_malformed=self._reporter("Node", "v1"),
             ),
         ]
