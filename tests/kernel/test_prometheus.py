@@ -205,6 +205,9 @@ async def test_prometheus_answers_every_dashboard_query_and_alert(netns: int) ->
         "--healthz-bind-address=127.0.0.1:10256",
         f"--metrics-bind-address={METRICS}",
         "--ipvs-sync-period=10s",
+        # The test's node is a network namespace: the global nf_conntrack_max cannot be
+        # raised there (kube-proxy would stop too).
+        "--conntrack-max-per-core=0",
         stdout=proxy_log,
         stderr=proxy_log,
     )
