@@ -236,6 +236,9 @@ class Metrics:
         for family in families:
             self.sync_duration.labels(family.k8s_name).observe(duration)
             self.sync_last_timestamp.labels(family.k8s_name).set(now)
+            # Exported at zero from the first sync on, before any EndpointSlice change is
+            # observed: rate() needs the series before its first increase.
+            self.network_programming_duration.labels(family.k8s_name)
 
     def sync_queued(self, now: float, families: Iterable[Family]) -> None:
         for family in families:

@@ -319,9 +319,11 @@ class Reconciler:
         for family in sorted(self.plan_config.served_families):
             syncer = self._rules.setdefault(family, RulesSyncer(iptables, family))
             try:
-                if full and self._rules_verified.get(family) == (
-                    rules,
-                    await iptables.fingerprint(family),
+                recorded = self._rules_verified.get(family)
+                if (
+                    full
+                    and recorded is not None
+                    and recorded == (rules, await iptables.fingerprint(family))
                 ):
                     continue
                 self._rules_verified.pop(family, None)

@@ -18,6 +18,7 @@ request from the same buffer it writes the answer to), so libc's is called throu
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import socket
 import struct
@@ -78,11 +79,17 @@ def without_counters(blob: bytes, family: Family) -> bytes:
 
 
 def legacy_table(family: Family, table: str) -> bytes:
-    """``table``'s rule blob without counters (the kernel loads the table's module if it
-    is not loaded yet, as ``iptables-legacy-save -t`` does)."""
+    """``table``'s rule blob without counters; empty while x_tables has no such table (the
+    kernel loads the table's module if it can, as ``iptables-legacy-save -t`` does)."""
     name = table.encode().ljust(TABLE_NAME_SIZE, b"\0")
     with socket.socket(_AF[family], socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
-        info = _getsockopt(sock, _SOL[family], SO_GET_INFO, name, _GETINFO.size)
+        try:
+            info = _getsockopt(sock, _SOL[family], SO_GET_INFO, name, _GETINFO.size)
+        except OSError as err:
+            # ENOPROTOOPT: ip_tables (ip6_tables) is not loaded; ENOENT: no such table.
+            if err.errno in (errno.ENOPROTOOPT, errno.ENOENT):
+                return b""
+            raise
         size = _GETINFO.unpack(info)[-1]
         request = name + struct.pack("=I", size)
         raw = _getsockopt(sock, _SOL[family], SO_GET_ENTRIES, request, _GET_ENTRIES_HEAD + size)

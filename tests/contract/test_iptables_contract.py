@@ -197,7 +197,7 @@ async def test_all_tables_in_one_save_read_as_each_alone(
 
 @pytest.mark.parametrize("family", FAMILIES)
 async def test_fingerprint_follows_the_rules_not_the_counters(
-    iptables: Iptables, family: Family
+    iptables: Iptables, ipsets: Ipsets, family: Family
 ) -> None:
     """What the idle resync checks instead of saving the tables: equal while the rules
     stay, different once a rule is added (and again once it goes), whatever traffic the
