@@ -155,6 +155,9 @@ async def take_over(node: Node, client: SteadyClient) -> tuple[ProxyProcess, flo
         await eventually(lambda: ipvs_table().get(f"TCP {SVC6}:80") == wanted, 10)
         done = time.time()
         await asyncio.sleep(1.0)  # the steady client keeps going on the new state
+        # Taking over kube-proxy's IPVS state, the change can be in the kernel before the
+        # first sync has ended (it still has the rules to write): wait for its log line.
+        await eventually(lambda: has_synced(proxy), 60)
         return proxy, done - first_sync_end(proxy.output())
     except BaseException:
         await proxy.stop()
