@@ -29,11 +29,13 @@ IPSET_CMD_LIST dump (``ipset list -t``, no entries), again with no process.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import struct
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from ipvsproxy.core.model import IpProtocol
 from ipvsproxy.dataplane.errors import DataplaneError
 from ipvsproxy.dataplane.ipset_specs import EntryParts, IpAddress, SetOptions
 from ipvsproxy.dataplane.netlink import (
@@ -42,6 +44,7 @@ from ipvsproxy.dataplane.netlink import (
     Message,
     attrs,
     dump,
+    each_attr,
     nla,
     payload_checksum,
     request_all,
@@ -85,6 +88,7 @@ ATTR_CIDR2 = 21
 ATTR_SKBMARK = 27
 ATTR_IPADDR_IPV4 = 1
 ATTR_IPADDR_IPV6 = 2
+_PROTOCOLS = {protocol.number: protocol for protocol in IpProtocol}
 # IPSET_ATTR_FLAGS of a list: headers only, no entries.
 FLAG_LIST_HEADER = 1 << 2
 # IPSET_ATTR_CADT_FLAGS of a set created with these extensions.
@@ -268,6 +272,64 @@ async def list_headers() -> dict[str, SetHeader]:
         if name:
             found[name] = header
     return found
+
+
+async def list_entries(name: str | None = None) -> dict[str, set[str]]:
+    """Every set's entries (or ``name``'s), each as ``ipset save`` prints it, from one dump:
+    what ``ipset save`` does, with no process (at 10,000 Services it took 12 s under
+    user-mode-linux, mostly starting and parsing)."""
+    if name is None:
+        messages = await _list(0)
+    else:
+        payload = _list_payload(0) + nla(ATTR_SETNAME, name.encode() + b"\0")
+        try:
+            messages = await dump(NETLINK_NETFILTER, (NFNL_SUBSYS_IPSET << 8) | CMD_LIST, payload)
+        except DumpError as err:
+            raise IpsetNetlinkError("list", name, err.errno or 0) from err
+    found: dict[str, set[str]] = {}
+    for message in messages:
+        got = attrs(message.data, NLMSGHDR.size + _NFGENMSG.size, wanted=_LISTED)
+        if ATTR_SETNAME not in got:
+            continue
+        entries = found.setdefault(got[ATTR_SETNAME].rstrip(b"\0").decode(), set())
+        for kind, data in each_attr(got.get(ATTR_ADT, b"")):
+            if kind == ATTR_DATA:
+                entries.add(listed_entry(attrs(data)).text())
+    return found
+
+
+_LISTED = frozenset({ATTR_SETNAME, ATTR_ADT})
+
+
+def _address(nest: bytes | None) -> IpAddress | None:
+    if nest is None:
+        return None
+    got = attrs(nest)
+    if ATTR_IPADDR_IPV4 in got:
+        return ipaddress.IPv4Address(got[ATTR_IPADDR_IPV4][:4])
+    if ATTR_IPADDR_IPV6 in got:
+        return ipaddress.IPv6Address(got[ATTR_IPADDR_IPV6][:16])
+    return None
+
+
+def listed_entry(data: dict[int, bytes]) -> EntryParts:
+    """One listed entry (the attributes of its IPSET_ATTR_DATA nest): the reverse of
+    ``entry_data``."""
+    port = _BE16.unpack(data[ATTR_PORT][:2])[0] if ATTR_PORT in data else None
+    protocol = _PROTOCOLS.get(data[ATTR_PROTO][0]) if ATTR_PROTO in data else None
+    mark = mask = None
+    if ATTR_SKBMARK in data:
+        both = _BE64.unpack(data[ATTR_SKBMARK][:8])[0]
+        mark, mask = both >> 32, both & 0xFFFFFFFF
+    return EntryParts(
+        address=_address(data.get(ATTR_IP)),
+        protocol=protocol,
+        port=port,
+        address2=_address(data.get(ATTR_IP2)),
+        prefix=data[ATTR_CIDR2][0] if ATTR_CIDR2 in data else None,
+        mark=mark,
+        mask=mask,
+    )
 
 
 async def checksum() -> int:

@@ -68,6 +68,18 @@ def attrs(
     return out
 
 
+def each_attr(data: bytes, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Every attribute in ``data[start:]``, in order (a nest's repeated ones included)."""
+    unpack = _NLA.unpack_from
+    pos, end = start, len(data)
+    while pos + 4 <= end:
+        size, kind = unpack(data, pos)
+        if size < 4:
+            break
+        yield kind & NLA_TYPE_MASK, data[pos + 4 : pos + size]
+        pos += (size + 3) & ~3
+
+
 def u16(raw: bytes) -> int:
     return int(U16.unpack(raw)[0])
 

@@ -37,6 +37,7 @@ from ipvsproxy.dataplane.ipset_specs import (
 )
 from ipvsproxy.dataplane.ipsets import IpsetCli, destroy_owned
 from ipvsproxy.dataplane.iptables import IptablesCli, detect_backend
+from tests.support.ipset_save import parse_save
 
 
 @pytest.fixture
@@ -121,6 +122,38 @@ async def test_save_all_reads_every_set_at_once(ipsets: Ipsets) -> None:
     assert saved["KUBE-6-CLUSTER-IP"] == {"fd00::1,tcp:443"}
     assert saved["KUBE-NODE-PORT-TCP"] == {"30080"}
     assert saved["KUBE-IPVS-IPS"] == set()
+
+
+async def test_save_all_lists_what_ipset_save_prints(ipsets: Ipsets, real: bool) -> None:
+    """The netlink listing, entry for entry, against the tool's own ``ipset save``: every
+    set type of the catalog, both families, marks with and without a mask."""
+    await ipsets.ensure(all_specs(Family.V4) + all_specs(Family.V6))
+    await ipsets.update(
+        {
+            "KUBE-CLUSTER-IP": ({"10.96.0.1,tcp:443", "10.96.0.10,udp:53"}, set()),
+            "KUBE-6-CLUSTER-IP": ({"fd00::1,sctp:443"}, set()),
+            "KUBE-NODE-PORT-TCP": ({"30080", "1", "65535"}, set()),
+            "KUBE-LOOP-BACK": ({"10.244.0.5,tcp:80,10.244.0.5"}, set()),
+            "KUBE-6-LOOP-BACK": ({"fd00:244::5,udp:53,fd00:244::5"}, set()),
+            "KUBE-LOAD-BALANCER-SOURCE-CIDR": (
+                {"1.2.3.4,tcp:80,10.0.0.0/8", "1.2.3.4,tcp:80,192.0.2.1"},
+                set(),
+            ),
+            "KUBE-6-LOAD-BALANCER-SOURCE-CID": ({"fd00::1,tcp:80,fd00:1::/64"}, set()),
+            "KUBE-IPVS-IPS": ({"10.96.0.10"}, set()),
+            "KUBE-6-IPVS-IPS": ({"fd00::10"}, set()),
+            MARKED[Family.V4]: (
+                {_marked(Family.V4, 443), f"{TARGET[Family.V4]},sctp:9 skbmark 0x2c07"},
+                set(),
+            ),
+            MARKED[Family.V6]: ({_marked(Family.V6, 53, IpProtocol.UDP)}, set()),
+        }
+    )
+    listed = await ipsets.save_all()
+    assert sum(map(len, listed.values())) == 16
+    if real:
+        saved = parse_save(await ipsets_module.run_command(["ipset", "save"]))
+        assert listed == {name: entries for name, (_, entries) in saved.items()}
 
 
 @pytest.mark.parametrize(

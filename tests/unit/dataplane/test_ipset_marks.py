@@ -41,8 +41,9 @@ from ipvsproxy.dataplane.ipset_specs import (
     parse_entry,
     wanted_options,
 )
-from ipvsproxy.dataplane.ipsets import parse_save, rebuild_lines, temporary_name
+from ipvsproxy.dataplane.ipsets import rebuild_lines, temporary_name
 from ipvsproxy.dataplane.netlink import Message, attrs, nla
+from tests.support.ipset_save import parse_save
 
 HIPP = "hash:ip,port"
 
