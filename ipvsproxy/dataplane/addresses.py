@@ -20,7 +20,7 @@ import socket
 import struct
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -63,20 +63,39 @@ def parse_addresses(
 _ADDRESS_ATTRS = frozenset({IFA_ADDRESS, IFA_LOCAL})
 
 
-async def address_checksum() -> int:
-    """A CRC-32 of every address of every link (family, prefix length, link index and the
-    address), from one rtnetlink dump with no decoding: lifetimes and flags, which change
-    by themselves, are left out."""
-    crc = 0
+class ListedAddress(NamedTuple):
+    family: int
+    prefix: int
+    link: int  # the link's index
+    address: bytes  # IFA_ADDRESS, packed (IFA_LOCAL where there is no IFA_ADDRESS)
+
+
+async def list_addresses() -> list[ListedAddress]:
+    """Every address of every link, from one rtnetlink dump decoded by hand: pyroute2
+    decodes every attribute of every message, 1 s for 10,000 addresses under
+    user-mode-linux; this reads the two it needs."""
     request = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    listed = []
     for message in await dump(NETLINK_ROUTE, RTM_GETADDR, request):
+        if message.kind != RTM_NEWADDR:
+            continue
         family, prefix, _flags, _scope, index = _IFADDRMSG.unpack_from(message.data, NLMSGHDR.size)
         found = attrs(message.data, NLMSGHDR.size + _IFADDRMSG.size, wanted=_ADDRESS_ATTRS)
+        address = found.get(IFA_ADDRESS) or found.get(IFA_LOCAL)
+        if address:
+            listed.append(ListedAddress(family, prefix, index, address))
+    return listed
+
+
+async def address_checksum() -> int:
+    """A CRC-32 of every address of every link (family, prefix length, link index and the
+    address): lifetimes and flags, which change by themselves, are left out."""
+    crc = 0
+    for listed in await list_addresses():
         crc = zlib.crc32(
-            bytes((family, prefix))
-            + index.to_bytes(4, "little")
-            + found.get(IFA_ADDRESS, b"")
-            + found.get(IFA_LOCAL, b""),
+            bytes((listed.family, listed.prefix))
+            + listed.link.to_bytes(4, "little")
+            + listed.address,
             crc,
         )
     return crc
@@ -129,11 +148,7 @@ class NetlinkAddresses:
         self._index = None
 
     async def _dump(self) -> list[tuple[int, str]]:
-        return [
-            (msg["index"], str(ipaddress.ip_address(msg.get("IFA_ADDRESS"))))
-            async for msg in await self._ipr.addr("dump")
-            if msg.get("IFA_ADDRESS")
-        ]
+        return [(a.link, str(ipaddress.ip_address(a.address))) for a in await list_addresses()]
 
     async def bound(self) -> set[str]:
         index = await self._lookup()
