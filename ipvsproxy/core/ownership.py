@@ -26,6 +26,7 @@ from ipvsproxy.core.model import (
     RealServerKey,
     RealServerStatus,
     VirtualServerKey,
+    ip_address,
 )
 from ipvsproxy.core.state import DataplaneState
 
@@ -83,7 +84,7 @@ def is_owned(
     if key.fwmark:
         return (key.family, key.fwmark) in recorded.marks
     if exclude:
-        ip = ipaddress.ip_address(key.address)
+        ip = ip_address(key.address)
         if any(ip in net for net in exclude):
             return False
     if key.address in bound:

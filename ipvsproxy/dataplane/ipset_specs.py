@@ -30,7 +30,7 @@ from ipvsproxy.core.ipset_catalog import (
     TYPES,
     IpsetSpec,
 )
-from ipvsproxy.core.model import Family, IpProtocol
+from ipvsproxy.core.model import Family, IpProtocol, ip_address
 from ipvsproxy.dataplane.errors import InvalidValueError
 
 _PROTOCOLS = {ipset_catalog.protocol_text(p): p for p in IpProtocol}
@@ -160,7 +160,7 @@ class EntryParts(NamedTuple):
 
 def _ip(text: str, family: Family, field: str) -> IpAddress:
     try:
-        addr = ipaddress.ip_address(text)
+        addr = ip_address(text)
     except ValueError:
         raise InvalidValueError(field, text, "not an IP address") from None
     if addr.version != (6 if family is Family.V6 else 4):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import os
 import re
 import zlib
@@ -35,6 +34,8 @@ from ipvsproxy.core.model import (
     Stats,
     VirtualServer,
     VirtualServerKey,
+    ip_address,
+    parse_ip,
 )
 from ipvsproxy.core.ops import (
     AddRealServer,
@@ -75,10 +76,10 @@ def _address(field: str, value: object) -> str:
     if not isinstance(value, str):
         raise Invalid(field, value, "not an address string")
     try:
-        parsed = ipaddress.ip_address(value)
+        parsed = ip_address(value)
     except ValueError:
         raise Invalid(field, value, "not an IP address") from None
-    if str(parsed) != value:
+    if parse_ip(value) != value:
         raise Invalid(field, value, f"not in normal form (use {parsed})")
     if parsed.is_unspecified or parsed.is_multicast:
         raise Invalid(field, value, "not a unicast address")

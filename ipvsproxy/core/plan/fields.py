@@ -5,10 +5,9 @@ malformed field breaks and keep the rest.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
-from ipvsproxy.core.model import IpProtocol
+from ipvsproxy.core.model import IpProtocol, parse_ip
 
 
 def as_dict(value: Any) -> dict[str, Any] | None:
@@ -56,12 +55,9 @@ def as_ip(value: Any) -> str | None:
     An IPv6 zone ("fe80::1%eth0") is refused: the API server rejects it, and
     neither an ipset entry nor an IPVS address can carry one.
     """
-    if not isinstance(value, str):
+    if not isinstance(value, str) or "%" in value:
         return None
     try:
-        ip = ipaddress.ip_address(value)
+        return parse_ip(value)
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
-        return None
-    return str(ip)
