@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
+import socket
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -57,10 +58,20 @@ def ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(text)
 
 
-@functools.lru_cache(maxsize=8192)
 def parse_ip(text: str) -> str:
-    """Return ``text`` as a normalised address string, or raise ValueError (remembered
-    as ``ip_address`` is)."""
+    """Return ``text`` as a normalised address string, or raise ValueError."""
+    try:
+        # What inet_pton takes as IPv4 (four decimal octets, no leading zeros, nothing
+        # else) is exactly what ipaddress takes, already in normal form, at a tenth of
+        # the cost: most addresses a sync reads are IPv4.
+        socket.inet_pton(socket.AF_INET, text)
+    except (OSError, TypeError, ValueError):
+        return _normalised(text)
+    return text
+
+
+@functools.lru_cache(maxsize=8192)
+def _normalised(text: str) -> str:
     return str(ip_address(text))
 
 

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ipvsproxy.core.model import (
     Family,
@@ -17,6 +21,25 @@ def test_parse_ip_normalises_so_values_from_anywhere_compare_equal() -> None:
     assert parse_ip("10.96.0.10") == "10.96.0.10"
     with pytest.raises(ValueError, match=r"10\.96\.0\.300"):
         parse_ip("10.96.0.300")
+
+
+# Dotted strings near the edges of what is an IPv4 address: leading zeros, 256, signs,
+# spaces, missing or extra octets, hex.
+_OCTETS = st.sampled_from(
+    ["0", "00", "01", "1", "9", "10", "099", "255", "256", "-1", "+1", " 1", "0x1", ""]
+)
+
+
+@given(st.lists(_OCTETS, min_size=3, max_size=5).map(".".join) | st.text(max_size=20))
+def test_parse_ip_takes_and_spells_exactly_what_ipaddress_does(text: str) -> None:
+    """The IPv4 fast path (inet_pton) agrees with ipaddress on every string."""
+    try:
+        expected = str(ipaddress.ip_address(text))
+    except ValueError:
+        with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
+            parse_ip(text)
+        return
+    assert parse_ip(text) == expected
 
 
 def test_families_and_protocol_numbers() -> None:
