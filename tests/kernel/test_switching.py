@@ -12,9 +12,6 @@ ipvsproxy's state and nothing ipvsproxy leaves may steer a packet.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime
-import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -37,6 +34,8 @@ from tests.support.switching import (
     ProxyProcess,
     SteadyClient,
     eventually,
+    first_sync_end,
+    has_synced,
     ipvs_table,
     run_ipvsproxy,
     start_proxy,
@@ -163,28 +162,6 @@ async def take_over(node: Node, client: SteadyClient) -> tuple[ProxyProcess, flo
         await proxy.stop()
         print(proxy.output())
         raise
-
-
-def full_syncs(log: str) -> list[float]:
-    """When each of the proxy's full syncs ended (wall clock), from its JSON log."""
-    ended = []
-    for line in log.splitlines():
-        with contextlib.suppress(ValueError):
-            record = json.loads(line)
-            if record.get("event") == "synced" and record.get("full"):
-                ended.append(datetime.datetime.fromisoformat(record["timestamp"]).timestamp())
-    return ended
-
-
-def has_synced(proxy: ProxyProcess) -> bool:
-    """The proxy's first sync has ended: its rules are in place too."""
-    return bool(full_syncs(proxy.output()))
-
-
-def first_sync_end(log: str) -> float:
-    ended = full_syncs(log)
-    assert ended, f"no first sync in the proxy's log:\n{log}"
-    return ended[0]
 
 
 def no_failures(client: SteadyClient) -> None:

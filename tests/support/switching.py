@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import ipaddress
+import json
 import signal
 import sys
 import time
@@ -110,6 +112,37 @@ class ProxyProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def log_records(log: str) -> list[dict[str, Any]]:
+    """The proxy's JSON log lines, parsed (other lines skipped)."""
+    records = []
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def full_syncs(log: str) -> list[float]:
+    """When each of the proxy's full syncs ended (wall clock), from its JSON log."""
+    return [
+        datetime.datetime.fromisoformat(record["timestamp"]).timestamp()
+        for record in log_records(log)
+        if record.get("event") == "synced" and record.get("full")
+    ]
+
+
+def has_synced(proxy: ProxyProcess) -> bool:
+    """The proxy's first sync has ended: its rules are in place too."""
+    return bool(full_syncs(proxy.output()))
+
+
+def first_sync_end(log: str) -> float:
+    ended = full_syncs(log)
+    assert ended, f"no first sync in the proxy's log:\n{log}"
+    return ended[0]
 
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "packaging" / "config.yaml"
