@@ -110,7 +110,6 @@ async def run_demo(say: Say = print, proxy: list[str] | None = None) -> DemoResu
         f"--hostname-override={NODE}",
         "--healthz-bind-address=127.0.0.1:10256",
         "--metrics-bind-address=127.0.0.1:10249",
-        "--ipvs-min-sync-period=0s",
         # The node may be a network namespace, where the global nf_conntrack_max cannot
         # be raised: leave it (and its hash size) as they are.
         "--conntrack-max-per-core=0",
