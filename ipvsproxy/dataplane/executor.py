@@ -85,6 +85,12 @@ async def _run_ipsets(dataplane: Dataplane, run: Sequence[Op]) -> None:
     for op in run:
         if isinstance(op, AddIpsetEntries | DeleteIpsetEntries):
             adds, deletes = changes.setdefault(op.set, (set(), set()))
+            if isinstance(op, DeleteIpsetEntries) and op.entries & adds:
+                # update() deletes before it adds: an entry added earlier in this run and
+                # deleted now would stay. The operations so far go first, in a call of their own.
+                await dataplane.ipsets.update(changes)
+                changes = {}
+                adds, deletes = changes.setdefault(op.set, (set(), set()))
             (adds if isinstance(op, AddIpsetEntries) else deletes).update(op.entries)
     await dataplane.ipsets.update(changes)
 
