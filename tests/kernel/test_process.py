@@ -34,6 +34,7 @@ from tests.support.switching import (
     ipvs_table,
     log_records,
     run_ipvsproxy,
+    serving,
     start_proxy,
     steady,
 )
@@ -74,13 +75,6 @@ async def started(node: ProxyNode, name: str = "proxy") -> ProxyProcess:
         raise
     print(f"{name}: first full sync {time.monotonic() - proxy.started:.1f} s after exec")
     return proxy
-
-
-def serving(virtual_server: str) -> dict[str, int]:
-    """The real servers of a virtual server that take new connections: those removed from
-    the Service stay at weight 0 until their connections are gone (graceful termination;
-    a closed connection is counted for the 10 s of IPVS's TCP CLOSE state)."""
-    return {rs: w for rs, w in ipvs_table().get(virtual_server, {}).items() if w}
 
 
 async def answers(node: ProxyNode, address: str, port: int = PORT, times: int = 6) -> set[str]:
@@ -215,6 +209,9 @@ async def test_healthz_livez_metrics_of_the_running_process(node: ProxyNode) -> 
     begun = time.time()
     proxy = await started(node)
     try:
+        # Six connections to the ClusterIP, counted by the kernel in the next 2 s (its
+        # estimator copies the counters out), exported at the next full sync.
+        assert await answers(node, WEB) == {"pod1", "pod2"}
         status, body = await http_get(f"{HEALTHZ}/healthz")
         assert status == 200, body
         assert json.loads(body)["nodeEligible"] is True
@@ -241,8 +238,30 @@ async def test_healthz_livez_metrics_of_the_running_process(node: ProxyNode) -> 
         metrics = await scrape()
         assert metrics[("kubeproxy_proxy_healthz_total", (("code", "503"),))] >= 2
         assert metrics[("kubeproxy_proxy_livez_total", (("code", "200"),))] == 2
+
+        # Per-Service IPVS counters, values: exported by the periodic full sync (the
+        # shipped syncPeriod after the first, or sooner).
+        labels = {"namespace": "default", "service": "web", "protocol": "TCP", "fwmark": ""}
+        web = (*sorted((labels | {"address": WEB, "port": str(PORT)}).items()),)
+        node_port = (*sorted((labels | {"address": node.ip, "port": str(NODE_PORT)}).items()),)
+        took = await eventually_metric(("ipvsproxy_service_connections_total", web), 6, 45)
+        metrics = await scrape()
+        assert metrics[("ipvsproxy_service_connections_total", node_port)] == 0
+        assert metrics[("ipvsproxy_service_packets_in_total", web)] >= 6 * 3  # SYN, ACK, RST
+        assert metrics[("ipvsproxy_service_bytes_out_total", web)] >= 6 * len("pod1\n")
+        print(f"per-Service counters exported {took:.1f} s after the taint")
     finally:
         assert await proxy.stop() == 0, proxy.output()
+
+
+async def eventually_metric(
+    sample: tuple[str, tuple[tuple[str, str], ...]], wanted: float, timeout: float
+) -> float:
+    started_at = time.monotonic()
+    while (await scrape()).get(sample) != wanted:
+        assert time.monotonic() - started_at < timeout, f"{sample} never {wanted}: {await scrape()}"
+        await asyncio.sleep(0.5)
+    return time.monotonic() - started_at
 
 
 async def eventually_status(url: str, wanted: int, timeout: float) -> None:

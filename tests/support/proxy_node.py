@@ -22,6 +22,17 @@ HEALTHZ = "http://127.0.0.1:10256"  # the addresses shipped_config() gives the p
 METRICS = "http://127.0.0.1:10249"
 
 
+def kubeconfig(url: str, directory: Path) -> Path:
+    path = directory / "kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: demo\n"
+        f"clusters: [{{name: demo, cluster: {{server: '{url}'}}}}]\n"
+        "users: [{name: demo, user: {}}]\n"
+        "contexts: [{name: demo, context: {cluster: demo, user: demo}}]\n"
+    )
+    return path
+
+
 @dataclass
 class ProxyNode:
     pods: list[Pod]

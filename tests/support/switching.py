@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from tests.apiserver.server import ApiServer
-from tests.support.demo import kubeconfig
 from tests.support.pods import Pod, tcp_ask
+from tests.support.proxy_node import kubeconfig
 
 
 def ipvs_table() -> dict[str, dict[str, int]]:
@@ -40,6 +40,13 @@ def ipvs_table() -> dict[str, dict[str, int]]:
         else:
             current = table.setdefault(f"{words[0]} {_address(words[1])}", {})
     return table
+
+
+def serving(virtual_server: str) -> dict[str, int]:
+    """The real servers of a virtual server that take new connections: those removed from
+    the Service stay at weight 0 until their connections are gone (graceful termination;
+    a closed connection is counted for the 10 s of IPVS's TCP CLOSE state)."""
+    return {rs: w for rs, w in ipvs_table().get(virtual_server, {}).items() if w}
 
 
 def _address(hex_address: str) -> str:
