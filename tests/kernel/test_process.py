@@ -26,7 +26,16 @@ from ipvsproxy.dataplane.ipvs import NetlinkIpvs
 from ipvsproxy.kube.reflector import ReflectorSettings
 from tests.support import builders
 from tests.support.pods import tcp_ask
-from tests.support.proxy_node import HEALTHZ, METRICS, PORT, ProxyNode, http_get, proxy_node, scrape
+from tests.support.proxy_node import (
+    HEALTHZ,
+    IPV4,
+    METRICS,
+    PORT,
+    ProxyNode,
+    http_get,
+    proxy_node,
+    scrape,
+)
 from tests.support.switching import (
     ProxyProcess,
     SteadyClient,
@@ -189,7 +198,7 @@ def longest_retry_wait(down: float) -> float:
     while elapsed + shipped.backoff_initial_s * 2**failures < down:
         elapsed += shipped.backoff_initial_s * 2**failures
         failures += 1
-    return min(shipped.backoff_max_s, 2 * shipped.backoff_initial_s * 2**failures)
+    return float(min(shipped.backoff_max_s, 2 * shipped.backoff_initial_s * 2**failures))
 
 
 async def test_api_server_down_and_back(node: ProxyNode) -> None:
@@ -240,7 +249,7 @@ async def test_healthz_livez_metrics_of_the_running_process(node: ProxyNode) -> 
         assert metrics[("kubeproxy_proxy_healthz_total", (("code", "200"),))] == 1
         assert metrics[("kubeproxy_proxy_livez_total", (("code", "200"),))] == 1
         assert metrics[("ipvsproxy_sync_failing", ())] == 0
-        last_sync = metrics[("kubeproxy_sync_proxy_rules_last_timestamp_seconds", ())]
+        last_sync = metrics[("kubeproxy_sync_proxy_rules_last_timestamp_seconds", IPV4)]
         assert begun < last_sync <= time.time()
 
         # The autoscaler's taint on this Node: /healthz says drain me, /livez stays fine.

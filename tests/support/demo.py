@@ -28,7 +28,7 @@ from typing import Any
 from tests.apiserver.server import ApiServer
 from tests.support.cluster import NODE, service_object, slice_object
 from tests.support.pods import Pod, PodNetwork, tcp_ask, tcp_open
-from tests.support.proxy_node import HEALTHZ, http_get, kubeconfig, scrape
+from tests.support.proxy_node import HEALTHZ, IPV4, http_get, kubeconfig, scrape
 from tests.support.switching import eventually, serving
 from tests.support.switching import ipvs_table as proc_ipvs_table
 
@@ -97,7 +97,7 @@ async def check_health_and_metrics(result: DemoResult, say: Say) -> None:
         programmed == wanted,
         say,
     )
-    last = metrics.get(("kubeproxy_sync_proxy_rules_last_timestamp_seconds", ()), 0.0)
+    last = metrics.get(("kubeproxy_sync_proxy_rules_last_timestamp_seconds", IPV4), 0.0)
     result.check(
         f"/metrics: last successful sync {time.time() - last:.1f} s ago",
         0 <= time.time() - last < 60,

@@ -20,6 +20,7 @@ NODE = builders.NODE
 PORT = 80  # every pod serves its name on it
 HEALTHZ = "http://127.0.0.1:10256"  # the addresses shipped_config() gives the proxy
 METRICS = "http://127.0.0.1:10249"
+IPV4 = (("ip_family", "IPv4"),)  # the labels of kube-proxy's sync metrics on this node
 
 
 def kubeconfig(url: str, directory: Path) -> Path:
