@@ -30,17 +30,7 @@ from ipvsproxy import lean_import
 # As the proxy's entry point does, before anything imports its big dependencies.
 lean_import.install_dependencies()
 
-from tests.apiserver.server import ApiServer
-from tests.bench.bench_e2e import (
-    ENDPOINTS,
-    NODE_IP,
-    add_node_address,
-    endpoint_ip,
-    endpoints,
-    in_fresh_netns,
-    service,
-    wait_first_sync,
-)
+from tests.bench.bench_e2e import in_fresh_netns, loaded_server, wait_first_sync
 from tests.bench.reconcile_common import bench
 from tests.support import builders
 from tests.support.switching import start_proxy
@@ -60,13 +50,7 @@ def status_mb(pid: int, field: str) -> float:
 
 async def size_run(services: int, workdir: Path) -> None:
     label = f"{services // 1000}k"
-    await add_node_address()
-    server = ApiServer()
-    server.put(builders.node(builders.NODE, addresses=[("InternalIP", NODE_IP)]))
-    for i in range(services):
-        server.put(service(i))
-        server.put(endpoints(i, [endpoint_ip(i, j) for j in range(ENDPOINTS)]))
-    await server.start("127.0.0.1", 0)
+    server = await loaded_server(services)
     started = time.time()
     proxy = await start_proxy(server, workdir, builders.NODE)
     try:
