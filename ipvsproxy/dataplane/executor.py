@@ -9,7 +9,7 @@ by subsystem, once all operations were attempted.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -85,8 +85,22 @@ async def _run_ipsets(dataplane: Dataplane, run: Sequence[Op]) -> None:
     for op in run:
         if isinstance(op, AddIpsetEntries | DeleteIpsetEntries):
             adds, deletes = changes.setdefault(op.set, (set(), set()))
+            if _keys(op.set, op.entries) & _keys(op.set, adds):
+                # One update() deletes before it adds, and adds in no given order: a key
+                # added earlier in this run and now deleted, or added again with another
+                # mark, would end otherwise than in order. What came before goes first.
+                await dataplane.ipsets.update(changes)
+                changes = {}
+                adds, deletes = changes.setdefault(op.set, (set(), set()))
             (adds if isinstance(op, AddIpsetEntries) else deletes).update(op.entries)
     await dataplane.ipsets.update(changes)
+
+
+def _keys(name: str, entries: Iterable[str]) -> set[str]:
+    """Entries as the kernel keys them: a marked set's mark is data, not key."""
+    if ipset_catalog.is_marked_set(name):
+        return {ipset_catalog.entry_key(e) for e in entries}
+    return set(entries)
 
 
 async def _run_binds(dataplane: Dataplane, run: Sequence[Op]) -> None:

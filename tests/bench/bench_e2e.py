@@ -157,7 +157,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def size_run(services: int, label: str, workdir: Path) -> None:
+async def loaded_server(services: int) -> ApiServer:
+    """The node's address, and the test API server, started, holding this Node and
+    ``services`` Services with ENDPOINTS endpoints each."""
     await add_node_address()
     server = ApiServer()
     server.put(builders.node(builders.NODE, addresses=[("InternalIP", NODE_IP)]))
@@ -165,6 +167,11 @@ async def size_run(services: int, label: str, workdir: Path) -> None:
         server.put(service(i))
         server.put(endpoints(i, [endpoint_ip(i, j) for j in range(ENDPOINTS)]))
     await server.start("127.0.0.1", 0)
+    return server
+
+
+async def size_run(services: int, label: str, workdir: Path) -> None:
+    server = await loaded_server(services)
     started_wall = time.time()
     proxy = await start_proxy(server, workdir, builders.NODE)
     ipvs = await NetlinkIpvs.open()

@@ -22,11 +22,18 @@ import statistics
 import time
 from typing import Any
 
+import pytest
+
 from ipvsproxy.dataplane.executor import Dataplane
 from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.kube.objects import trim_endpoint_slice, trim_service
 from ipvsproxy.reconciler import Reconciler, Settings, SyncResult
 from tests.support.cluster import NODE, service_object, slice_object
+
+# Read by tests/unit/test_shipped_defaults.py (pytest does not collect this module).
+pytestmark = pytest.mark.overrides_default(
+    "sync_period", reason="the changes measured are incremental syncs, never a full resync"
+)
 
 ENDPOINTS = 5
 CHANGES = 20
@@ -56,7 +63,7 @@ class Load:
         self.dataplane = dataplane
         # A sync_period far away: the changes measured are incremental syncs, never
         # a periodic full resync that happens to fall due in the middle.
-        settings = Settings(node_name=NODE, min_sync_period=0.0, sync_period=1e9)
+        settings = Settings(node_name=NODE, sync_period=1e9)
         self.cache = ClusterCache()
         self.reconciler = Reconciler(self.cache, dataplane, settings)
         self.cache.listener = self.reconciler

@@ -651,57 +651,65 @@ def test_encoding_reads_back_through_pyroute2(address: str) -> None:
     assert dest["IPVS_DEST_ATTR_FWD_METHOD"] == 0  # masquerade
 
 
-def test_decoding_reads_what_pyroute2_encodes() -> None:
+def _pyroute2_encoded(cmd: int, nest: str, attrs: list[tuple[str, object]]) -> netlink.Message:
+    """One IPVS message as pyroute2 builds it (the kernel's layout, not our encoder's)."""
     from pyroute2.netlink.generic.ipvs import ipvsmsg
 
     msg = ipvsmsg()
-    msg["cmd"] = nl.CMD_NEW_SERVICE
+    msg["cmd"] = cmd
     msg["version"] = 1
     msg["header"]["type"] = 30
-    msg["attrs"] = [
-        (
-            "IPVS_CMD_ATTR_SERVICE",
-            {
-                "attrs": [
-                    ("IPVS_SVC_ATTR_AF", 10),
-                    ("IPVS_SVC_ATTR_PROTOCOL", 17),
-                    ("IPVS_SVC_ATTR_ADDR", "fd00::10"),
-                    ("IPVS_SVC_ATTR_PORT", 53),
-                    ("IPVS_SVC_ATTR_SCHED_NAME", "sh"),
-                    ("IPVS_SVC_ATTR_FLAGS", {"flags": 0x13, "mask": 0xFFFFFFFF}),
-                    ("IPVS_SVC_ATTR_TIMEOUT", 300),
-                ]
-            },
-        )
-    ]
+    msg["attrs"] = [(nest, {"attrs": attrs})]
     msg.encode()
-    decoded = decode_service(netlink.Message(0, 0, 0, bytes(msg.data)))
-    key = VirtualServerKey("fd00::10", 53, IpProtocol.UDP)
-    # 0x13 = persistent | hashed | sh-port: the kernel's hashed bit is dropped.
-    assert decoded == (VirtualServer(key, "sh", 0x11, 300), Stats())
+    return netlink.Message(0, 0, 0, bytes(msg.data))
 
-    msg = ipvsmsg()
-    msg["cmd"] = nl.CMD_NEW_DEST
-    msg["version"] = 1
-    msg["header"]["type"] = 30
-    msg["attrs"] = [
-        (
-            "IPVS_CMD_ATTR_DEST",
-            {
-                "attrs": [
-                    ("IPVS_DEST_ATTR_ADDR", "fd00::1"),
-                    ("IPVS_DEST_ATTR_PORT", 80),
-                    ("IPVS_DEST_ATTR_FWD_METHOD", 3),
-                    ("IPVS_DEST_ATTR_WEIGHT", 2),
-                    ("IPVS_DEST_ATTR_ACTIVE_CONNS", 5),
-                    ("IPVS_DEST_ATTR_INACT_CONNS", 6),
-                    ("IPVS_DEST_ATTR_ADDR_FAMILY", 10),
-                ]
-            },
-        )
+
+SERVICE_ATTRS: list[tuple[str, object]] = [
+    ("IPVS_SVC_ATTR_AF", 10),
+    ("IPVS_SVC_ATTR_PROTOCOL", 17),
+    ("IPVS_SVC_ATTR_ADDR", "fd00::10"),
+    ("IPVS_SVC_ATTR_PORT", 53),
+    ("IPVS_SVC_ATTR_SCHED_NAME", "sh"),
+    ("IPVS_SVC_ATTR_FLAGS", {"flags": 0x13, "mask": 0xFFFFFFFF}),
+    ("IPVS_SVC_ATTR_TIMEOUT", 300),
+]
+SERVICE = VirtualServer(VirtualServerKey("fd00::10", 53, IpProtocol.UDP), "sh", 0x11, 300)
+
+
+def _stats(**values: int) -> dict[str, object]:
+    return {"attrs": [(f"IPVS_STATS_ATTR_{name.upper()}", v) for name, v in values.items()]}
+
+
+def test_decoding_reads_what_pyroute2_encodes() -> None:
+    message = _pyroute2_encoded(nl.CMD_NEW_SERVICE, "IPVS_CMD_ATTR_SERVICE", SERVICE_ATTRS)
+    # 0x13 = persistent | hashed | sh-port: the kernel's hashed bit is dropped.
+    assert decode_service(message) == (SERVICE, Stats())
+
+    dest = [
+        ("IPVS_DEST_ATTR_ADDR", "fd00::1"),
+        ("IPVS_DEST_ATTR_PORT", 80),
+        ("IPVS_DEST_ATTR_FWD_METHOD", 3),
+        ("IPVS_DEST_ATTR_WEIGHT", 2),
+        ("IPVS_DEST_ATTR_ACTIVE_CONNS", 5),
+        ("IPVS_DEST_ATTR_INACT_CONNS", 6),
+        ("IPVS_DEST_ATTR_ADDR_FAMILY", 10),
     ]
-    msg.encode()
-    assert decode_dest(netlink.Message(0, 0, 0, bytes(msg.data))) == (
-        status(rs("fd00::1", 80, 2), 5, 6),
-        3,
-    )
+    message = _pyroute2_encoded(nl.CMD_NEW_DEST, "IPVS_CMD_ATTR_DEST", dest)
+    assert decode_dest(message) == (status(rs("fd00::1", 80, 2), 5, 6), 3)
+
+
+def test_service_statistics_decode_with_and_without_64_bit_counters() -> None:
+    """Kernels before 4.1 send only the 32-bit nest (its byte counters are 64-bit even
+    there); later ones send both, and the 64-bit one wins."""
+    small = _stats(conns=7, inpkts=70, outpkts=60, inbytes=2**40 + 5, outbytes=9000)
+    old = [*SERVICE_ATTRS, ("IPVS_SVC_ATTR_STATS", small)]
+    message = _pyroute2_encoded(nl.CMD_NEW_SERVICE, "IPVS_CMD_ATTR_SERVICE", old)
+    assert decode_service(message) == (SERVICE, Stats(7, 70, 60, 2**40 + 5, 9000))
+
+    # Past 2**32 the 32-bit counters have wrapped; the 64-bit ones carry the truth.
+    big = _stats(conns=2**33 + 1, inpkts=2**34, outpkts=3, inbytes=2**41, outbytes=4)
+    wrapped = _stats(conns=1, inpkts=0, outpkts=3, inbytes=2**41, outbytes=4)
+    both = [*SERVICE_ATTRS, ("IPVS_SVC_ATTR_STATS", wrapped), ("IPVS_SVC_ATTR_STATS64", big)]
+    message = _pyroute2_encoded(nl.CMD_NEW_SERVICE, "IPVS_CMD_ATTR_SERVICE", both)
+    assert decode_service(message) == (SERVICE, Stats(2**33 + 1, 2**34, 3, 2**41, 4))
+    assert decode_service(message, with_stats=False) == (SERVICE, Stats())

@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.apiserver.server import ApiServer
 from tests.support.cluster import NODE, slice_object
-from tests.support.demo import API, WEB, kubeconfig, objects, programmed_vips, wait_for
+from tests.support.demo import API, WEB, objects, programmed_vips, waited
 from tests.support.observability import (
     Query,
     alert_queries,
@@ -50,6 +50,7 @@ from tests.support.observability import (
     with_hair_trigger,
 )
 from tests.support.pods import PodNetwork, tcp_ask
+from tests.support.proxy_node import kubeconfig
 
 JOB = "ipvsproxy-metrics"  # the ServiceMonitor's job: the chart's <fullname>-metrics Service
 METRICS = "127.0.0.1:10249"
@@ -157,6 +158,9 @@ async def probe_healthz(session: aiohttp.ClientSession, answers: list[int]) -> N
         await asyncio.sleep(0.3)
 
 
+@pytest.mark.overrides_default(
+    "sync_period", reason="the dashboard's resync panels need a full resync within the run"
+)
 async def test_prometheus_answers_every_dashboard_query_and_alert(netns: int) -> None:
     prometheus_binary = shutil.which("prometheus")
     if prometheus_binary is None:
@@ -219,7 +223,9 @@ async def test_prometheus_answers_every_dashboard_query_and_alert(netns: int) ->
     prober: asyncio.Task[None] | None = None
     try:
         mark("Prometheus and the proxy started")
-        assert await wait_for(lambda: API in programmed_vips(), 60), "the proxy programmed nothing"
+        assert await waited(lambda: API in programmed_vips(), 60) is not None, (
+            "the proxy programmed nothing"
+        )
         mark("the proxy programmed the Services")
         assert await prom.ready(30), "Prometheus did not start"
         prober = asyncio.create_task(probe_healthz(session, probes))
@@ -239,7 +245,7 @@ async def test_prometheus_answers_every_dashboard_query_and_alert(netns: int) ->
         }
         before = masq_lines()
         server.put(change)
-        assert await wait_for(lambda: masq_lines() < before, 20), "web-2 stayed in IPVS"
+        assert await waited(lambda: masq_lines() < before, 20) is not None, "web-2 stayed in IPVS"
         assert [await tcp_ask(WEB, 80, client) for _ in range(3)] == ["web-1"] * 3
 
         mark("traffic sent, web-2 removed")
@@ -258,7 +264,7 @@ async def test_prometheus_answers_every_dashboard_query_and_alert(netns: int) ->
         # The Node is being removed: /healthz answers 503 from the next sync on.
         node = next(o for o in cluster if o["kind"] == "Node")
         server.put({**node, "spec": {"taints": [TAINT]}})
-        assert await wait_for(lambda: probes.count(503) >= 3, 20), probes[-10:]
+        assert await waited(lambda: probes.count(503) >= 3, 20) is not None, probes[-10:]
         healthz_503 = f'kubeproxy_proxy_healthz_total{{job="{JOB}", code="503"}}'
         assert await prom.wait(f"increase({healthz_503}[1m]) > 0", 20)
 

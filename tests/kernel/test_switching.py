@@ -12,9 +12,6 @@ ipvsproxy's state and nothing ipvsproxy leaves may steer a packet.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime
-import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -37,6 +34,8 @@ from tests.support.switching import (
     ProxyProcess,
     SteadyClient,
     eventually,
+    first_sync_end,
+    has_synced,
     ipvs_table,
     run_ipvsproxy,
     start_proxy,
@@ -149,42 +148,20 @@ async def take_over(node: Node, client: SteadyClient) -> tuple[ProxyProcess, flo
     in the kernel, counted from the end of the proxy's first sync (its start-up)."""
     proxy = await start_proxy(node.server, node.workdir, NODE)
     try:
-        await eventually(lambda: len(ipvs_table().get(f"TCP {SVC1}:80", {})) == 2, 90)
+        # Its first sync, not only SVC1's two real servers: from IPVS mode those are there
+        # before the proxy has even started (found waiting 10 s below for a proxy not up).
+        await eventually(lambda: has_synced(proxy), 90)
+        assert len(ipvs_table()[f"TCP {SVC1}:80"]) == 2
         node.server.put(endpoints("ns6", "svc6", [node.pods[2]]))
         wanted = {f"{node.pods[2].ip}:80": 1}
         await eventually(lambda: ipvs_table().get(f"TCP {SVC6}:80") == wanted, 10)
         done = time.time()
         await asyncio.sleep(1.0)  # the steady client keeps going on the new state
-        # Taking over kube-proxy's IPVS state, the change can be in the kernel before the
-        # first sync has ended (it still has the rules to write): wait for its log line.
-        await eventually(lambda: has_synced(proxy), 60)
         return proxy, done - first_sync_end(proxy.output())
     except BaseException:
         await proxy.stop()
         print(proxy.output())
         raise
-
-
-def full_syncs(log: str) -> list[float]:
-    """When each of the proxy's full syncs ended (wall clock), from its JSON log."""
-    ended = []
-    for line in log.splitlines():
-        with contextlib.suppress(ValueError):
-            record = json.loads(line)
-            if record.get("event") == "synced" and record.get("full"):
-                ended.append(datetime.datetime.fromisoformat(record["timestamp"]).timestamp())
-    return ended
-
-
-def has_synced(proxy: ProxyProcess) -> bool:
-    """The proxy's first sync has ended: its rules are in place too."""
-    return bool(full_syncs(proxy.output()))
-
-
-def first_sync_end(log: str) -> float:
-    ended = full_syncs(log)
-    assert ended, f"no first sync in the proxy's log:\n{log}"
-    return ended[0]
 
 
 def no_failures(client: SteadyClient) -> None:

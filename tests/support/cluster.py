@@ -78,7 +78,7 @@ class Cluster:
     def __init__(self, dataplane: Dataplane, **settings: Any) -> None:
         self.dataplane = dataplane
         self.cache = ClusterCache()
-        defaults: dict[str, Any] = {"node_name": NODE, "min_sync_period": 0.0, "drain_period": 0.0}
+        defaults: dict[str, Any] = {"node_name": NODE, "drain_period": 0.0}
         self.reconciler = Reconciler(self.cache, dataplane, Settings(**(defaults | settings)))
         self.cache.listener = self.reconciler
 

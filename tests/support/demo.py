@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
+import json
 import subprocess
 import sys
 import tempfile
@@ -28,6 +28,9 @@ from typing import Any
 from tests.apiserver.server import ApiServer
 from tests.support.cluster import NODE, service_object, slice_object
 from tests.support.pods import Pod, PodNetwork, tcp_ask, tcp_open
+from tests.support.proxy_node import HEALTHZ, IPV4, http_get, kubeconfig, scrape
+from tests.support.switching import eventually, serving
+from tests.support.switching import ipvs_table as proc_ipvs_table
 
 WEB, API, NODEPORT = "10.96.0.10", "10.96.0.20", 30080
 Say = Callable[[str], None]
@@ -61,28 +64,45 @@ def objects(web: list[Pod], api: list[Pod]) -> list[dict[str, Any]]:
     ]
 
 
-def kubeconfig(url: str, directory: Path) -> Path:
-    path = directory / "kubeconfig"
-    path.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: demo\n"
-        f"clusters: [{{name: demo, cluster: {{server: '{url}'}}}}]\n"
-        "users: [{name: demo, user: {}}]\n"
-        "contexts: [{name: demo, context: {cluster: demo, user: demo}}]\n"
-    )
-    return path
-
-
 def ipvs_table() -> str:
     return subprocess.run(["ipvsadm", "-Ln"], capture_output=True, text=True).stdout
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
+async def waited(condition: Callable[[], bool], timeout: float) -> float | None:
+    """Seconds until ``condition()`` held, or None if it did not within ``timeout``."""
+    with contextlib.suppress(AssertionError):
+        return await eventually(condition, timeout)
+    return None
+
+
+def seconds(took: float | None) -> str:
+    return "never" if took is None else f"{took:.2f} s"
+
+
+async def check_health_and_metrics(result: DemoResult, say: Say) -> None:
+    """What a kubelet probe and a Prometheus scrape of the running proxy see."""
+    status, body = await http_get(f"{HEALTHZ}/healthz")
+    eligible = status == 200 and json.loads(body).get("nodeEligible") is True
+    result.check(f"/healthz: {status} {body}", eligible, say)
+    wanted = len(proc_ipvs_table())
+    deadline = time.monotonic() + 5.0  # the gauge is set when the first sync ends
+    while True:
+        metrics = await scrape()
+        programmed = metrics.get(("ipvsproxy_virtual_servers", ()))
+        if programmed == wanted or time.monotonic() > deadline:
+            break
         await asyncio.sleep(0.2)
-    return condition()
+    result.check(
+        f"/metrics: ipvsproxy_virtual_servers {programmed} = {wanted} in the kernel",
+        programmed == wanted,
+        say,
+    )
+    last = metrics.get(("kubeproxy_sync_proxy_rules_last_timestamp_seconds", IPV4), 0.0)
+    result.check(
+        f"/metrics: last successful sync {time.time() - last:.1f} s ago",
+        0 <= time.time() - last < 60,
+        say,
+    )
 
 
 async def run_demo(say: Say = print, proxy: list[str] | None = None) -> DemoResult:
@@ -110,7 +130,6 @@ async def run_demo(say: Say = print, proxy: list[str] | None = None) -> DemoResu
         f"--hostname-override={NODE}",
         "--healthz-bind-address=127.0.0.1:10256",
         "--metrics-bind-address=127.0.0.1:10249",
-        "--ipvs-min-sync-period=0s",
         # The node may be a network namespace, where the global nf_conntrack_max cannot
         # be raised: leave it (and its hash size) as they are.
         "--conntrack-max-per-core=0",
@@ -121,12 +140,16 @@ async def run_demo(say: Say = print, proxy: list[str] | None = None) -> DemoResu
     log = (workdir / "proxy.log").open("w")
     process = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
     try:
-        ready = await wait_for(lambda: API in programmed_vips(), 60)
-        result.check("the proxy programmed the Services", ready, say)
-        if not ready:
-            say((workdir / "proxy.log").read_text()[-3000:])
+        took = await waited(lambda: API in programmed_vips(), 60)
+        result.check(
+            f"the proxy programmed the Services ({seconds(took)} after its start)",
+            took is not None,
+            say,
+        )
+        if took is None:
             return result
         say(ipvs_table())
+        await check_health_and_metrics(result, say)
 
         answers = [await tcp_ask(WEB, 80, client) for _ in range(6)]
         say(f"client -> web {WEB}:80      : {' '.join(answers)}")
@@ -146,7 +169,14 @@ async def run_demo(say: Say = print, proxy: list[str] | None = None) -> DemoResu
 
         server.put(slice_object("web", [(web[0].ip, True)], [("p80", 8080, "TCP")]))
         say("web-2 leaves the web EndpointSlice")
-        await wait_for(lambda: ipvs_table().count("Masq") == 4, 20)
+        # It stays at weight 0 while connections to it live (graceful termination).
+        only_web1 = {f"{web[0].ip}:8080": 1}
+        took = await waited(lambda: serving(f"TCP {WEB}:80") == only_web1, 10)
+        result.check(
+            f"web-2 takes no new connections ({seconds(took)} after the API write)",
+            took is not None,
+            say,
+        )
         answers = [await tcp_ask(WEB, 80, client) for _ in range(4)]
         say(f"client -> web {WEB}:80      : {' '.join(answers)}")
         result.check("only web-1 answers now", answers == ["web-1"] * 4, say)
@@ -167,7 +197,7 @@ async def run_demo(say: Say = print, proxy: list[str] | None = None) -> DemoResu
         say("ipvsproxy --cleanup; the IPVS table is now:\n" + left)
         result.check(
             "--cleanup removed the proxy's services",
-            cleaned == 0 and "TCP" not in left,
+            cleaned == 0 and not proc_ipvs_table(),
             say,
         )
     finally:
@@ -185,10 +215,4 @@ async def run_demo(say: Say = print, proxy: list[str] | None = None) -> DemoResu
 
 def programmed_vips() -> set[str]:
     """The IPv4 virtual addresses in /proc/net/ip_vs (no process start, unlike ipvsadm)."""
-    vips = set()
-    with contextlib.suppress(OSError), open("/proc/net/ip_vs") as table:
-        for line in table:
-            words = line.split()
-            if len(words) > 1 and words[0] in ("TCP", "UDP", "SCTP") and len(words[1]) == 13:
-                vips.add(str(ipaddress.IPv4Address(int(words[1][:8], 16))))
-    return vips
+    return {key.split()[1].rpartition(":")[0] for key in proc_ipvs_table() if key[:3] != "FWM"}

@@ -12,7 +12,9 @@ from typing import Any
 from hypothesis import strategies as st
 
 from ipvsproxy.core import fwmark
+from ipvsproxy.core.apply import InvalidOp, apply_ops
 from ipvsproxy.core.model import (
+    FLAG_PERSISTENT,
     Family,
     IpProtocol,
     RealServer,
@@ -21,6 +23,19 @@ from ipvsproxy.core.model import (
     VirtualServer,
     VirtualServerKey,
     fwmark_key,
+)
+from ipvsproxy.core.ops import (
+    AddIpsetEntries,
+    AddRealServer,
+    AddVirtualServer,
+    BindAddresses,
+    DeleteIpsetEntries,
+    DeleteRealServer,
+    DeleteVirtualServer,
+    Op,
+    UnbindAddresses,
+    UpdateRealServer,
+    UpdateVirtualServer,
 )
 from ipvsproxy.core.plan.config import PlanConfig
 from ipvsproxy.core.state import DataplaneState
@@ -348,3 +363,81 @@ def colliding_ips(port: int) -> tuple[str, str]:
             return seen[mark], ip
         seen[mark] = ip
     raise AssertionError("no collision in 65535 addresses")
+
+
+# ----------------------------------------------------- operation sequences
+
+# Values the kernel takes, each in its own family and set: ops the reconciler could emit.
+_REALS = {Family.V4: ["10.244.0.1", "10.244.0.2"], Family.V6: ["fd00:1::1", "fd00:1::2"]}
+_SET_ENTRIES = {
+    "KUBE-CLUSTER-IP": ["10.96.0.1,tcp:80", "10.96.0.2,udp:53"],
+    "KUBE-6-CLUSTER-IP": ["fd00::1,tcp:80"],
+    "KUBE-NODE-PORT-TCP": ["30080", "30081"],
+    # One key, two marks: adding the other mark replaces the entry (apply_ops says so).
+    "KUBE-EXTERNAL-LOCAL-FWMARK": [
+        "203.0.113.7,tcp:80 skbmark 0x2c05/0x3fff",
+        "203.0.113.7,tcp:80 skbmark 0x2c09/0x3fff",
+        "203.0.113.8,udp:53 skbmark 0x2c05/0x3fff",
+    ],
+}
+OP_SETS = tuple(_SET_ENTRIES)
+_VIRTUAL = st.builds(
+    VirtualServer,
+    st.one_of(
+        # A lambda: st.builds would fill in the key's fwmark too.
+        st.builds(
+            lambda address, port, protocol: VirtualServerKey(address, port, protocol),
+            vips,
+            st.sampled_from([53, 80]),
+            st.sampled_from(list(IpProtocol)),
+        ),
+        fwmark_keys,
+    ),
+    st.sampled_from(["rr", "lc"]),
+    st.sampled_from([0, FLAG_PERSISTENT]),
+    st.sampled_from([0, 10800]),
+)
+
+
+@st.composite
+def _op(draw: st.DrawFn, state: DataplaneState) -> Op:
+    """One operation, drawn with the state in view so most of them apply."""
+    keys = sorted(state.virtual_servers, key=repr)
+    kind = draw(st.sampled_from(["vs", "vs", "rs", "rs", "bind", "set"] if keys else ["vs"]))
+    if kind == "vs":
+        server = draw(_VIRTUAL)
+        if server.key not in state.virtual_servers:
+            return AddVirtualServer(server)
+        return draw(st.sampled_from([UpdateVirtualServer(server), DeleteVirtualServer(server.key)]))
+    if kind == "rs":
+        key = draw(st.sampled_from(keys))
+        real = RealServer(
+            RealServerKey(draw(st.sampled_from(_REALS[key.family])), 8080),
+            draw(st.sampled_from([0, 1, 2])),
+        )
+        if real.key not in state.servers_of(key):
+            return AddRealServer(key, real)
+        return draw(st.sampled_from([UpdateRealServer(key, real), DeleteRealServer(key, real.key)]))
+    if kind == "bind":
+        address = draw(vips)
+        return (UnbindAddresses if address in state.bound else BindAddresses)((address,))
+    name = draw(st.sampled_from(OP_SETS))
+    entry = draw(st.sampled_from(_SET_ENTRIES[name]))
+    present = entry in state.ipsets.get(name, ())
+    return (DeleteIpsetEntries if present else AddIpsetEntries)(name, frozenset({entry}))
+
+
+@st.composite
+def op_sequences(draw: st.DrawFn, max_size: int = 30) -> list[Op]:
+    """Operations from an empty dataplane, each valid where it stands (apply_ops accepts it:
+    no-ops such as an update that changes nothing are drawn again)."""
+    state = DataplaneState({}, {}, frozenset(), {})
+    ops: list[Op] = []
+    for _ in range(draw(st.integers(1, max_size))):
+        op = draw(_op(state))
+        try:
+            state = apply_ops(state, [op])
+        except InvalidOp:
+            continue
+        ops.append(op)
+    return ops

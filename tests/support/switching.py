@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import ipaddress
+import json
 import signal
 import sys
 import time
@@ -17,8 +19,8 @@ from typing import Any
 import yaml
 
 from tests.apiserver.server import ApiServer
-from tests.support.demo import kubeconfig
 from tests.support.pods import Pod, tcp_ask
+from tests.support.proxy_node import kubeconfig
 
 
 def ipvs_table() -> dict[str, dict[str, int]]:
@@ -38,6 +40,13 @@ def ipvs_table() -> dict[str, dict[str, int]]:
         else:
             current = table.setdefault(f"{words[0]} {_address(words[1])}", {})
     return table
+
+
+def serving(virtual_server: str) -> dict[str, int]:
+    """The real servers of a virtual server that take new connections: those removed from
+    the Service stay at weight 0 until their connections are gone (graceful termination;
+    a closed connection is counted for the 10 s of IPVS's TCP CLOSE state)."""
+    return {rs: w for rs, w in ipvs_table().get(virtual_server, {}).items() if w}
 
 
 def _address(hex_address: str) -> str:
@@ -110,6 +119,37 @@ class ProxyProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def log_records(log: str) -> list[dict[str, Any]]:
+    """The proxy's JSON log lines, parsed (other lines skipped)."""
+    records = []
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def full_syncs(log: str) -> list[float]:
+    """When each of the proxy's full syncs ended (wall clock), from its JSON log."""
+    return [
+        datetime.datetime.fromisoformat(record["timestamp"]).timestamp()
+        for record in log_records(log)
+        if record.get("event") == "synced" and record.get("full")
+    ]
+
+
+def has_synced(proxy: ProxyProcess) -> bool:
+    """The proxy's first sync has ended: its rules are in place too."""
+    return bool(full_syncs(proxy.output()))
+
+
+def first_sync_end(log: str) -> float:
+    ended = full_syncs(log)
+    assert ended, f"no first sync in the proxy's log:\n{log}"
+    return ended[0]
 
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "packaging" / "config.yaml"

@@ -16,8 +16,8 @@ from ipvsproxy.dataplane.executor import Dataplane
 from ipvsproxy.http.health import ProxyHealth
 from ipvsproxy.metrics import Metrics
 from tests.apiserver.server import ApiServer
-from tests.support.demo import kubeconfig
 from tests.support.fake_dataplane import fake_dataplane
+from tests.support.proxy_node import kubeconfig
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ class World:
         self.ipsets = self.dataplane.ipsets
         self.iptables = self.dataplane.iptables
         self.conntrack = self.dataplane.conntrack
-        defaults: dict[str, Any] = {"node_name": "node-a", "min_sync_period": 0.0}
+        defaults: dict[str, Any] = {"node_name": "node-a"}
         self.reconciler = Reconciler(
             ClusterCache(), self.dataplane, Settings(**(defaults | settings))
         )
@@ -276,6 +276,7 @@ async def test_a_failed_sync_makes_the_next_one_full() -> None:
     assert server.scheduler == "lc"
 
 
+@pytest.mark.overrides_default("min_sync_period", reason="pacing coalesces bursts: its subject")
 async def test_bursts_coalesce_and_nothing_happens_before_the_watches_synced() -> None:
     world = World(min_sync_period=0.2)
     synced = asyncio.Event()
@@ -416,6 +417,7 @@ async def test_a_storm_is_programmed_in_bounded_batches_as_it_comes() -> None:
     assert len(await world.table()) == 250
 
 
+@pytest.mark.overrides_default("min_sync_period", reason="the pacer with and without a period")
 async def test_a_lone_change_and_back_to_back_changes_are_synced_at_once() -> None:
     """Shipped default (min_sync_period 0): the loop never waits; with a period, a burst of
     two goes at once, as kube-proxy's runner."""

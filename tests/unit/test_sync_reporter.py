@@ -43,9 +43,7 @@ class Proxy:
         self.ipvs = FakeIpvs()
         dataplane = fake_dataplane(ipvs=self.ipvs)
         self.cache = ClusterCache()
-        self.reconciler = Reconciler(
-            self.cache, dataplane, Settings(node_name="node-a", min_sync_period=0.0)
-        )
+        self.reconciler = Reconciler(self.cache, dataplane, Settings(node_name="node-a"))
         self.reconciler.observer = SyncReporter(
             self.metrics,
             self.health,

@@ -82,6 +82,7 @@ def test_the_privileged_node_set_up_runs_first() -> None:
     assert inv.notices == ()
 
 
+@pytest.mark.overrides_default("min_sync_period", reason="states the value the file ships")
 def test_example_config_loads() -> None:
     config, report = load_config_file(str(EXAMPLE))
     assert report == FileReport()

@@ -16,6 +16,13 @@ from tests.apiserver import ApiServer
 from tests.unit.kube.conftest import endpoint_slice, node, service
 from tests.unit.kube.helpers import converged, eventually, server_services, server_slices
 
+# Each case is a fault and the recovery from it: with the shipped backoff (0.8 s to 30 s)
+# and read timeout (120 s) one case would take minutes. Recovery with the shipped values is
+# tested end to end in tests/kernel/test_process.py (the API server down and back).
+pytestmark = pytest.mark.overrides_default(
+    "backoff", "read_timeout", reason="how the reflector recovers from faults is the subject"
+)
+
 FAST = ReflectorSettings(
     page_size=3,
     watch_timeout_s=30,

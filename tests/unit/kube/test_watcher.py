@@ -16,6 +16,12 @@ from tests.apiserver import ApiServer
 from tests.unit.kube.conftest import Recorder, endpoint_slice, node, service
 from tests.unit.kube.helpers import converged, eventually
 
+# Short timeouts and backoff: watches that end, stall and fail are what these tests drive;
+# shipped values would make each case wait minutes (see tests/unit/kube/test_faults.py).
+pytestmark = pytest.mark.overrides_default(
+    "backoff", "read_timeout", reason="the watch's timeouts and retries are the subject"
+)
+
 FAST = ReflectorSettings(
     page_size=3, watch_timeout_s=2, read_timeout_s=1, backoff_initial_s=0.05, backoff_max_s=0.2
 )

@@ -245,6 +245,11 @@ def test_no_mark_without_external_policy_local_or_external_addresses() -> None:
         plan = plan_service(svc, EPS, None, CONFIG)
         assert not any(key.fwmark for key in plan.state.virtual_servers)
         assert "KUBE-EXTERNAL-LOCAL-FWMARK" not in plan.state.ipsets
+    # Positive control: the same load balancer with the policy has its mark.
+    plan = plan_service(lb(externalTrafficPolicy="Local"), EPS, None, CONFIG)
+    assert [key.fwmark for key in plan.state.virtual_servers if key.fwmark] == [
+        fwmark.mark_for("203.0.113.7", IpProtocol.TCP, 443)
+    ]
 
 
 def test_a_mark_taken_by_another_port_of_the_service_is_reported_not_shared() -> None:
@@ -292,6 +297,9 @@ def test_with_a_cluster_cidr_external_clients_get_no_remote_endpoint() -> None:
 def test_external_policy_local_is_ignored_for_a_cluster_ip_service() -> None:
     plan = plan_service(service(externalTrafficPolicy="Local"), EPS, None, CONFIG)
     assert summary(plan) == {"TCP 10.96.0.10:80": BOTH}
+    # Positive control: on a NodePort Service the same policy keeps the node port local.
+    plan = plan_service(nodeport(externalTrafficPolicy="Local"), EPS, None, CONFIG)
+    assert summary(plan)[f"TCP {NODE_V4}:30080"] == [f"{LOCAL}:8080"]
 
 
 def test_internal_policy_local_sends_cluster_ip_traffic_to_local_endpoints_only() -> None:
@@ -319,6 +327,12 @@ def test_health_check_port_only_for_load_balancer_with_local_policy() -> None:
     plan = plan_service(lb(healthCheckNodePort=32000), EPS, None, CONFIG)
     assert plan.health_check_node_port == 0
     assert "KUBE-HEALTH-CHECK-NODE-PORT" not in plan.state.ipsets
+    # Positive control: with the Local policy the same port is served.
+    plan = plan_service(
+        lb(healthCheckNodePort=32000, externalTrafficPolicy="Local"), EPS, None, CONFIG
+    )
+    assert plan.health_check_node_port == 32000
+    assert plan.state.ipsets["KUBE-HEALTH-CHECK-NODE-PORT"] == {"32000"}
 
 
 def test_one_mark_in_both_families_is_no_collision() -> None:
