@@ -183,7 +183,9 @@ class Reconciler:
         self.nodeport_addresses, self.local = self._from_node()
         self.plan_config = self._plan_config()
         self._exclude = [ipaddress.ip_network(c, strict=False) for c in settings.exclude_cidrs]
-        self._dirty: set[ServiceKey] = set()
+        # Oldest change first (a dict keeps insertion order; marking a dirty key again
+        # keeps its place): under a storm no Service waits behind later ones.
+        self._dirty: dict[ServiceKey, None] = {}
         self._trigger_times: dict[ServiceKey, list[tuple[Family, float]]] = {}
         self._replan_all = False
         self._full_due = True
@@ -244,7 +246,7 @@ class Reconciler:
     def _mark(
         self, key: ServiceKey, kind: str, trigger_time: float | None, family: Family | None
     ) -> None:
-        self._dirty.add(key)
+        self._dirty.setdefault(key)
         if trigger_time is not None and family is not None:
             self._trigger_times.setdefault(key, []).append((family, trigger_time))
         if self.observer is not None:
@@ -444,12 +446,14 @@ class Reconciler:
         comes back for them) and the trigger times of their changes."""
         if self._replan_all:
             self._replan_all = False
-            self._dirty |= set(self.cluster.services) | set(self.index.plans)
+            self._dirty.update(dict.fromkeys(self.cluster.services))
+            self._dirty.update(dict.fromkeys(self.index.plans))
         if limit is None or len(self._dirty) <= limit:
-            keys, self._dirty = self._dirty, set()
+            keys, self._dirty = set(self._dirty), {}
         else:
             keys = set(itertools.islice(self._dirty, limit))
-            self._dirty -= keys
+            for key in keys:
+                del self._dirty[key]
         times = [t for key in keys for t in self._trigger_times.pop(key, ())]
         return keys, times
 
