@@ -92,11 +92,17 @@ class DeleteIpsetEntries(NamedTuple):
 
 
 class FlushUdpConntrack(NamedTuple):
-    """Delete UDP conntrack entries to address:port; only those IPVS sent to ``real`` if given."""
+    """Delete UDP conntrack entries to address:port; only those IPVS sent to ``real`` if given.
+
+    Without ``real``, entries answered by a real server in ``keep`` stay: they belong to
+    live flows to ready endpoints, and deleting one loses the reply in flight when the flow
+    is masqueraded or was DNATed by iptables (its NAT binding goes with the entry).
+    """
 
     address: str
     port: int
     real: str | None = None
+    keep: frozenset[RealServerKey] = frozenset()
 
 
 Op = (

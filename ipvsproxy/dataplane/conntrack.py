@@ -4,7 +4,10 @@ When a UDP service's endpoints change, clients keep sending into conntrack entri
 still point at a dead real server (UDP has no close). As kube-proxy does, the proxy deletes
 the entries of the service VIP:port, or just those IPVS sent to one removed real server.
 With ``net/ipv4/vs/conntrack=1`` an IPVS-NATed flow has an entry whose original tuple is
-client -> VIP:port and whose reply tuple comes from the real server.
+client -> VIP:port and whose reply tuple comes from the real server; a stale entry, made by
+a packet the node routed while the VIP was not local, has the VIP itself as reply source.
+So the entries of live flows to ready endpoints can be told apart and kept (``keep``):
+deleting one drops the reply in flight when the flow is masqueraded or DNATed by iptables.
 
 The kernel filters the dump by protocol and port (CTA_FILTER, Linux >= 5.8); addresses are
 compared here, because pyroute2 0.9.7 encodes an IPv6 address filter the kernel never
@@ -15,12 +18,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Collection
 from typing import Any
 
 from pyroute2 import AsyncConntrack
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
+from ipvsproxy.core.model import RealServerKey
 from ipvsproxy.dataplane.errors import InvalidValueError
 
 _ENOENT = 2
@@ -52,8 +57,11 @@ class NetlinkConntrack:
             self._sockets[family] = AsyncConntrack(nfgen_family=family)
         return self._sockets[family]
 
-    async def _delete(self, address: str, port: int, real: str | None) -> int:
+    async def _delete(
+        self, address: str, port: int, real: str | None, keep: Collection[RealServerKey] = ()
+    ) -> int:
         vip, family = parse_target(address, port)
+        kept = {RealServerKey(parse_target(k.address, k.port)[0], k.port) for k in keep}
         ct = self._socket(family)
         wanted = NFCTAttrTuple(family=family, proto=socket.IPPROTO_UDP, dport=port)
         doomed = [
@@ -62,6 +70,7 @@ class NetlinkConntrack:
             if _norm(entry.tuple_orig.daddr) == vip
             and entry.tuple_orig.dport == port
             and (real is None or _norm(entry.tuple_reply.saddr) == real)
+            and RealServerKey(_norm(entry.tuple_reply.saddr), entry.tuple_reply.sport) not in kept
         ]
         deleted = 0
         for entry in doomed:
@@ -73,8 +82,10 @@ class NetlinkConntrack:
                     raise
         return deleted
 
-    async def delete_udp_to_service(self, address: str, port: int) -> int:
-        return await self._delete(address, port, None)
+    async def delete_udp_to_service(
+        self, address: str, port: int, keep: Collection[RealServerKey] = ()
+    ) -> int:
+        return await self._delete(address, port, None, keep)
 
     async def delete_udp_to_real_server(self, virtual: str, port: int, real: str) -> int:
         real_ip, _ = parse_target(real, port)

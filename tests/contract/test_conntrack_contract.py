@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from ipvsproxy.core.model import RealServerKey
 from ipvsproxy.dataplane.conntrack import NetlinkConntrack, insert_udp_entry
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.fakes import FakeConntrack
@@ -56,6 +58,28 @@ async def test_delete_by_service_and_by_real_server(
     assert await conntrack.delete_udp_to_service(vip, 5353) == 1
     assert await conntrack.delete_udp_to_service(other_vip, 53) == 1
     assert await conntrack.delete_udp_to_service(other_vip, 53) == 0
+
+
+@pytest.mark.parametrize(
+    ("client", "vip", "rs1", "rs2"),
+    [
+        ("10.0.0.1", "10.96.0.10", "10.244.1.5", "10.244.2.6"),
+        ("fd00::1", "fd00:96::10", "fd00:244::5", "fd00:244::6"),
+    ],
+)
+async def test_delete_by_service_keeps_the_flows_of_real_servers_kept(
+    conntrack: Conntrack, seed: Seed, client: str, vip: str, rs1: str, rs2: str
+) -> None:
+    """Entries answered by a kept real server (address and port) are live flows and stay;
+    a stale one (answered by the VIP itself, never NATed) and others go."""
+    await seed(client, 40001, vip, 53, rs1)
+    await seed(client, 40002, vip, 53, rs2)
+    await seed(client, 40003, vip, 53, vip)  # routed while the VIP was not local
+    expanded = str(ipaddress.ip_address(rs1).exploded)  # kept whatever the spelling
+    keep = [RealServerKey(expanded, 53), RealServerKey(rs2, 5353)]  # rs2: another port
+    assert await conntrack.delete_udp_to_service(vip, 53, keep) == 2
+    assert await conntrack.delete_udp_to_service(vip, 53, keep) == 0
+    assert await conntrack.delete_udp_to_service(vip, 53) == 1  # rs1's was left
 
 
 @pytest.mark.parametrize(

@@ -393,7 +393,9 @@ async def test_taking_over_replaces_other_modes_only_once_ours_is_in_place() -> 
     nft.delete_tables = recorded("nftables", nft.delete_tables)  # type: ignore[method-assign]
     world.add_service("web", "10.96.0.10", ["10.244.1.2"])
     assert await world.reconciler.sync_once() is not None
-    assert order == ["ipvs", "iptables", "nftables"]  # a V4-only node: one restore
+    # IPVS twice: virtual servers, then (once their VIPs are bound) real servers. A V4-only
+    # node: one restore.
+    assert order == ["ipvs", "ipvs", "iptables", "nftables"]
     nat = await world.iptables.save(Family.V4, "nat")
     assert "KUBE-SVC-" not in nat
     assert "KUBE-SEP-" not in nat
