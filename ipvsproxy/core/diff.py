@@ -24,8 +24,8 @@ server schedulable before what its traffic needs is in place:
    termination; a later diff deletes them once their connections reach 0),
    others are deleted; then virtual servers deleted. All in one IPVS batch, so
    endpoints that all change at once are swapped without a moment with none;
-6. UDP conntrack flushed for each removed UDP real server (its entries only)
-   and each deleted UDP virtual server;
+6. UDP conntrack flushed for each removed UDP real server (the entries it
+   answered, by address and port) and each deleted UDP virtual server;
 7. addresses unbound;
 8. ipset entries deleted.
 """
@@ -91,7 +91,7 @@ def diff(observed: DataplaneState, desired: DataplaneState) -> list[Op]:
         for rkey in sorted(have_rs.keys() - want_rs.keys()):
             removals.extend(_remove_real_server(key, have_rs[rkey]))
             if _flushable(key):
-                flushes.append(FlushUdpConntrack(key.address, key.port, rkey.address))
+                flushes.append(FlushUdpConntrack(key.address, key.port, rkey))
 
     for key in sorted(observed.virtual_servers.keys() - desired.virtual_servers.keys()):
         removals.append(DeleteVirtualServer(key))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from ipvsproxy.core.ipset_catalog import IpsetSpec, entry_key
 from ipvsproxy.core.model import Family, RealServerKey
 from ipvsproxy.dataplane.addresses import is_node_address, parse_addresses
-from ipvsproxy.dataplane.conntrack import parse_target
+from ipvsproxy.dataplane.conntrack import parse_real, parse_target
 from ipvsproxy.dataplane.errors import (
     CommandError,
     InvalidValueError,
@@ -367,14 +367,19 @@ class FakeConntrack:
         self.entries.append((client, cport, vip, port, real, rport))
 
     def _delete(
-        self, vip: str, port: int, real: str | None, keep: Collection[RealServerKey] = ()
+        self,
+        vip: str,
+        port: int,
+        real: RealServerKey | None,
+        keep: Collection[RealServerKey] = (),
     ) -> int:
-        kept = {RealServerKey(parse_target(k.address, k.port)[0], k.port) for k in keep}
+        kept = {parse_real(k) for k in keep}
+        only = parse_real(real) if real is not None else None
         left = [
             e
             for e in self.entries
-            if not (e[2] == vip and e[3] == port and (real is None or e[4] == real))
-            or RealServerKey(e[4], e[5]) in kept
+            if not (e[2] == vip and e[3] == port and (only is None or (e[4], e[5]) == only))
+            or (e[4], e[5]) in kept
         ]
         deleted = len(self.entries) - len(left)
         self.entries = left
@@ -385,9 +390,8 @@ class FakeConntrack:
     ) -> int:
         return self._delete(parse_target(address, port)[0], port, None, keep)
 
-    async def delete_udp_to_real_server(self, virtual: str, port: int, real: str) -> int:
-        vip = parse_target(virtual, port)[0]
-        return self._delete(vip, port, parse_target(real, port)[0])
+    async def delete_udp_to_real_server(self, virtual: str, port: int, real: RealServerKey) -> int:
+        return self._delete(parse_target(virtual, port)[0], port, real)
 
     async def close(self) -> None:
         pass

@@ -176,8 +176,9 @@ class Conntrack(Protocol):
         answered by a real server in ``keep`` (live flows). Returns the count."""
         ...
 
-    async def delete_udp_to_real_server(self, virtual: str, port: int, real: str) -> int:
-        """Delete UDP entries to virtual:port that IPVS sent to ``real``. Returns the count."""
+    async def delete_udp_to_real_server(self, virtual: str, port: int, real: RealServerKey) -> int:
+        """Delete UDP entries to virtual:port that IPVS sent to ``real`` (answered from its
+        address and port). Returns the count."""
         ...
 
     async def close(self) -> None: ...

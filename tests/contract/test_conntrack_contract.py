@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 import pytest
 
@@ -13,7 +14,11 @@ from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.fakes import FakeConntrack
 from ipvsproxy.dataplane.interfaces import Conntrack
 
-Seed = Callable[[str, int, str, int, str], Awaitable[None]]
+
+class Seed(Protocol):
+    async def __call__(
+        self, client: str, cport: int, vip: str, port: int, backend: str, bport: int = 0
+    ) -> None: ...
 
 
 @pytest.fixture
@@ -25,14 +30,16 @@ async def conntrack(real: bool, netns: None) -> AsyncIterator[Conntrack]:
 
 @pytest.fixture
 def seed(real: bool, conntrack: Conntrack) -> Seed:
-    """Seed one UDP entry client:cport -> vip:port answered by real:port."""
+    """Seed one UDP entry client:cport -> vip:port answered by backend:bport (port if 0)."""
 
-    async def add(client: str, cport: int, vip: str, port: int, backend: str) -> None:
+    async def add(
+        client: str, cport: int, vip: str, port: int, backend: str, bport: int = 0
+    ) -> None:
         if real:
-            await insert_udp_entry(client, cport, vip, port, backend, port)
+            await insert_udp_entry(client, cport, vip, port, backend, bport or port)
         else:
             assert isinstance(conntrack, FakeConntrack)
-            conntrack.add_udp_entry(client, cport, vip, port, backend, port)
+            conntrack.add_udp_entry(client, cport, vip, port, backend, bport or port)
 
     return add
 
@@ -52,9 +59,10 @@ async def test_delete_by_service_and_by_real_server(
     await seed(client, 40003, vip, 53, rs2)
     await seed(client, 40004, vip, 5353, rs1)  # same VIP, other port
     await seed(client, 40005, other_vip, 53, rs1)  # other VIP
-    assert await conntrack.delete_udp_to_real_server(vip, 53, rs1) == 2
-    assert await conntrack.delete_udp_to_real_server(vip, 53, rs1) == 0
-    assert await conntrack.delete_udp_to_service(vip, 53) == 1  # only rs2's is left
+    await seed(client, 40006, vip, 53, rs1, 5353)  # rs1 on another port: another real server
+    assert await conntrack.delete_udp_to_real_server(vip, 53, RealServerKey(rs1, 53)) == 2
+    assert await conntrack.delete_udp_to_real_server(vip, 53, RealServerKey(rs1, 53)) == 0
+    assert await conntrack.delete_udp_to_service(vip, 53) == 2  # rs2's and rs1:5353's are left
     assert await conntrack.delete_udp_to_service(vip, 5353) == 1
     assert await conntrack.delete_udp_to_service(other_vip, 53) == 1
     assert await conntrack.delete_udp_to_service(other_vip, 53) == 0
@@ -95,5 +103,5 @@ async def test_bad_service_is_a_typed_error(
 
 async def test_bad_real_server_is_a_typed_error(conntrack: Conntrack) -> None:
     with pytest.raises(InvalidValueError, match="bogus") as info:
-        await conntrack.delete_udp_to_real_server("10.96.0.10", 53, "bogus")
+        await conntrack.delete_udp_to_real_server("10.96.0.10", 53, RealServerKey("bogus", 53))
     assert info.value.field == "address"

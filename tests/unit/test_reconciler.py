@@ -149,8 +149,9 @@ async def test_udp_real_servers_go_at_once_and_their_conntrack_entries_too() -> 
     world.set_endpoints("dns", ["10.244.1.2"], proto="UDP")
     await world.reconciler.sync_once()
     assert await world.table() == {key: {("10.244.1.2", 1)}}
-    assert await world.conntrack.delete_udp_to_real_server("10.96.0.53", 80, "10.244.2.2") == 0
-    assert await world.conntrack.delete_udp_to_real_server("10.96.0.53", 80, "10.244.1.2") == 1
+    gone, kept = RealServerKey("10.244.2.2", 8080), RealServerKey("10.244.1.2", 8080)
+    assert await world.conntrack.delete_udp_to_real_server("10.96.0.53", 80, gone) == 0
+    assert await world.conntrack.delete_udp_to_real_server("10.96.0.53", 80, kept) == 1
 
 
 async def test_start_up_adopts_the_kernel_and_restores_weights_left_at_zero() -> None:

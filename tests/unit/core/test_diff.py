@@ -154,7 +154,7 @@ def test_removed_udp_real_server_is_deleted_at_once_and_its_entries_flushed() ->
     observed = state({UDP: [rs(A), rs(B, active=5)]})
     assert diff(observed, state({UDP: [rs(A)]})) == [
         DeleteRealServer(UDP, B),
-        FlushUdpConntrack("10.96.0.10", 53, "10.244.1.2"),
+        FlushUdpConntrack("10.96.0.10", 53, B),
     ]
 
 
@@ -175,7 +175,7 @@ def test_udp_server_going_from_none_to_some_real_servers_flushes_stale_entries()
         FlushUdpConntrack("10.96.0.10", 53, keep=frozenset({A})),
         AddRealServer(UDP, RealServer(A, 1)),
         DeleteRealServer(UDP, B),
-        FlushUdpConntrack("10.96.0.10", 53, "10.244.1.2"),
+        FlushUdpConntrack("10.96.0.10", 53, B),
     ]
     # A new UDP virtual server with real servers too (kube-proxy: "newly active").
     assert FlushUdpConntrack("10.96.0.10", 53, keep=frozenset({A})) in diff(
@@ -193,6 +193,17 @@ def test_endpoint_replaced_adds_before_it_removes() -> None:
     assert ops == [AddRealServer(TCP, RealServer(B, 1)), DeleteRealServer(TCP, A)]
 
 
+def test_udp_target_port_change_flushes_only_the_old_ports_entries() -> None:
+    # The same pod is the old real server and the new one: a flush by its address alone
+    # would delete the entries of its new flows too.
+    moved = RealServerKey(A.address, 8081)
+    assert diff(state({UDP: [rs(A)]}), state({UDP: [rs(moved)]})) == [
+        AddRealServer(UDP, RealServer(moved, 1)),
+        DeleteRealServer(UDP, A),
+        FlushUdpConntrack("10.96.0.10", 53, A),
+    ]
+
+
 def test_udp_endpoints_all_replaced_in_one_batch_then_the_old_ones_flushed() -> None:
     c, d = RealServerKey("10.244.3.1", 8080), RealServerKey("10.244.4.1", 8080)
     ops = diff(state({UDP: [rs(A), rs(B)]}), state({UDP: [rs(c), rs(d)]}))
@@ -203,8 +214,8 @@ def test_udp_endpoints_all_replaced_in_one_batch_then_the_old_ones_flushed() -> 
         AddRealServer(UDP, RealServer(d, 1)),
         DeleteRealServer(UDP, A),
         DeleteRealServer(UDP, B),
-        FlushUdpConntrack("10.96.0.10", 53, "10.244.1.1"),
-        FlushUdpConntrack("10.96.0.10", 53, "10.244.1.2"),
+        FlushUdpConntrack("10.96.0.10", 53, A),
+        FlushUdpConntrack("10.96.0.10", 53, B),
     ]
 
 
