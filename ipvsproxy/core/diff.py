@@ -1,23 +1,33 @@
 """Diff: observed and desired dataplane state -> the minimal ordered operations.
 
 Pure. ``observed`` must hold only what the proxy owns: diff deletes whatever
-in it is not desired. The order keeps traffic flowing:
+in it is not desired. The order keeps traffic flowing, and never makes a real
+server schedulable before what its traffic needs is in place:
 
 1. ipset entries added (before a VIP is bound, so KUBE-IPVS-FILTER never
    rejects a new VIP:port for want of its set entry);
 2. virtual servers added or updated in place (scheduler, flags, timeout);
-3. real servers added, then weights restored (a desired real server found at
-   weight 0, e.g. left so by a restart mid-termination: upstream #92019);
+3. addresses bound. IPVS sees only packets to local addresses: a real server
+   added behind an unbound VIP would be listed in IPVS while the node still
+   routes its traffic away (and a datagram sent then leaves a conntrack entry
+   that black-holes its flow). A packet to a bound VIP whose virtual server has
+   no real server yet is refused at once and leaves no entry (issue 19);
 4. UDP conntrack flushed for a virtual server that had no live real server and
-   now has some (stale entries would keep black-holing, as kube-proxy knows);
-5. addresses bound, now that their virtual servers have real servers;
-6. real servers removed: TCP/SCTP ones with connections go to weight 0 and stay
-   (graceful termination; a later diff deletes them once their connections
-   reach 0), others are deleted; a removed UDP real server's conntrack entries
-   are flushed;
-7. virtual servers deleted (a UDP one's conntrack entries flushed);
-8. addresses unbound;
-9. ipset entries deleted.
+   gets some, while it still has none: stale entries (from packets the node
+   routed before the VIP was local) black-hole their flows, as kube-proxy knows,
+   and none can form anew now that the VIP is bound. Entries answered by a real
+   server it keeps (found at weight 0, or DNATed by kube-proxy's iptables mode
+   before a takeover) are live flows and stay;
+5. real servers added, weights restored (a desired real server found at weight
+   0, e.g. left so by a restart mid-termination: upstream #92019), and removed:
+   TCP/SCTP ones with connections go to weight 0 and stay (graceful
+   termination; a later diff deletes them once their connections reach 0),
+   others are deleted; then virtual servers deleted. All in one IPVS batch, so
+   endpoints that all change at once are swapped without a moment with none;
+6. UDP conntrack flushed for each removed UDP real server (the entries it
+   answered, by address and port) and each deleted UDP virtual server;
+7. addresses unbound;
+8. ipset entries deleted.
 """
 
 from __future__ import annotations
@@ -58,37 +68,38 @@ def diff(observed: DataplaneState, desired: DataplaneState) -> list[Op]:
         elif have != want:
             ops.append(UpdateVirtualServer(want))
 
-    flushes: list[Op] = []
+    bind = desired.bound - observed.bound
+    if bind:
+        ops.append(BindAddresses(tuple(sorted(bind))))
+
+    servers: list[Op] = []
     removals: list[Op] = []
+    flushes: list[Op] = []
     for key in wanted:
         want_rs = desired.servers_of(key)
         have_rs = observed.servers_of(key) if key in observed.virtual_servers else {}
+        live = frozenset(rkey for rkey, s in want_rs.items() if s.server.weight > 0)
+        if _flushable(key) and live and not any(s.server.weight > 0 for s in have_rs.values()):
+            ops.append(FlushUdpConntrack(key.address, key.port, keep=live))
         for rkey in sorted(want_rs):
             target = want_rs[rkey].server
             current = have_rs.get(rkey)
             if current is None:
-                ops.append(AddRealServer(key, target))
+                servers.append(AddRealServer(key, target))
             elif current.server.weight != target.weight:
-                ops.append(UpdateRealServer(key, target))
-        if (
-            _flushable(key)
-            and any(s.server.weight > 0 for s in want_rs.values())
-            and not any(s.server.weight > 0 for s in have_rs.values())
-        ):
-            flushes.append(FlushUdpConntrack(key.address, key.port))
+                servers.append(UpdateRealServer(key, target))
         for rkey in sorted(have_rs.keys() - want_rs.keys()):
             removals.extend(_remove_real_server(key, have_rs[rkey]))
-    ops.extend(flushes)
-
-    bind = desired.bound - observed.bound
-    if bind:
-        ops.append(BindAddresses(tuple(sorted(bind))))
-    ops.extend(removals)
+            if _flushable(key):
+                flushes.append(FlushUdpConntrack(key.address, key.port, rkey))
 
     for key in sorted(observed.virtual_servers.keys() - desired.virtual_servers.keys()):
-        ops.append(DeleteVirtualServer(key))
+        removals.append(DeleteVirtualServer(key))
         if _flushable(key):
-            ops.append(FlushUdpConntrack(key.address, key.port))
+            flushes.append(FlushUdpConntrack(key.address, key.port))
+    ops.extend(servers)
+    ops.extend(removals)
+    ops.extend(flushes)
 
     unbind = observed.bound - desired.bound
     if unbind:
@@ -116,14 +127,11 @@ def _flushable(key: VirtualServerKey) -> bool:
 
 
 def _remove_real_server(key: VirtualServerKey, status: RealServerStatus) -> list[Op]:
+    """The IPVS operations for a real server that is no longer desired (diff adds the
+    conntrack flush of a UDP one, after the batch)."""
     server = status.server
     if key.protocol is IpProtocol.UDP:
-        if key.fwmark:
-            return [DeleteRealServer(key, server.key)]
-        return [
-            DeleteRealServer(key, server.key),
-            FlushUdpConntrack(key.address, key.port, server.key.address),
-        ]
+        return [DeleteRealServer(key, server.key)]
     if status.connections > 0:
         # Graceful termination: no new connections, the open ones finish.
         if server.weight != 0:

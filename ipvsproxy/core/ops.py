@@ -92,11 +92,20 @@ class DeleteIpsetEntries(NamedTuple):
 
 
 class FlushUdpConntrack(NamedTuple):
-    """Delete UDP conntrack entries to address:port; only those IPVS sent to ``real`` if given."""
+    """Delete UDP conntrack entries to address:port; only those answered by ``real`` (its
+    address and port) if given.
+
+    Without ``real``, entries answered by a real server in ``keep`` stay: they belong to
+    live flows to ready endpoints, and deleting one loses the reply in flight when the flow
+    is masqueraded or was DNATed by iptables (its NAT binding goes with the entry). For the
+    same reason ``real`` names a port too: a pod whose target port changed is the old real
+    server and a new one, and only the old one's flows are stale.
+    """
 
     address: str
     port: int
-    real: str | None = None
+    real: RealServerKey | None = None
+    keep: frozenset[RealServerKey] = frozenset()
 
 
 Op = (

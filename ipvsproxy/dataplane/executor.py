@@ -120,7 +120,7 @@ async def _run_conntrack(dataplane: Dataplane, run: Sequence[Op]) -> None:
         if not isinstance(op, FlushUdpConntrack):
             continue
         if op.real is None:
-            await dataplane.conntrack.delete_udp_to_service(op.address, op.port)
+            await dataplane.conntrack.delete_udp_to_service(op.address, op.port, op.keep)
         else:
             await dataplane.conntrack.delete_udp_to_real_server(op.address, op.port, op.real)
 

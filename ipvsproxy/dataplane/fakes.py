@@ -11,12 +11,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from ipvsproxy.core.ipset_catalog import IpsetSpec, entry_key
-from ipvsproxy.core.model import Family
+from ipvsproxy.core.model import Family, RealServerKey
 from ipvsproxy.dataplane.addresses import is_node_address, parse_addresses
-from ipvsproxy.dataplane.conntrack import parse_target
+from ipvsproxy.dataplane.conntrack import parse_real, parse_target
 from ipvsproxy.dataplane.errors import (
     CommandError,
     InvalidValueError,
@@ -366,22 +366,32 @@ class FakeConntrack:
         client, vip, real = (str(ipaddress.ip_address(a)) for a in (client, vip, real))
         self.entries.append((client, cport, vip, port, real, rport))
 
-    def _delete(self, vip: str, port: int, real: str | None) -> int:
-        keep = [
+    def _delete(
+        self,
+        vip: str,
+        port: int,
+        real: RealServerKey | None,
+        keep: Collection[RealServerKey] = (),
+    ) -> int:
+        kept = {parse_real(k) for k in keep}
+        only = parse_real(real) if real is not None else None
+        left = [
             e
             for e in self.entries
-            if not (e[2] == vip and e[3] == port and (real is None or e[4] == real))
+            if not (e[2] == vip and e[3] == port and (only is None or (e[4], e[5]) == only))
+            or (e[4], e[5]) in kept
         ]
-        deleted = len(self.entries) - len(keep)
-        self.entries = keep
+        deleted = len(self.entries) - len(left)
+        self.entries = left
         return deleted
 
-    async def delete_udp_to_service(self, address: str, port: int) -> int:
-        return self._delete(parse_target(address, port)[0], port, None)
+    async def delete_udp_to_service(
+        self, address: str, port: int, keep: Collection[RealServerKey] = ()
+    ) -> int:
+        return self._delete(parse_target(address, port)[0], port, None, keep)
 
-    async def delete_udp_to_real_server(self, virtual: str, port: int, real: str) -> int:
-        vip = parse_target(virtual, port)[0]
-        return self._delete(vip, port, parse_target(real, port)[0])
+    async def delete_udp_to_real_server(self, virtual: str, port: int, real: RealServerKey) -> int:
+        return self._delete(parse_target(virtual, port)[0], port, real)
 
     async def close(self) -> None:
         pass

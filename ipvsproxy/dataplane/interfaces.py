@@ -7,11 +7,18 @@ in-memory fake; one contract test suite per interface runs against both
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from ipvsproxy.core.ipset_catalog import IpsetSpec
-from ipvsproxy.core.model import Family, IpvsTable, RealServerStatus, Stats, VirtualServerKey
+from ipvsproxy.core.model import (
+    Family,
+    IpvsTable,
+    RealServerKey,
+    RealServerStatus,
+    Stats,
+    VirtualServerKey,
+)
 from ipvsproxy.core.ops import IpvsOp
 
 # ----------------------------------------------------------------- IPVS
@@ -162,12 +169,16 @@ class Nftables(Protocol):
 
 
 class Conntrack(Protocol):
-    async def delete_udp_to_service(self, address: str, port: int) -> int:
-        """Delete UDP entries whose original destination is address:port. Returns the count."""
+    async def delete_udp_to_service(
+        self, address: str, port: int, keep: Collection[RealServerKey] = ()
+    ) -> int:
+        """Delete UDP entries whose original destination is address:port, except those
+        answered by a real server in ``keep`` (live flows). Returns the count."""
         ...
 
-    async def delete_udp_to_real_server(self, virtual: str, port: int, real: str) -> int:
-        """Delete UDP entries to virtual:port that IPVS sent to ``real``. Returns the count."""
+    async def delete_udp_to_real_server(self, virtual: str, port: int, real: RealServerKey) -> int:
+        """Delete UDP entries to virtual:port that IPVS sent to ``real`` (answered from its
+        address and port). Returns the count."""
         ...
 
     async def close(self) -> None: ...

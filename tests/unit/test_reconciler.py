@@ -149,8 +149,9 @@ async def test_udp_real_servers_go_at_once_and_their_conntrack_entries_too() -> 
     world.set_endpoints("dns", ["10.244.1.2"], proto="UDP")
     await world.reconciler.sync_once()
     assert await world.table() == {key: {("10.244.1.2", 1)}}
-    assert await world.conntrack.delete_udp_to_real_server("10.96.0.53", 80, "10.244.2.2") == 0
-    assert await world.conntrack.delete_udp_to_real_server("10.96.0.53", 80, "10.244.1.2") == 1
+    gone, kept = RealServerKey("10.244.2.2", 8080), RealServerKey("10.244.1.2", 8080)
+    assert await world.conntrack.delete_udp_to_real_server("10.96.0.53", 80, gone) == 0
+    assert await world.conntrack.delete_udp_to_real_server("10.96.0.53", 80, kept) == 1
 
 
 async def test_start_up_adopts_the_kernel_and_restores_weights_left_at_zero() -> None:
@@ -393,7 +394,9 @@ async def test_taking_over_replaces_other_modes_only_once_ours_is_in_place() -> 
     nft.delete_tables = recorded("nftables", nft.delete_tables)  # type: ignore[method-assign]
     world.add_service("web", "10.96.0.10", ["10.244.1.2"])
     assert await world.reconciler.sync_once() is not None
-    assert order == ["ipvs", "iptables", "nftables"]  # a V4-only node: one restore
+    # IPVS twice: virtual servers, then (once their VIPs are bound) real servers. A V4-only
+    # node: one restore.
+    assert order == ["ipvs", "ipvs", "iptables", "nftables"]
     nat = await world.iptables.save(Family.V4, "nat")
     assert "KUBE-SVC-" not in nat
     assert "KUBE-SEP-" not in nat

@@ -63,7 +63,9 @@ def test_equal_states_need_nothing() -> None:
     assert diff(s, s) == []
 
 
-def test_new_service_in_order_sets_then_server_then_reals_then_bind() -> None:
+def test_new_service_in_order_sets_then_server_then_bind_then_reals() -> None:
+    # Issue 19: a real server listed in IPVS behind a VIP not yet bound is not reachable
+    # (IPVS sees only packets to local addresses), so the VIP is bound first.
     desired = state(
         {TCP: [rs(A), rs(B)]},
         bound={"10.96.0.10"},
@@ -72,9 +74,20 @@ def test_new_service_in_order_sets_then_server_then_reals_then_bind() -> None:
     assert diff(DataplaneState(), desired) == [
         AddIpsetEntries("KUBE-CLUSTER-IP", frozenset({"10.96.0.10,tcp:80"})),
         AddVirtualServer(VirtualServer(TCP)),
+        BindAddresses(("10.96.0.10",)),
         AddRealServer(TCP, RealServer(A, 1)),
         AddRealServer(TCP, RealServer(B, 1)),
+    ]
+
+
+def test_new_udp_service_is_flushed_once_bound_and_before_its_real_servers() -> None:
+    desired = state({UDP: [rs(A), rs(B)]}, bound={"10.96.0.10"})
+    assert diff(DataplaneState(), desired) == [
+        AddVirtualServer(VirtualServer(UDP)),
         BindAddresses(("10.96.0.10",)),
+        FlushUdpConntrack("10.96.0.10", 53, keep=frozenset({A, B})),
+        AddRealServer(UDP, RealServer(A, 1)),
+        AddRealServer(UDP, RealServer(B, 1)),
     ]
 
 
@@ -141,23 +154,33 @@ def test_removed_udp_real_server_is_deleted_at_once_and_its_entries_flushed() ->
     observed = state({UDP: [rs(A), rs(B, active=5)]})
     assert diff(observed, state({UDP: [rs(A)]})) == [
         DeleteRealServer(UDP, B),
-        FlushUdpConntrack("10.96.0.10", 53, "10.244.1.2"),
+        FlushUdpConntrack("10.96.0.10", 53, B),
     ]
 
 
 def test_udp_server_going_from_none_to_some_real_servers_flushes_stale_entries() -> None:
+    # Flushed while it still has none: no entry of a flow to its new servers exists yet.
     assert diff(state({UDP: []}), state({UDP: [rs(A)]})) == [
+        FlushUdpConntrack("10.96.0.10", 53, keep=frozenset({A})),
         AddRealServer(UDP, RealServer(A, 1)),
-        FlushUdpConntrack("10.96.0.10", 53),
     ]
-    # Only weight-0 servers before counts as none.
-    assert diff(state({UDP: [rs(B, 0)]}), state({UDP: [rs(A), rs(B)]})) == [
+    # Only weight-0 servers before counts as none; the flows B still serves are kept.
+    assert diff(state({UDP: [rs(B, 0, active=1)]}), state({UDP: [rs(A), rs(B)]})) == [
+        FlushUdpConntrack("10.96.0.10", 53, keep=frozenset({A, B})),
         AddRealServer(UDP, RealServer(A, 1)),
         UpdateRealServer(UDP, RealServer(B, 1)),
-        FlushUdpConntrack("10.96.0.10", 53),
+    ]
+    # A weight-0 server that goes is not kept: its entries are flushed.
+    assert diff(state({UDP: [rs(B, 0)]}), state({UDP: [rs(A)]})) == [
+        FlushUdpConntrack("10.96.0.10", 53, keep=frozenset({A})),
+        AddRealServer(UDP, RealServer(A, 1)),
+        DeleteRealServer(UDP, B),
+        FlushUdpConntrack("10.96.0.10", 53, B),
     ]
     # A new UDP virtual server with real servers too (kube-proxy: "newly active").
-    assert FlushUdpConntrack("10.96.0.10", 53) in diff(DataplaneState(), state({UDP: [rs(A)]}))
+    assert FlushUdpConntrack("10.96.0.10", 53, keep=frozenset({A})) in diff(
+        DataplaneState(), state({UDP: [rs(A)]})
+    )
     # Not for TCP, and not when it already had some.
     assert diff(state({TCP: []}), state({TCP: [rs(A)]})) == [AddRealServer(TCP, RealServer(A, 1))]
     assert diff(state({UDP: [rs(B)]}), state({UDP: [rs(A), rs(B)]})) == [
@@ -170,6 +193,32 @@ def test_endpoint_replaced_adds_before_it_removes() -> None:
     assert ops == [AddRealServer(TCP, RealServer(B, 1)), DeleteRealServer(TCP, A)]
 
 
+def test_udp_target_port_change_flushes_only_the_old_ports_entries() -> None:
+    # The same pod is the old real server and the new one: a flush by its address alone
+    # would delete the entries of its new flows too.
+    moved = RealServerKey(A.address, 8081)
+    assert diff(state({UDP: [rs(A)]}), state({UDP: [rs(moved)]})) == [
+        AddRealServer(UDP, RealServer(moved, 1)),
+        DeleteRealServer(UDP, A),
+        FlushUdpConntrack("10.96.0.10", 53, A),
+    ]
+
+
+def test_udp_endpoints_all_replaced_in_one_batch_then_the_old_ones_flushed() -> None:
+    c, d = RealServerKey("10.244.3.1", 8080), RealServerKey("10.244.4.1", 8080)
+    ops = diff(state({UDP: [rs(A), rs(B)]}), state({UDP: [rs(c), rs(d)]}))
+    # No flush of the whole service (it never has none), no IPVS op between the adds and
+    # the deletes: the executor sends them as one batch.
+    assert ops == [
+        AddRealServer(UDP, RealServer(c, 1)),
+        AddRealServer(UDP, RealServer(d, 1)),
+        DeleteRealServer(UDP, A),
+        DeleteRealServer(UDP, B),
+        FlushUdpConntrack("10.96.0.10", 53, A),
+        FlushUdpConntrack("10.96.0.10", 53, B),
+    ]
+
+
 def test_cluster_ip_change_moves_everything() -> None:
     new = VirtualServerKey("10.96.0.20", 80, IpProtocol.TCP)
     observed = state({TCP: [rs(A)]}, bound={"10.96.0.10"}, ipsets={"KUBE-IPVS-IPS": {"10.96.0.10"}})
@@ -177,8 +226,8 @@ def test_cluster_ip_change_moves_everything() -> None:
     assert diff(observed, desired) == [
         AddIpsetEntries("KUBE-IPVS-IPS", frozenset({"10.96.0.20"})),
         AddVirtualServer(VirtualServer(new)),
-        AddRealServer(new, RealServer(A, 1)),
         BindAddresses(("10.96.0.20",)),
+        AddRealServer(new, RealServer(A, 1)),
         DeleteVirtualServer(TCP),
         UnbindAddresses(("10.96.0.10",)),
         DeleteIpsetEntries("KUBE-IPVS-IPS", frozenset({"10.96.0.10"})),

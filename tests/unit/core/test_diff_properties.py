@@ -17,8 +17,10 @@ from ipvsproxy.core.diff import diff, lingering
 from ipvsproxy.core.model import IpProtocol, RealServer, VirtualServerKey
 from ipvsproxy.core.ops import (
     AddRealServer,
+    AddVirtualServer,
     BindAddresses,
     DeleteVirtualServer,
+    FlushUdpConntrack,
     UnbindAddresses,
     UpdateRealServer,
 )
@@ -79,8 +81,10 @@ def test_order_keeps_traffic_flowing(observed: DataplaneState, desired: Dataplan
     unbinds = [i for i, op in enumerate(ops) if isinstance(op, UnbindAddresses)]
     adds = [i for i, op in enumerate(ops) if isinstance(op, AddRealServer)]
     deletes = [i for i, op in enumerate(ops) if isinstance(op, DeleteVirtualServer)]
-    # Addresses are bound after every real server is added, unbound after every delete.
-    assert all(b > a for b in binds for a in adds)
+    # Addresses are bound before any real server is added (issue 19: IPVS sees only
+    # packets to local addresses) and after the virtual servers; unbound after every delete.
+    assert all(b < a for b in binds for a in adds)
+    assert all(b > i for b in binds for op, i in index.items() if isinstance(op, AddVirtualServer))
     assert all(u > d for u in unbinds for d in deletes)
     assert len(binds) <= 1
     assert len(unbinds) <= 1
@@ -91,6 +95,38 @@ def test_order_keeps_traffic_flowing(observed: DataplaneState, desired: Dataplan
         if isinstance(op, UpdateRealServer) and op.server.key not in desired.servers_of(op.virtual)
     ]
     assert all(d > a for d in drains for a in adds)
+
+
+@EXAMPLES
+@given(dataplane_states(), dataplane_states(with_connections=False))
+def test_a_udp_flush_never_meets_a_live_flow(
+    observed: DataplaneState, desired: DataplaneState
+) -> None:
+    """A whole-service flush (none -> some live real servers) comes once the addresses are
+    bound and before any real server of that virtual server gets weight, and keeps the
+    entries of every real server it will have; a real server's flush names one that goes."""
+    ops = diff(observed, desired)
+    binds = [i for i, op in enumerate(ops) if isinstance(op, BindAddresses)]
+    for i, op in enumerate(ops):
+        if not isinstance(op, FlushUdpConntrack):
+            continue
+        key = next(
+            k
+            for k in (desired.virtual_servers.keys() | observed.virtual_servers.keys())
+            if (k.address, k.port, k.protocol, k.fwmark) == (op.address, op.port, IpProtocol.UDP, 0)
+        )
+        if key not in desired.virtual_servers:
+            continue  # the virtual server is deleted: nothing of it is live
+        if op.real is not None:
+            assert op.real in observed.servers_of(key)
+            assert op.real not in desired.servers_of(key)
+            continue
+        assert all(b < i for b in binds)
+        assert all(
+            s.server.weight == 0 for s in apply_ops(observed, ops[:i]).servers_of(key).values()
+        )
+        live = {k for k, s in desired.servers_of(key).items() if s.server.weight > 0}
+        assert op.keep == live
 
 
 @EXAMPLES
