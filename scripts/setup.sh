@@ -23,8 +23,11 @@ if (( ${#missing[@]} )); then
   # lists; where a machine's sources leave it out, add it from the same mirror.
   if [[ " ${missing[*]} " == *" linux-image-6.12-cloud-amd64 "* ]] &&
     ! apt-cache policy linux-image-6.12-cloud-amd64 | grep -q 'Candidate: [0-9]'; then
-    mirror=$(grep -rhoE '[a-z]+://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d \
-      2>/dev/null | head -n 1 | tr -d ' ')
+    # grep exits 2 when one of the two is missing (deb822-only machines have no
+    # sources.list), which pipefail would turn into the script's exit.
+    mirror=$({ grep -rhoE '[a-z]+://[^ ]+/debian/?( |$)' /etc/apt/sources.list \
+      /etc/apt/sources.list.d 2>/dev/null || true; } | head -n 1 | tr -d ' ')
+    mirror=${mirror:-http://deb.debian.org/debian}
     echo "setup: enabling bookworm-security (${mirror%/}-security) for linux-image-6.12-cloud-amd64"
     printf 'Types: deb\nURIs: %s\nSuites: bookworm-security\nComponents: main\n%s\n' \
       "${mirror%/}-security" 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
