@@ -40,6 +40,7 @@ from tests.support.switching import (
     run_ipvsproxy,
     start_proxy,
     steady,
+    stopped_after,
 )
 
 NODE = builders.NODE
@@ -178,17 +179,17 @@ async def test_from_iptables_mode(node: Node) -> None:
     put_fixture_services(node)
     async with steady(SteadyClient(node.client, SVC1, SERVICE_PORT)) as client:
         proxy, took = await take_over(node, client)
-    no_failures(client)
-    print(f"from iptables mode: {len(client.answers)} requests, 0 failed; change {took:.2f} s")
-    assert took < 2.0, took
-    assert set(await answers(node, SVC6)) == {"pod3"}  # its REJECT is gone
-    for table in ("nat", "filter", "mangle"):
-        saved = await node.save(table)
-        assert not [c for c in saved_chains(saved) if is_leftover(table, c)], saved
-    filt = await node.save("filter")
-    assert OPERATOR in filt
-    assert "-A INPUT -j KUBE-FIREWALL" in filt  # kubelet's stays
-    assert await proxy.stop() == 0
+    async with stopped_after(proxy):
+        no_failures(client)
+        print(f"from iptables mode: {len(client.answers)} requests, 0 failed; change {took:.2f} s")
+        assert took < 2.0, took
+        assert set(await answers(node, SVC6)) == {"pod3"}, await node.save("filter")  # no REJECT
+        for table in ("nat", "filter", "mangle"):
+            saved = await node.save(table)
+            assert not [c for c in saved_chains(saved) if is_leftover(table, c)], saved
+        filt = await node.save("filter")
+        assert OPERATOR in filt
+        assert "-A INPUT -j KUBE-FIREWALL" in filt  # kubelet's stays
 
 
 async def test_from_ipvs_mode(node: Node) -> None:
@@ -203,17 +204,17 @@ async def test_from_ipvs_mode(node: Node) -> None:
     put_fixture_services(node, with_svc3=False)  # svc3 is deleted during the switch
     async with steady(SteadyClient(node.client, SVC1, SERVICE_PORT)) as client:
         proxy, took = await take_over(node, client)
-        await eventually(lambda: f"TCP {SVC3}:80" not in ipvs_table(), 5)
-    no_failures(client)
-    print(f"from IPVS mode: {len(client.answers)} requests, 0 failed; change {took:.2f} s")
-    assert took < 2.0, took
-    assert f"TCP {NODE_IP}:{NODE_PORT}" not in ipvs_table()
-    assert SVC3 not in await run_command(["ip", "-4", "addr", "show", "dev", "kube-ipvs0"])
-    # kube-proxy's sets are ipvsproxy's as they are: none rebuilt, no sync failed.
-    assert "ipset rebuilt" not in proxy.output()
-    assert "sync failed" not in proxy.output()
-    assert OPERATOR in await node.save("filter")
-    assert await proxy.stop() == 0
+        async with stopped_after(proxy):
+            await eventually(lambda: f"TCP {SVC3}:80" not in ipvs_table(), 5)
+            no_failures(client)
+            print(f"from IPVS mode: {len(client.answers)} requests, 0 failed; change {took:.2f} s")
+            assert took < 2.0, took
+            assert f"TCP {NODE_IP}:{NODE_PORT}" not in ipvs_table()
+            assert SVC3 not in await run_command(["ip", "-4", "addr", "show", "dev", "kube-ipvs0"])
+            # kube-proxy's sets are ipvsproxy's as they are: none rebuilt, no sync failed.
+            assert "ipset rebuilt" not in proxy.output()
+            assert "sync failed" not in proxy.output()
+            assert OPERATOR in await node.save("filter")
 
 
 async def test_back_to_kube_proxy(node: Node) -> None:

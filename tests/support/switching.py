@@ -152,6 +152,20 @@ def first_sync_end(log: str) -> float:
     return ended[0]
 
 
+@contextlib.asynccontextmanager
+async def stopped_after(proxy: ProxyProcess) -> AsyncIterator[ProxyProcess]:
+    """The body's checks, then the proxy stopped, whatever they found: a failed check must
+    not leave the process running (the session would wait on it until pytest-timeout).
+    On success the proxy must exit 0; on failure its log is printed."""
+    try:
+        yield proxy
+    except BaseException:
+        await proxy.stop()
+        print(proxy.output())
+        raise
+    assert await proxy.stop() == 0, proxy.output()
+
+
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "packaging" / "config.yaml"
 
 
