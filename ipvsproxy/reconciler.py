@@ -473,6 +473,9 @@ class Reconciler:
         if not trusted:
             self.full_reads += 1
             await self._observe()
+        # Trusted with no plan replanned, there is nothing to diff: the kernel is as it
+        # was when it last matched the mirror, and so are the plans (a sync that changed
+        # the kernel leaves it untrusted). At 10,000 Services that saves 1.5 s a resync.
         if not trusted or keys:
             observed = self.mirror.state()
             ops = diff(observed, self.index.desired())
@@ -480,9 +483,6 @@ class Reconciler:
                 await self._apply(Scope(), observed, ops, whole=True)
             except SyncError as err:
                 failures |= err.failures
-        # else: the kernel is as it was when it last matched the mirror, and no plan has
-        # changed since (a sync that changed the kernel would have left it untrusted):
-        # there is nothing to diff. At 10,000 Services that is 1.5 s saved per resync.
         # The kernel matched the mirror when ``seen`` was taken: trusted from then on,
         # until it or the proxy changes it.
         self._verified = seen if not ops and not failures else None
