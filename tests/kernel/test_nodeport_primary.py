@@ -11,8 +11,11 @@ from tests.support.pods import Pod, PodNetwork, tcp_ask
 
 
 async def answers(address: str, client: Pod) -> bool:
+    # 3 s: under qemu's emulation (Linux 6.12) a first connection over IPv6 took over a
+    # second once (a lost SYN is sent again after 1 s); an address without the NodePort
+    # refuses at once, so the wait costs only a failure.
     try:
-        await tcp_ask(address, 30080, client, timeout=1.0)
+        await tcp_ask(address, 30080, client, timeout=3.0)
     except (TimeoutError, OSError):
         return False
     return True
