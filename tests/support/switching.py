@@ -76,9 +76,10 @@ class SteadyClient:
     timeout: float = 1.0
     answers: list[str] = field(default_factory=list)
     failures: list[tuple[float, str]] = field(default_factory=list)
+    stopping: bool = False
 
     async def run(self) -> None:
-        while True:
+        while not self.stopping:
             started = time.monotonic()
             try:
                 self.answers.append(
@@ -95,9 +96,11 @@ async def steady(client: SteadyClient) -> AsyncIterator[SteadyClient]:
     try:
         yield client
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # The request under way ends first: every connection the kernel counted is
+        # then an answer or a failure here (a cancelled one was neither).
+        client.stopping = True
+        with contextlib.suppress(TimeoutError):  # then wait_for has cancelled it
+            await asyncio.wait_for(task, client.timeout + client.period + 1.0)
 
 
 @dataclass
