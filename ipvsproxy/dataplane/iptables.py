@@ -18,9 +18,10 @@ from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import CommandError, InvalidValueError
 from ipvsproxy.dataplane.interfaces import Iptables
 from ipvsproxy.dataplane.ipsets import run_command
-from ipvsproxy.dataplane.iptables_checksum import legacy_checksum, nft_generation
+from ipvsproxy.dataplane.iptables_checksum import legacy_checksum
 from ipvsproxy.dataplane.iptables_fixups import cleanup_restore, table_fixups
 from ipvsproxy.dataplane.iptables_rules import RULE_TABLES, RulesConfig, build_restore
+from ipvsproxy.dataplane.nftables import generation
 
 TABLES = ("nat", "filter", "mangle", "raw", "security")
 _HINTS = re.compile(r"KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY")
@@ -114,7 +115,7 @@ class IptablesCli:
     async def fingerprint(self, family: Family) -> int:
         if self.backend == "nft":
             # One generation for every table and family: any commit anywhere changes it.
-            return await nft_generation()
+            return await generation()
         return legacy_checksum(family, RULE_TABLES)
 
 

@@ -4,8 +4,8 @@ Why: verifying the rules at every resync took an ``iptables-save`` per family (0
 process under user-mode-linux, tens of ms on a busy host), every 30 s, on every node, to
 find nothing to do. The kernel answers "did anything change" much more cheaply:
 
-- nft backend: the nf_tables ruleset's generation id (NFT_MSG_GETGEN), which every commit
-  of any table of any family increments. One small netlink request.
+- nft backend: the nf_tables ruleset's generation id (``nftables.generation``), which
+  every commit of any table of any family changes. One small netlink request.
 - legacy backend: each x_tables table's rule blob, read with the getsockopt calls
   ``iptables-save`` itself uses (IPT_SO_GET_INFO, then IPT_SO_GET_ENTRIES; IP6T_* for
   IPv6), with each rule's packet and byte counters zeroed: they change with traffic, not
@@ -26,14 +26,6 @@ import zlib
 from collections.abc import Sequence
 
 from ipvsproxy.core.model import Family
-from ipvsproxy.dataplane.netlink import NLMSGHDR, attrs, request_all
-
-NETLINK_NETFILTER = 12
-NFNL_SUBSYS_NFTABLES = 10
-NFT_MSG_GETGEN = 16
-NFTA_GEN_ID = 1
-_NFGENMSG = struct.Struct("=BBH")
-_BE32 = struct.Struct(">I")
 
 # linux/netfilter_ipv4/ip_tables.h and linux/netfilter_ipv6/ip6_tables.h
 SO_GET_INFO, SO_GET_ENTRIES = 64, 65
@@ -101,18 +93,3 @@ def legacy_checksum(family: Family, tables: Sequence[str]) -> int:
     for table in tables:
         crc = zlib.crc32(legacy_table(family, table), crc)
     return crc
-
-
-async def nft_generation() -> int:
-    """The nf_tables ruleset's generation id: it changes with every commit."""
-    kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN
-    [(code, replies)] = await request_all(
-        NETLINK_NETFILTER, [(kind, _NFGENMSG.pack(socket.AF_UNSPEC, 0, 0))]
-    )
-    if code:
-        raise OSError(code, f"nf_tables generation: {os.strerror(code)}")
-    for message in replies:
-        found = attrs(message.data, NLMSGHDR.size + _NFGENMSG.size)
-        if NFTA_GEN_ID in found:
-            return int(_BE32.unpack(found[NFTA_GEN_ID][:4])[0])
-    raise OSError(0, "nf_tables generation: no NFTA_GEN_ID in the answer")

@@ -7,9 +7,9 @@ cleanup deletes exactly those two, pkg/proxy/nftables/cleanup.go). Any other tab
 an operator's or another component's, is never named.
 
 Over netlink rather than the ``nft`` tool: no extra program in the image and no
-process start. Listing is one NFT_MSG_GETTABLE dump; deleting is one batch
-(NFNL_MSG_BATCH_BEGIN, an NFT_MSG_DELTABLE per table, NFNL_MSG_BATCH_END), which the
-kernel applies as one transaction. A kernel without nf_tables (no subsystem to answer
+process start. Listing is one NFT_MSG_GETTABLE dump, the ruleset's generation one
+NFT_MSG_GETGEN request; deleting is one batch (NFNL_MSG_BATCH_BEGIN, an NFT_MSG_DELTABLE
+per table, NFNL_MSG_BATCH_END), which the kernel applies as one transaction. A kernel without nf_tables (no subsystem to answer
 the dump) has no tables.
 """
 
@@ -22,17 +22,18 @@ from collections.abc import Sequence
 from ipvsproxy.dataplane.errors import DataplaneError
 from ipvsproxy.dataplane.netlink import (
     NLM_F_ACK,
-    NLM_F_DUMP,
     NLM_F_REQUEST,
-    NLMSG_DONE,
     NLMSG_ERROR,
     NLMSGHDR,
+    DumpError,
     attrs,
+    dump,
     error_code,
     frame,
     nla,
     open_socket,
     receive,
+    request_all,
     send,
     split,
 )
@@ -44,7 +45,9 @@ NFNL_MSG_BATCH_END = 17
 NFT_MSG_NEWTABLE = 0
 NFT_MSG_GETTABLE = 1
 NFT_MSG_DELTABLE = 2
+NFT_MSG_GETGEN = 16
 NFTA_TABLE_NAME = 1
+NFTA_GEN_ID = 1
 
 FAMILIES = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
 _FAMILY_NAMES = {number: name for name, number in FAMILIES.items()}
@@ -61,6 +64,19 @@ Table = tuple[str, str]  # (family, name), as nft names them: ("ip6", "kube-prox
 
 class NftablesError(DataplaneError):
     """The kernel refused an nf_tables request."""
+
+
+async def generation() -> int:
+    """The nf_tables ruleset's generation id: every commit of any table of any family
+    (iptables-nft's included) changes it. One small request (NFT_MSG_GETGEN)."""
+    [(code, replies)] = await request_all(NETLINK_NETFILTER, [(_kind(NFT_MSG_GETGEN), _head(0))])
+    if code:
+        raise NftablesError(f"nf_tables generation: errno {code}")
+    for message in replies:
+        found = attrs(message.data, NLMSGHDR.size + _NFGENMSG.size)
+        if NFTA_GEN_ID in found:
+            return int.from_bytes(found[NFTA_GEN_ID][:4], "big")
+    raise NftablesError("nf_tables generation: no NFTA_GEN_ID in the answer")
 
 
 def _kind(message: int) -> int:
@@ -83,28 +99,14 @@ class NetlinkNftables:
     """The real Nftables of the calling thread's network namespace."""
 
     async def tables(self) -> set[Table]:
-        sock = open_socket(NETLINK_NETFILTER)
-        found: set[Table] = set()
         try:
-            request = frame(_kind(NFT_MSG_GETTABLE), NLM_F_REQUEST | NLM_F_DUMP, 1, _head(0))
-            await send(sock, request)
-            while True:
-                for message in split(await receive(sock)):
-                    if message.seq != 1:
-                        continue
-                    if message.kind in (NLMSG_DONE, NLMSG_ERROR):
-                        code = error_code(message)
-                        if code in _NO_NF_TABLES:
-                            return set()
-                        if code:
-                            raise NftablesError(f"listing nf_tables tables: errno {code}")
-                        return found
-                    if message.kind == _kind(NFT_MSG_NEWTABLE):
-                        table = _table_of(message.data)
-                        if table is not None:
-                            found.add(table)
-        finally:
-            sock.close()
+            messages = await dump(NETLINK_NETFILTER, _kind(NFT_MSG_GETTABLE), _head(0))
+        except DumpError as err:
+            if err.errno in _NO_NF_TABLES:
+                return set()
+            raise NftablesError(f"listing nf_tables tables: errno {err.errno}") from err
+        found = (_table_of(m.data) for m in messages if m.kind == _kind(NFT_MSG_NEWTABLE))
+        return {table for table in found if table is not None}
 
     async def delete_tables(self, tables: Sequence[Table]) -> None:
         """Delete ``tables`` in one transaction; a missing one is fine."""
