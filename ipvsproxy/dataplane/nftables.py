@@ -9,8 +9,8 @@ an operator's or another component's, is never named.
 Over netlink rather than the ``nft`` tool: no extra program in the image and no
 process start. Listing is one NFT_MSG_GETTABLE dump, the ruleset's generation one
 NFT_MSG_GETGEN request; deleting is one batch (NFNL_MSG_BATCH_BEGIN, an NFT_MSG_DELTABLE
-per table, NFNL_MSG_BATCH_END), which the kernel applies as one transaction. A kernel without nf_tables (no subsystem to answer
-the dump) has no tables.
+per table, NFNL_MSG_BATCH_END), which the kernel applies as one transaction. A kernel
+without nf_tables (no subsystem to answer the dump) has no tables.
 """
 
 from __future__ import annotations
