@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -78,20 +79,45 @@ class SyncReporter:
         self._health_checks: dict[ServiceKey, tuple[int, int]] = {}
         self._pending_services = 0
         self._pending_endpoints = 0
+        # Changes queued since they were last written to the metrics (change_queued).
+        self._queued_services = self._queued_endpoints = 0
+        self._queued_families: frozenset[Family] = frozenset()
+        self._queued_written = True
         self._failed_in_a_row = 0
 
     def change_queued(
         self, kind: str, trigger_time: float | None, families: frozenset[Family]
     ) -> None:
+        # Counted here, written to the metrics once per turn of the event loop: a watch
+        # delivers changes in bursts (thousands a second under a storm, all read in one
+        # turn), and each metric write takes a lock and each timestamp the clock. Under
+        # user-mode-linux each of those is a system call: written per change, they took
+        # 0.19 ms a change there, 17% of the proxy's CPU while 10,000 objects arrived.
         self.health.queued()
-        self.metrics.sync_queued(self.wall(), families)
         if kind == "service":
-            self.metrics.service_changes_total.inc()
             self._pending_services += 1
+            self._queued_services += 1
         else:
-            self.metrics.endpoint_changes_total.inc()
             self._pending_endpoints += 1
+            self._queued_endpoints += 1
+        self._queued_families |= families
+        if self._queued_written:
+            self._queued_written = False
+            try:
+                asyncio.get_running_loop().call_soon(self._write_queued)
+            except RuntimeError:  # no event loop (a synchronous caller): at once
+                self._write_queued()
+
+    def _write_queued(self) -> None:
+        """The changes queued since the last write, into the metrics (with the time now
+        as the families' last-queued timestamp)."""
+        self._queued_written = True
+        self.metrics.sync_queued(self.wall(), self._queued_families)
+        self.metrics.service_changes_total.inc(self._queued_services)
+        self.metrics.endpoint_changes_total.inc(self._queued_endpoints)
         self.metrics.set_pending(self._pending_services, self._pending_endpoints)
+        self._queued_services = self._queued_endpoints = 0
+        self._queued_families = frozenset()
 
     async def synced(self, result: SyncResult) -> None:
         now = self.wall()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
-from ipvsproxy.core.model import IpProtocol, Stats, VirtualServerKey
+from ipvsproxy.core.model import Family, IpProtocol, Stats, VirtualServerKey
 from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
 from ipvsproxy.http.health import ProxyHealth, make_health_app
 from ipvsproxy.kube.cache import ClusterCache
@@ -74,6 +76,7 @@ async def test_metrics_after_syncs() -> None:
     service, endpoints = web(["10.244.1.2"])
     proxy.cache.service_store.upsert(service)
     proxy.cache.slice_store.upsert(endpoints)
+    await asyncio.sleep(0)  # queued changes are written to the metrics once per loop turn
     assert proxy.metric("kubeproxy_sync_proxy_rules_service_changes_total") == 1
     assert proxy.metric("kubeproxy_sync_proxy_rules_endpoint_changes_pending") == 1
     key = VirtualServerKey("10.96.0.10", 80, IpProtocol.TCP)
@@ -115,6 +118,7 @@ async def test_metrics_after_syncs() -> None:
     proxy.clock.now += 10
     stamp = "1970-01-12T13:46:53Z"  # 1_000_013 s, as the EndpointSlice controller writes it
     proxy.cache.slice_store.upsert(web(["10.244.1.2", "10.244.2.2"], trigger=stamp)[1])
+    await asyncio.sleep(0)
     await proxy.reconciler.sync_once()
     assert proxy.metric("kubeproxy_network_programming_duration_seconds_count", ipv4) == 1
     assert proxy.metric("kubeproxy_network_programming_duration_seconds_sum", ipv4) == 2.0
@@ -128,6 +132,31 @@ async def test_metrics_after_syncs() -> None:
     text = generate_latest(proxy.metrics.registry).decode()
     assert 'ipvsproxy_service_connections_total{address="10.96.0.10"' in text
     assert proxy.metric("kubeproxy_sync_proxy_rules_duration_seconds_count", ipv4) == 4
+
+
+async def test_a_burst_of_changes_is_written_to_the_metrics_once() -> None:
+    proxy = Proxy()
+    writes: list[float] = []
+    write = proxy.metrics.sync_queued
+
+    def counted(now: float, families: Iterable[Family]) -> None:
+        writes.append(now)
+        write(now, families)
+
+    proxy.metrics.sync_queued = counted  # type: ignore[method-assign]
+    for i in range(50):
+        name, vip = f"web-{i}", f"10.96.1.{i + 1}"
+        proxy.cache.service_store.upsert(service_object(name, vip, [(80, 8080, "TCP")]))
+        proxy.cache.slice_store.upsert(
+            slice_object(name, [(f"10.244.1.{i + 1}", True)], [("p80", 8080, "TCP")])
+        )
+    assert writes == []  # not yet: at the end of this turn of the loop
+    await asyncio.sleep(0)
+    assert writes == [proxy.clock.now]
+    assert proxy.metric("kubeproxy_sync_proxy_rules_service_changes_total") == 50
+    assert proxy.metric("kubeproxy_sync_proxy_rules_endpoint_changes_total") == 50
+    assert proxy.metric("kubeproxy_sync_proxy_rules_endpoint_changes_pending") == 50
+    assert proxy.metric("kubeproxy_sync_proxy_rules_service_changes_pending") == 50
 
 
 async def test_service_counters_are_read_when_someone_scrapes_them() -> None:
