@@ -17,6 +17,7 @@ it again (``-exist``) overwrites the mark; deleting needs only the key.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import NamedTuple
 
 from ipvsproxy.core import ipset_catalog
@@ -159,6 +160,14 @@ class EntryParts(NamedTuple):
 
 
 def _ip(text: str, family: Family, field: str) -> IpAddress:
+    if family is Family.V4:
+        try:
+            # inet_pton takes exactly the IPv4 texts ipaddress takes (model.parse_ip),
+            # and an address made from its four bytes skips parsing the text a second
+            # time: a sync of 500 new Services checks some 3,500 entries.
+            return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
+        except (OSError, ValueError, TypeError):
+            pass  # not IPv4: the general path says what it is
     try:
         addr = ip_address(text)
     except ValueError:

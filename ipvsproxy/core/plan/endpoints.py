@@ -94,8 +94,9 @@ def _index_slice(
         ports.append((port_name, protocol, number))
     if not ports:
         return
+    first = ports[0][2]
     endpoints = [
-        _endpoint(raw, family, node_name, name, problems)
+        _endpoint(raw, family, node_name, name, problems, first)
         for raw in as_list(slice_.get("endpoints"))
     ]
     for port_name, protocol, number in ports:
@@ -103,13 +104,16 @@ def _index_slice(
         for parsed in endpoints:
             if parsed is None:
                 continue
-            ep = parsed._replace(port=number)
-            if ep.key not in bucket or ep.local:
-                bucket[ep.key] = ep
+            # Made with the first port (most slices have one); another port's copy
+            # differs in the port alone.
+            ep = parsed if parsed.port == number else Endpoint(parsed[0], number, *parsed[2:])
+            key = RealServerKey(ep.address, number)
+            if ep.local or key not in bucket:
+                bucket[key] = ep
 
 
 def _endpoint(
-    raw: Any, family: Family, node_name: str, slice_name: str, problems: list[str]
+    raw: Any, family: Family, node_name: str, slice_name: str, problems: list[str], port: int
 ) -> Endpoint | None:
     ep = as_dict(raw)
     if ep is None:
@@ -139,7 +143,7 @@ def _endpoint(
     hints = as_dict(ep.get("hints")) or {}
     return Endpoint(
         address=address,
-        port=0,
+        port=port,
         local=bool(node_name) and node == node_name,
         ready=ready,
         serving=serving,
