@@ -22,9 +22,7 @@ import socket
 from collections.abc import Collection
 from typing import Any
 
-from pyroute2 import AsyncConntrack
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
 from ipvsproxy.core.model import RealServerKey
 from ipvsproxy.dataplane.errors import InvalidValueError
@@ -66,6 +64,11 @@ class NetlinkConntrack:
 
     def _socket(self, family: int) -> Any:
         if family not in self._sockets:
+            # Imported when first needed (a UDP Service's endpoints change): pyroute2's
+            # ctnetlink socket and its message classes cost every start 0.1-0.2 s under
+            # user-mode-linux, and many nodes never flush a UDP entry.
+            from pyroute2 import AsyncConntrack
+
             self._sockets[family] = AsyncConntrack(nfgen_family=family)
         return self._sockets[family]
 
@@ -80,6 +83,8 @@ class NetlinkConntrack:
         kept = {parse_real(k) for k in keep}
         only = parse_real(real) if real is not None else None
         ct = self._socket(family)
+        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple  # as _socket's
+
         wanted = NFCTAttrTuple(family=family, proto=socket.IPPROTO_UDP, dport=port)
         doomed = [
             entry
@@ -124,6 +129,9 @@ async def insert_udp_entry(
 ) -> None:
     """Create one UDP entry client:cport -> vip:port answered by real:rport (for tests:
     the contract suite seeds the kernel with it)."""
+    from pyroute2 import AsyncConntrack
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
     _, family = parse_target(vip, port)
     ct: Any = AsyncConntrack(nfgen_family=family)
     try:
