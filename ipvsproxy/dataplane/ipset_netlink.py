@@ -25,20 +25,37 @@ would refuse a mark on a set without skbinfo even for a delete, and ignores it o
 Which sets exist, of what type and family and with which create options (maxelem, the
 bitmap's range, extensions such as comment and skbinfo), comes from one header-only
 IPSET_CMD_LIST dump (``ipset list -t``, no entries), again with no process.
+
+Sets are created as ``ipset create -exist`` creates them (IPSET_CMD_CREATE without
+NLM_F_EXCL): creating a set that exists with the same type and options is no error, one
+with another type or other options is EEXIST. The message carries the set type's
+revision, which decides what the set can do and how it lists (a hash set of the type's
+newest revision lists ``bucketsize`` and ``initval``); the tool asks the kernel which
+revisions it supports (IPSET_CMD_TYPE) and takes the highest it knows itself, and so
+does :func:`create` (``ipset_specs.create_revision``), asking once per type and family.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import struct
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from ipvsproxy.core.model import IpProtocol
+from ipvsproxy.core.ipset_catalog import BITMAP_PORT, IpsetSpec
+from ipvsproxy.core.model import Family, IpProtocol
 from ipvsproxy.dataplane.errors import DataplaneError
-from ipvsproxy.dataplane.ipset_specs import EntryParts, IpAddress, SetOptions
+from ipvsproxy.dataplane.ipset_specs import (
+    KUBE_PROXY_HASHSIZE,
+    EntryParts,
+    IpAddress,
+    SetOptions,
+    create_revision,
+)
 from ipvsproxy.dataplane.netlink import (
+    NLM_F_CREATE,
     NLMSGHDR,
     DumpError,
     Message,
@@ -62,26 +79,31 @@ NFPROTO_IPV6 = 10
 # Every kernel since 3.x takes protocol 6 (newer ones take 6..7, IPSET_PROTOCOL_MIN = 6).
 PROTOCOL = 6
 
+CMD_CREATE = 2
 CMD_LIST = 7
 CMD_ADD = 9
 CMD_DEL = 10
+CMD_TYPE = 13
 
 # command level attributes
 ATTR_PROTOCOL = 1
 ATTR_SETNAME = 2
 ATTR_TYPENAME = 3
+ATTR_REVISION = 4
 ATTR_FAMILY = 5
 ATTR_FLAGS = 6
 ATTR_DATA = 7
 ATTR_ADT = 8
 ATTR_LINENO = 9
+ATTR_REVISION_MIN = 10
 # entry attributes (inside IPSET_ATTR_DATA)
 ATTR_IP = 1
 ATTR_PORT = 4
 ATTR_PORT_TO = 5
 ATTR_TIMEOUT = 6
 ATTR_PROTO = 7
-ATTR_CADT_FLAGS = 8  # inside a listed set's IPSET_ATTR_DATA: its create flags
+ATTR_CADT_FLAGS = 8  # inside a set's IPSET_ATTR_DATA (create, list): its extensions
+ATTR_HASHSIZE = 18
 ATTR_MAXELEM = 19
 ATTR_IP2 = 20
 ATTR_CIDR2 = 21
@@ -111,6 +133,11 @@ _ERRORS = {
     4352: "hash is full / out of bitmap range",
 }
 
+# What an errno means for one command.
+_COMMAND_ERRORS = {
+    ("create", errno.EEXIST): "a set of this name exists with another type or other options",
+}
+
 _NFGENMSG = struct.Struct("=BBH")
 _BE16 = struct.Struct(">H")
 _BE32 = struct.Struct(">I")
@@ -132,7 +159,7 @@ class IpsetNetlinkError(DataplaneError):
         self.command = command
         self.name = name
         self.code = code
-        text = _ERRORS.get(code) or os.strerror(code)
+        text = _COMMAND_ERRORS.get((command, code)) or _ERRORS.get(code) or os.strerror(code)
         super().__init__(f"ipset {command} {name}: {text} ({code})")
 
 
@@ -204,15 +231,16 @@ class Request(NamedTuple):
     payload: bytes  # nfgenmsg and attributes
 
 
-async def exchange(requests: Sequence[Request]) -> list[tuple[int, list[Message]]]:
+async def exchange(requests: Sequence[Request], flags: int = 0) -> list[tuple[int, list[Message]]]:
     """Send ``requests`` in order and return (errno, replies) for each; 0 = done.
 
-    Every request is attempted. The socket is opened for the call, in the network
-    namespace of the calling thread, and closed after it.
+    Every request is attempted, each with NLM_F_* ``flags`` added. The socket is opened
+    for the call, in the network namespace of the calling thread, and closed after it.
     """
     return await request_all(
         NETLINK_NETFILTER,
         [((NFNL_SUBSYS_IPSET << 8) | r.command, r.payload) for r in requests],
+        flags=[flags] * len(requests),
         in_flight=MAX_IN_FLIGHT,
         max_bytes=MAX_SEND_BYTES,
     )
@@ -239,6 +267,127 @@ async def apply(changes: Sequence[SetChange]) -> None:
         if code:
             verb = "add" if request.command == CMD_ADD else "del"
             raise IpsetNetlinkError(verb, request.name, code)
+
+
+# ------------------------------------------------------------ creating sets
+
+
+def nfproto(spec: IpsetSpec) -> int:
+    """The family a set is created with: a bitmap:port set has none (its entries are ports;
+    ``ipset create`` sends NFPROTO_UNSPEC for it)."""
+    if spec.type == BITMAP_PORT:
+        return NFPROTO_UNSPEC
+    return NFPROTO_IPV6 if spec.family is Family.V6 else NFPROTO_IPV4
+
+
+def _command_head() -> bytes:
+    # nfgen_family AF_INET as the tool sends it; the kernel takes the set's family from
+    # IPSET_ATTR_FAMILY.
+    return _NFGENMSG.pack(NFPROTO_IPV4, NFNETLINK_V0, 0) + nla(ATTR_PROTOCOL, bytes([PROTOCOL]))
+
+
+def type_payload(typename: str, family: int) -> bytes:
+    """IPSET_CMD_TYPE: which revisions of ``typename`` the kernel supports for ``family``."""
+    return (
+        _command_head()
+        + nla(ATTR_TYPENAME, typename.encode() + b"\0")
+        + nla(ATTR_FAMILY, bytes([family]))
+    )
+
+
+def create_payload(spec: IpsetSpec, revision: int, options: SetOptions) -> bytes:
+    """IPSET_CMD_CREATE of ``spec``'s set with ``options``, attribute for attribute what
+    ``ipset create`` sends for ``create_line(spec, options)`` (but PROTOCOL: the tool
+    negotiates 7, which changes no set): the type-specific options in one IPSET_ATTR_DATA
+    nest, in attribute order, each u16/u32 in network byte order."""
+    data = b""
+    if options.port_range is not None:
+        low, high = options.port_range
+        data += nla(ATTR_PORT | NLA_F_NET_BYTEORDER, _BE16.pack(low))
+        data += nla(ATTR_PORT_TO | NLA_F_NET_BYTEORDER, _BE16.pack(high))
+    if options.timeout is not None:
+        data += nla(ATTR_TIMEOUT | NLA_F_NET_BYTEORDER, _BE32.pack(options.timeout))
+    flags = sum(
+        flag
+        for flag, wanted in (
+            (FLAG_WITH_COUNTERS, options.counters),
+            (FLAG_WITH_COMMENT, options.comment),
+            (FLAG_WITH_FORCEADD, options.forceadd),
+            (FLAG_WITH_SKBINFO, options.skbinfo),
+        )
+        if wanted
+    )
+    if flags:
+        data += nla(ATTR_CADT_FLAGS | NLA_F_NET_BYTEORDER, _BE32.pack(flags))
+    if options.maxelem is not None:  # create_line writes kube-proxy's hashsize with it
+        data += nla(ATTR_HASHSIZE | NLA_F_NET_BYTEORDER, _BE32.pack(KUBE_PROXY_HASHSIZE))
+        data += nla(ATTR_MAXELEM | NLA_F_NET_BYTEORDER, _BE32.pack(options.maxelem))
+    return (
+        _command_head()
+        + nla(ATTR_SETNAME, spec.name.encode() + b"\0")
+        + nla(ATTR_TYPENAME, spec.type.encode() + b"\0")
+        + nla(ATTR_REVISION, bytes([revision]))
+        + nla(ATTR_FAMILY, bytes([nfproto(spec)]))
+        + nla(ATTR_DATA | NLA_F_NESTED, data)
+    )
+
+
+def type_revisions(replies: Sequence[Message]) -> tuple[int, int] | None:
+    """(lowest, highest) revision from the kernel's answer to IPSET_CMD_TYPE; a kernel that
+    does not say its lowest supports only the highest (as the tool reads it)."""
+    for message in replies:
+        got = attrs(message.data, NLMSGHDR.size + _NFGENMSG.size)
+        if ATTR_REVISION in got:
+            highest = got[ATTR_REVISION][0]
+            return got.get(ATTR_REVISION_MIN, bytes([highest]))[0], highest
+    return None
+
+
+# (type, family): the kernel's (lowest, highest) revision. Set types are the kernel's, not
+# a network namespace's, and a type module cannot be unloaded while a set of it exists, so
+# one answer holds for the process.
+_revisions: dict[tuple[str, int], tuple[int, int]] = {}
+
+
+def forget_revisions() -> None:
+    """Ask the kernel again next time (tests and benchmarks: a cold start)."""
+    _revisions.clear()
+
+
+async def kernel_revisions(
+    kinds: Sequence[tuple[str, int]],
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """The kernel's (lowest, highest) revision of each (type, family), asked once per
+    process; IpsetNetlinkError if the kernel has no such type (its module missing)."""
+    unknown = sorted(set(kinds) - _revisions.keys())
+    requests = [Request(CMD_TYPE, name, type_payload(name, family)) for name, family in unknown]
+    answers = await exchange(requests)
+    for kind, (code, replies) in zip(unknown, answers, strict=True):
+        found = type_revisions(replies)
+        if code or found is None:
+            raise IpsetNetlinkError("type", kind[0], code or errno.EPROTO)
+        _revisions[kind] = found
+    return {kind: _revisions[kind] for kind in kinds}
+
+
+async def create(sets: Sequence[tuple[IpsetSpec, SetOptions]]) -> None:
+    """Create each set with its options, as ``ipset create -exist`` would (same revision,
+    same attributes): a set that already exists alike is left as it is. Every set is
+    attempted; IpsetNetlinkError on the first failure (EEXIST: it exists otherwise)."""
+    kinds = [(spec.type, nfproto(spec)) for spec, _ in sets]
+    revisions = await kernel_revisions(kinds)
+    requests = [
+        Request(
+            CMD_CREATE,
+            spec.name,
+            create_payload(spec, create_revision(spec.type, *revisions[kind]), options),
+        )
+        for (spec, options), kind in zip(sets, kinds, strict=True)
+    ]
+    # NLM_F_CREATE as the tool sends it; no NLM_F_EXCL: -exist.
+    for request, (code, _) in zip(requests, await exchange(requests, NLM_F_CREATE), strict=True):
+        if code:
+            raise IpsetNetlinkError("create", request.name, code)
 
 
 class SetHeader(NamedTuple):

@@ -106,13 +106,42 @@ def option_differences(have: SetOptions, want: SetOptions) -> list[str]:
     ]
 
 
-def create_line(spec: IpsetSpec, options: SetOptions | None = None) -> str:
-    """The ``ipset restore`` line creating ``spec``: kube-proxy's exact options (so that
-    kube-proxy, run instead of this proxy, accepts the set), or ``options`` if given."""
+def check_spec(spec: IpsetSpec) -> None:
+    """InvalidValueError unless ``spec`` names a set type the proxy uses and a name the
+    kernel takes: checked before any set is created, whichever way."""
     if spec.type not in TYPES:
         raise InvalidValueError("ipset type", spec.type, f"expected one of {', '.join(TYPES)}")
     if len(spec.name) > MAX_NAME_LENGTH or not spec.name:
         raise InvalidValueError("ipset name", spec.name, f"1 to {MAX_NAME_LENGTH} characters")
+
+
+# The highest revision of each set type that Debian 12's ipset (v7.17, ``ipset --help``)
+# knows. The tool creates a set with the highest revision both it and the kernel support,
+# and cannot list or save a set of a revision it does not know; kube-proxy's ``ipset
+# list``/``save`` after a switch back would fail on such a set. Measured: under Linux 6.1
+# (UML) the kernel's highest are 5, 6, 6, 8, 3 and under 6.12 6, 7, 6, 8, 3 (in this
+# order), all at or below these, so the tool and the proxy both take the kernel's highest.
+TOOL_REVISIONS = {
+    HASH_IP: 6,
+    HASH_IP_PORT: 7,
+    HASH_IP_PORT_IP: 6,
+    HASH_IP_PORT_NET: 8,
+    BITMAP_PORT: 3,
+}
+
+
+def create_revision(kind: str, kernel_min: int, kernel_max: int) -> int:
+    """The revision ``ipset create`` would give a set of type ``kind`` on a kernel that
+    supports ``kernel_min``..``kernel_max``: the highest both the kernel and the tool know.
+    A kernel that has dropped every revision the tool knows (the tool refuses to work
+    with it) gets its lowest: the nearest to what the tool would make."""
+    return max(kernel_min, min(kernel_max, TOOL_REVISIONS[kind]))
+
+
+def create_line(spec: IpsetSpec, options: SetOptions | None = None) -> str:
+    """The ``ipset restore`` line creating ``spec``: kube-proxy's exact options (so that
+    kube-proxy, run instead of this proxy, accepts the set), or ``options`` if given."""
+    check_spec(spec)
     text = options_text(options if options is not None else wanted_options(spec))
     if spec.type == BITMAP_PORT:
         return f"create {spec.name} {spec.type} {text}"

@@ -16,6 +16,7 @@ import pytest
 from ipvsproxy.core import fwmark
 from ipvsproxy.core.fwmark import mark_for
 from ipvsproxy.core.ipset_catalog import (
+    BITMAP_PORT,
     CLUSTER_IP,
     EXTERNAL_LOCAL_FWMARK,
     IpsetSpec,
@@ -25,10 +26,10 @@ from ipvsproxy.core.ipset_catalog import (
 )
 from ipvsproxy.core.model import Family, IpProtocol
 from ipvsproxy.dataplane import ipsets as ipsets_module
-from ipvsproxy.dataplane.errors import InvalidValueError
+from ipvsproxy.dataplane.errors import DataplaneError, InvalidValueError
 from ipvsproxy.dataplane.fakes import FakeIpsets
 from ipvsproxy.dataplane.interfaces import Ipsets
-from ipvsproxy.dataplane.ipset_netlink import list_headers
+from ipvsproxy.dataplane.ipset_netlink import SetHeader, list_headers
 from ipvsproxy.dataplane.ipset_specs import (
     SetOptions,
     create_line,
@@ -60,10 +61,14 @@ def processes_started(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Sequence
         yield started
 
 
-async def test_ensure_creates_kube_proxy_sets_for_both_families(ipsets: Ipsets) -> None:
+async def test_ensure_creates_kube_proxy_sets_for_both_families(
+    ipsets: Ipsets, monkeypatch: pytest.MonkeyPatch
+) -> None:
     specs = all_specs(Family.V4) + all_specs(Family.V6)
-    await ipsets.ensure(specs)
-    await ipsets.ensure(specs)  # idempotent
+    with processes_started(monkeypatch) as started:
+        await ipsets.ensure(specs)  # over netlink: no process on a fresh node
+        await ipsets.ensure(specs)  # idempotent
+    assert started == []
     names = await ipsets.list_names()
     assert {"KUBE-CLUSTER-IP", "KUBE-6-CLUSTER-IP", "KUBE-6-LOAD-BALANCER-SOURCE-CID"} <= names
     assert names == {s.name for s in specs}
@@ -390,8 +395,7 @@ async def test_kube_proxys_own_sets_are_adopted_untouched(
     with processes_started(monkeypatch) as started:
         assert await ipsets.ensure(specs) == {}
     assert await ipsets.entries("KUBE-CLUSTER-IP") == {"10.96.0.10,tcp:80"}
-    if real:  # one ipset process, for the one missing set
-        assert [argv[:2] for argv in started] == [["ipset", "restore"]]
+    assert started == []  # the one missing set is created over netlink
 
 
 async def test_a_set_of_another_type_is_named_and_the_others_are_made(
@@ -402,6 +406,97 @@ async def test_a_set_of_another_type_is_named_and_the_others_are_made(
     with pytest.raises(InvalidValueError, match=r"KUBE-CLUSTER-IP is hash:ip IPv4"):
         await ipsets.ensure(all_specs(Family.V4))
     assert await ipsets.list_names() == {s.name for s in all_specs(Family.V4)}
+
+
+# ------------------------------------------- created as ``ipset create`` creates them
+# ensure creates missing sets over netlink (IPSET_CMD_CREATE), not through the tool: under
+# the kernel, a set made so must be indistinguishable from the tool's own, revision
+# included (it decides what the set lists: bucketsize and initval on hash types).
+
+_INITVAL = re.compile(r" initval 0x[0-9a-f]+")  # a random hash seed per set
+
+
+async def _as_listed() -> tuple[dict[str, tuple[str, str, str]], set[str]]:
+    """Every set as ``ipset list -t`` shows it, {name: (type, revision, header)}, and the
+    ``create`` lines of ``ipset save``; both without the initval."""
+    headers = {}
+    for block in (await ipsets_module.run_command(["ipset", "list", "-t"])).split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if fields:
+            headers[fields["Name"]] = (
+                fields["Type"],
+                fields["Revision"],
+                _INITVAL.sub("", fields["Header"]),
+            )
+    saved = await ipsets_module.run_command(["ipset", "save"])
+    creates = {_INITVAL.sub("", line) for line in saved.splitlines() if line.startswith("create")}
+    return headers, creates
+
+
+async def test_every_set_is_what_ipset_create_makes(real: bool, netns: None) -> None:
+    if not real:
+        pytest.skip("needs the kernel and the ipset tool")
+    specs = all_specs(Family.V4) + all_specs(Family.V6)
+    await IpsetCli().ensure(specs)
+    ours = await _as_listed()
+    await ipsets_module.run_command(["ipset", "destroy"])  # every set of this netns
+    for spec in specs:
+        await ipsets_module.run_command(["ipset", *create_line(spec).split()])
+    theirs = await _as_listed()
+    assert set(ours[0]) == {spec.name for spec in specs}
+    assert ours == theirs
+    # The hash types list the options of their newest revisions, on either kernel.
+    assert all("bucketsize 12" in header for kind, _, header in ours[0].values() if "hash" in kind)
+
+
+async def test_kube_proxys_create_exist_accepts_every_set_ensure_made(
+    real: bool, netns: None
+) -> None:
+    """The switch back to kube-proxy: on every sync it runs its own ``ipset create ...
+    -exist`` for each of its sets and abandons the sync if one fails."""
+    if not real:
+        pytest.skip("needs the kernel and the ipset tool")
+    await IpsetCli().ensure(all_specs(Family.V4) + all_specs(Family.V6))
+    for family in Family:
+        inet = "inet6" if family is Family.V6 else "inet"
+        for spec in all_specs(family):
+            if spec.skbinfo:
+                continue  # the proxy's own set: kube-proxy has none of that name
+            options = (
+                ["range", "0-65535"]
+                if spec.type == BITMAP_PORT
+                else ["family", inet, "hashsize", "1024", "maxelem", "65536"]
+            )
+            await ipsets_module.run_command(
+                ["ipset", "create", spec.name, spec.type, *options, "-exist"]
+            )
+
+
+async def test_a_set_made_meanwhile_is_taken_if_alike_and_named_if_not(
+    real: bool, netns: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sets someone else creates between ensure's listing and its creates: one alike is
+    no error (-exist), one with other options raises, naming it, after every other set
+    was created; the next ensure sees it and rebuilds it."""
+    if not real:
+        pytest.skip("the fake has no in-between")
+    ipsets = IpsetCli()
+    specs = all_specs(Family.V4)
+    alike = next(s for s in specs if s.name == "KUBE-CLUSTER-IP")
+    other = next(s for s in specs if s.name == "KUBE-NODE-PORT-TCP")
+    await _seed(ipsets, real, alike, wanted_options(alike))
+    await _seed(ipsets, real, other, SetOptions(port_range=(1, 65535)))
+
+    async def listed_before_they_came() -> dict[str, SetHeader]:
+        return {}
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ipsets_module, "list_headers", listed_before_they_came)
+        with pytest.raises(DataplaneError, match="KUBE-NODE-PORT-TCP: a set of this name exists"):
+            await ipsets.ensure(specs)
+    assert await ipsets.list_names() == {s.name for s in specs}
+    assert await _options(ipsets, real, alike.name) == wanted_options(alike)
+    assert await ipsets.ensure(specs) == {other.name: ["port_range (1, 65535) (want (0, 65535))"]}
 
 
 # ------------------------------------------------------------ firewall marks (skbinfo)
