@@ -44,6 +44,9 @@ _NAMES = {
     Family.V6: "/proc/thread-self/net/ip6_tables_names",
 }
 
+# IPT_SO_GET_ENTRIES again after EAGAIN, as libiptc does (it retries without limit).
+_ATTEMPTS = 5
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -103,14 +106,25 @@ def read_table(family: Family, table: str) -> tuple[bytes, bytes] | None:
     -t`` does."""
     name = table.encode().ljust(TABLE_NAME_SIZE, b"\0")
     with socket.socket(_AF[family], socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
-        try:
-            info = _getsockopt(sock, _SOL[family], SO_GET_INFO, name, GETINFO.size)
-        except OSError as err:
-            # ENOPROTOOPT: ip_tables (ip6_tables) is not loaded; ENOENT: no such table.
-            if err.errno in (errno.ENOPROTOOPT, errno.ENOENT):
-                return None
-            raise
-        size = GETINFO.unpack(info)[-1]
-        request = name + struct.pack("=I", size)
-        raw = _getsockopt(sock, _SOL[family], SO_GET_ENTRIES, request, _GET_ENTRIES_HEAD + size)
+        for _ in range(_ATTEMPTS - 1):
+            try:
+                return _read(sock, family, name)
+            except OSError as err:
+                # EAGAIN: a writer replaced the table between the two calls (a new size).
+                if err.errno != errno.EAGAIN:
+                    raise
+        return _read(sock, family, name)
+
+
+def _read(sock: socket.socket, family: Family, name: bytes) -> tuple[bytes, bytes] | None:
+    try:
+        info = _getsockopt(sock, _SOL[family], SO_GET_INFO, name, GETINFO.size)
+    except OSError as err:
+        # ENOPROTOOPT: ip_tables (ip6_tables) is not loaded; ENOENT: no such table.
+        if err.errno in (errno.ENOPROTOOPT, errno.ENOENT):
+            return None
+        raise
+    size = GETINFO.unpack(info)[-1]
+    request = name + struct.pack("=I", size)
+    raw = _getsockopt(sock, _SOL[family], SO_GET_ENTRIES, request, _GET_ENTRIES_HEAD + size)
     return info, raw[_GET_ENTRIES_HEAD:]
