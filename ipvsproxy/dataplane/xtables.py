@@ -64,13 +64,13 @@ def walk(blob: bytes, family: Family) -> Iterator[Entry]:
     pos = 0
     while pos + at + _OFFSET_PAIR.size <= len(blob):
         target_offset, next_offset = _OFFSET_PAIR.unpack_from(blob, pos + at)
-        start = pos + target_offset
-        if next_offset <= 0 or start + _TARGET_HEAD.size > len(blob):
-            return
+        start, end = pos + target_offset, pos + next_offset
+        if not start + _TARGET_HEAD.size <= end <= len(blob):
+            return  # a malformed or truncated entry
         size, name, _revision = _TARGET_HEAD.unpack_from(blob, start)
-        data = blob[start + _TARGET_HEAD.size : start + size]
+        data = blob[start + _TARGET_HEAD.size : min(start + size, end)]
         yield Entry(pos, name.split(b"\0", 1)[0].decode(errors="replace"), data)
-        pos += next_offset
+        pos = end
 
 
 def policy_offsets(info: bytes) -> frozenset[int]:
