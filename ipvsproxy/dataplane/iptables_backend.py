@@ -3,8 +3,9 @@
 
 Each backend is counted as its ``iptables-save`` and ``ip6tables-save`` would print it:
 the kube hint chains among the user chains, and the rules ("-A" lines). Reading the kernel
-instead of running the four saves and a probe takes a proxy start from 5 process starts
-(1.3-1.5 s under user-mode-linux) to a few system calls.
+instead of running the four saves and a probe takes detection from 5 process starts
+(0.5-1.5 s under user-mode-linux) to a few system calls (3-6 ms there). The first one
+on a boot may still wait for the kernel to load nf_tables, as the nft tools made it do.
 
 - legacy (x_tables): the tables in /proc/net/ip_tables_names and ip6_tables_names, each
   read as iptables-legacy-save reads it (``xtables``). A table not listed is never opened:
