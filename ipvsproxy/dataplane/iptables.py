@@ -4,27 +4,27 @@ Backend: a node runs either the legacy (x_tables) or the nft backend of iptables
 rules written through the other one are invisible to it. ``detect_backend`` decides as
 kube-proxy's image (iptables-wrapper) does: the backend that already holds kube hints
 (KUBE-IPTABLES-HINT, KUBE-KUBELET-CANARY) wins, then the one holding more rules; when
-neither holds any, nft if it works here (probed by saving through it), else legacy.
-The probe matters under kernels without nf_tables (the project's user-mode-linux kernel),
-where the nft tools cannot program anything.
+neither holds any, nft if it works here, else legacy. It reads the kernel, starting no
+process (``iptables_backend``). Whether nft works matters under kernels whose nf_tables
+takes no ip tables (the project's user-mode-linux kernel), where the nft tools cannot
+program anything.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 from ipvsproxy.core.model import Family
-from ipvsproxy.dataplane.errors import CommandError, InvalidValueError
+from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.interfaces import Iptables
 from ipvsproxy.dataplane.ipsets import run_command
+from ipvsproxy.dataplane.iptables_backend import Counts, legacy_counts, nft_counts, nft_works
 from ipvsproxy.dataplane.iptables_checksum import legacy_checksum
 from ipvsproxy.dataplane.iptables_fixups import cleanup_restore, table_fixups
 from ipvsproxy.dataplane.iptables_rules import RULE_TABLES, RulesConfig, build_restore
 from ipvsproxy.dataplane.nftables import generation
 
 TABLES = ("nat", "filter", "mangle", "raw", "security")
-_HINTS = re.compile(r"KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY")
 
 
 def _tool(backend: str, family: Family, verb: str) -> str:
@@ -32,54 +32,24 @@ def _tool(backend: str, family: Family, verb: str) -> str:
     return f"{'ip6tables' if family is Family.V6 else 'iptables'}-{backend}-{verb}"
 
 
-async def _save_all(backend: str) -> str | None:
-    """Everything both families' tables of ``backend`` hold, or None if it cannot run."""
-    texts = []
-    for family in (Family.V4, Family.V6):
-        try:
-            texts.append(await run_command([_tool(backend, family, "save")]))
-        except (CommandError, OSError):
-            if family is Family.V4:
-                return None
-    return "\n".join(texts)
-
-
-async def _nft_works() -> bool:
-    """Whether nft iptables can program this kernel: create and delete a probe chain in a
-    table nobody uses for filtering decisions (mangle)."""
-    probe = "*mangle\n:KUBE-PROXY-PROBE - [0:0]\n-X KUBE-PROXY-PROBE\nCOMMIT\n"
-    try:
-        await run_command([_tool("nft", Family.V4, "restore"), "-w", "5", "--noflush"], probe)
-    except (CommandError, OSError):
-        return False
-    return True
-
-
-def choose_backend(legacy: str | None, nft: str | None, nft_works: bool) -> str:
-    """The decision of ``detect_backend`` from the two saves (pure, for tests)."""
-
-    def score(text: str | None) -> tuple[int, int]:
-        if not text:
-            return (0, 0)
-        lines = text.splitlines()
-        return (sum(1 for x in lines if _HINTS.search(x)), sum(1 for x in lines if x[:3] == "-A "))
-
+def choose_backend(legacy: Counts | None, nft: Counts | None, nft_works: bool) -> str:
+    """The decision of ``detect_backend`` from what each backend holds (None: it cannot
+    run here) and whether nft works (pure, for tests)."""
     if legacy is None:
         return "nft"
     if nft is None:
         return "legacy"
-    lscore, nscore = score(legacy), score(nft)
-    if lscore != nscore and (lscore[0] or nscore[0] or lscore[1] or nscore[1]):
-        return "legacy" if lscore > nscore else "nft"
+    if legacy != nft and (any(legacy) or any(nft)):
+        return "legacy" if legacy > nft else "nft"
     return "nft" if nft_works else "legacy"
 
 
 async def detect_backend() -> str:
     """ "legacy" or "nft" (see the module docstring)."""
-    legacy, nft = await _save_all("legacy"), await _save_all("nft")
-    # Probe only when the saves leave the choice open (neither backend holds rules).
+    legacy, nft = legacy_counts(), await nft_counts()
+    # Ask whether nft works only when the counts leave the choice open (neither holds rules).
     undecided = choose_backend(legacy, nft, True) != choose_backend(legacy, nft, False)
-    works = undecided and await _nft_works()
+    works = undecided and await nft_works()
     return choose_backend(legacy, nft, works)
 
 

@@ -10,7 +10,9 @@ Over netlink rather than the ``nft`` tool: no extra program in the image and no
 process start. Listing is one NFT_MSG_GETTABLE dump, the ruleset's generation one
 NFT_MSG_GETGEN request; deleting is one batch (NFNL_MSG_BATCH_BEGIN, an NFT_MSG_DELTABLE
 per table, NFNL_MSG_BATCH_END), which the kernel applies as one transaction. A kernel
-without nf_tables (no subsystem to answer the dump) has no tables.
+without nf_tables (no subsystem to answer the dump) has no tables. A batch without its
+end is only checked, then aborted (``batch(commit=False)``): iptables backend detection
+asks that way whether the kernel takes iptables-nft's tables at all.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ class NftablesError(DataplaneError):
 async def generation() -> int:
     """The nf_tables ruleset's generation id: every commit of any table of any family
     (iptables-nft's included) changes it. One small request (NFT_MSG_GETGEN)."""
-    [(code, replies)] = await request_all(NETLINK_NETFILTER, [(_kind(NFT_MSG_GETGEN), _head(0))])
+    request = (nft_kind(NFT_MSG_GETGEN), nfgen_head(0))
+    [(code, replies)] = await request_all(NETLINK_NETFILTER, [request])
     if code:
         raise NftablesError(f"nf_tables generation: errno {code}")
     for message in replies:
@@ -79,11 +82,11 @@ async def generation() -> int:
     raise NftablesError("nf_tables generation: no NFTA_GEN_ID in the answer")
 
 
-def _kind(message: int) -> int:
+def nft_kind(message: int) -> int:
     return (NFNL_SUBSYS_NFTABLES << 8) | message
 
 
-def _head(family: int, res_id: int = 0) -> bytes:
+def nfgen_head(family: int, res_id: int = 0) -> bytes:
     return _NFGENMSG.pack(family, 0, res_id.to_bytes(2, "big"))
 
 
@@ -100,12 +103,12 @@ class NetlinkNftables:
 
     async def tables(self) -> set[Table]:
         try:
-            messages = await dump(NETLINK_NETFILTER, _kind(NFT_MSG_GETTABLE), _head(0))
+            messages = await dump(NETLINK_NETFILTER, nft_kind(NFT_MSG_GETTABLE), nfgen_head(0))
         except DumpError as err:
             if err.errno in _NO_NF_TABLES:
                 return set()
             raise NftablesError(f"listing nf_tables tables: errno {err.errno}") from err
-        found = (_table_of(m.data) for m in messages if m.kind == _kind(NFT_MSG_NEWTABLE))
+        found = (_table_of(m.data) for m in messages if m.kind == nft_kind(NFT_MSG_NEWTABLE))
         return {table for table in found if table is not None}
 
     async def delete_tables(self, tables: Sequence[Table]) -> None:
@@ -114,28 +117,46 @@ class NetlinkNftables:
         doomed = [t for t in tables if t in present]
         if not doomed:
             return
-        # A batch's begin and end name the subsystem whose transaction it is.
-        subsystem = NFNL_SUBSYS_NFTABLES
-        messages = [frame(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, _head(0, subsystem))]
-        for seq, (family, name) in enumerate(doomed, start=2):
-            payload = _head(FAMILIES[family]) + nla(NFTA_TABLE_NAME, name.encode() + b"\0")
-            messages.append(frame(_kind(NFT_MSG_DELTABLE), NLM_F_REQUEST | NLM_F_ACK, seq, payload))
-        end = len(doomed) + 2
-        messages.append(frame(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, _head(0, subsystem)))
-        waiting = set(range(2, end))
-        sock = open_socket(NETLINK_NETFILTER)
-        try:
-            await send(sock, b"".join(messages))
-            while waiting:
-                for message in split(await receive(sock)):
-                    if message.kind != NLMSG_ERROR:
-                        continue
-                    code = error_code(message)
-                    if message.seq not in waiting:  # the batch itself was refused
-                        raise NftablesError(f"nf_tables batch refused: errno {code}")
-                    if code and code != errno.ENOENT:
-                        table = " ".join(doomed[message.seq - 2])
-                        raise NftablesError(f"deleting nf_tables table {table}: errno {code}")
-                    waiting.discard(message.seq)
-        finally:
-            sock.close()
+        requests = [
+            (
+                nft_kind(NFT_MSG_DELTABLE),
+                0,
+                nfgen_head(FAMILIES[family]) + nla(NFTA_TABLE_NAME, name.encode() + b"\0"),
+            )
+            for family, name in doomed
+        ]
+        for table, code in zip(doomed, await batch(requests, commit=True), strict=True):
+            if code and code != errno.ENOENT:
+                raise NftablesError(f"deleting nf_tables table {' '.join(table)}: errno {code}")
+
+
+async def batch(requests: Sequence[tuple[int, int, bytes]], *, commit: bool) -> list[int]:
+    """Send (message type, extra NLM_F_* flags, payload) requests as one transaction; the
+    errno of each (0: accepted). Without ``commit`` the batch has no end, so the kernel
+    checks every request and then aborts the transaction (what ``nft --check`` does):
+    nothing is committed. NftablesError if the batch itself is refused."""
+    # A batch's begin and end name the subsystem whose transaction it is.
+    subsystem = nfgen_head(0, NFNL_SUBSYS_NFTABLES)
+    messages = [frame(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, subsystem)]
+    for seq, (kind, flags, payload) in enumerate(requests, start=2):
+        messages.append(frame(kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, payload))
+    end = len(requests) + 2
+    if commit:
+        messages.append(frame(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, subsystem))
+    codes = [0] * len(requests)
+    waiting = set(range(2, end))
+    sock = open_socket(NETLINK_NETFILTER)
+    try:
+        await send(sock, b"".join(messages))
+        while waiting:
+            for message in split(await receive(sock)):
+                if message.kind != NLMSG_ERROR:
+                    continue
+                code = error_code(message)
+                if message.seq not in waiting:  # the batch itself was refused
+                    raise NftablesError(f"nf_tables batch refused: errno {code}")
+                codes[message.seq - 2] = code
+                waiting.discard(message.seq)
+    finally:
+        sock.close()
+    return codes

@@ -1,7 +1,8 @@
 """Contract: Iptables (FakeIptables, or IptablesCli on the detected backend in a fresh netns).
 
 The real suite needs the KUBE-* ipsets the rules match on, so it creates them first, as
-the reconciler does.
+the reconciler does. At the end, real kernels only: backend detection's kernel reads
+against what the saves print, and its choice against the saves and probe it replaced.
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import CommandError
 from ipvsproxy.dataplane.fakes import FakeIpsets, FakeIptables
 from ipvsproxy.dataplane.interfaces import Ipsets, Iptables
-from ipvsproxy.dataplane.ipsets import IpsetCli
+from ipvsproxy.dataplane.ipsets import IpsetCli, run_command
 from ipvsproxy.dataplane.iptables import IptablesCli, RulesSyncer, detect_backend
+from ipvsproxy.dataplane.iptables_backend import (
+    HINT_CHAINS,
+    Counts,
+    legacy_counts,
+    nft_counts,
+    nft_works,
+)
 from ipvsproxy.dataplane.iptables_fixups import is_leftover, saved_chains, saved_rules
 from ipvsproxy.dataplane.iptables_rules import (
     BUILTIN_CHAINS,
@@ -26,6 +34,7 @@ from ipvsproxy.dataplane.iptables_rules import (
     RULE_TABLES,
     RulesConfig,
 )
+from ipvsproxy.dataplane.nftables import NetlinkNftables
 from tests.support.kube_proxy_state import IPTABLES_MODES, IPVS_MODES, default_values, fixture
 
 FAMILIES = [Family.V4, Family.V6]
@@ -219,3 +228,161 @@ async def test_fingerprint_follows_the_rules_not_the_counters(
     assert added != before
     await iptables.restore(family, f"*filter\n-D INPUT {OPERATOR_RULE[family]}\nCOMMIT\n")
     assert await iptables.fingerprint(family) != added
+
+
+# ------------------------------------------------- backend detection (real kernels only)
+#
+# What iptables_backend reads from the kernel, checked against what the tools print, and
+# detect_backend's choice against the rule it replaces (the saves and the probe, below).
+
+
+def _program(family: Family, *, hints: bool, rules: int) -> str:
+    """A restore text: kubelet's hint chains if ``hints``, an empty user chain, a user chain
+    with its own RETURN rule, and ``rules`` rules in all (at least 3, the chains' own)."""
+    addr = "192.0.2.1/32" if family is Family.V4 else "2001:db8::1/128"
+    hint_chains = ":KUBE-KUBELET-CANARY - [0:0]\n" if hints else ""
+    mangle = ":KUBE-IPTABLES-HINT - [0:0]\n" + hint_chains if hints else ""
+    extra = "".join(
+        f"-A INPUT -s {addr} -p tcp --dport {1000 + n} -j ACCEPT\n" for n in range(rules - 3)
+    )
+    return (
+        f"*mangle\n{mangle}COMMIT\n"
+        f"*nat\n{hint_chains}:KUBE-MARK-MASQ - [0:0]\n"
+        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000\nCOMMIT\n"
+        f"*filter\n{hint_chains}:OPERATOR - [0:0]\n:EMPTY - [0:0]\n"
+        f'-A OPERATOR -s {addr} -m comment --comment "an operator\'s" -j ACCEPT\n'
+        f"-A OPERATOR -j RETURN\n{extra}COMMIT\n"
+    )
+
+
+async def _saves(backend: str) -> str | None:
+    """Both families' ``*-save`` output, as the old detection read it."""
+    texts = []
+    for tool in ("iptables", "ip6tables"):
+        try:
+            texts.append(await run_command([f"{tool}-{backend}-save"]))
+        except (CommandError, OSError):
+            if tool == "iptables":
+                return None
+    return "\n".join(texts)
+
+
+def _saved_counts(saved: str) -> Counts:
+    lines = saved.splitlines()
+    hints = sum(1 for x in lines if x[:1] == ":" and x[1:].split(" ")[0] in HINT_CHAINS)
+    return Counts(hints, sum(1 for x in lines if x[:3] == "-A "))
+
+
+async def _old_probe() -> bool:
+    """The probe the old detection ran: it commits (and leaves an empty mangle table)."""
+    probe = "*mangle\n:KUBE-PROXY-PROBE - [0:0]\n-X KUBE-PROXY-PROBE\nCOMMIT\n"
+    try:
+        await run_command(["iptables-nft-restore", "-w", "5", "--noflush"], probe)
+    except (CommandError, OSError):
+        return False
+    return True
+
+
+def _old_choice(legacy: str | None, nft: str | None, works: bool) -> str:
+    """The old rule, on the saves' text: lines naming a hint chain, then "-A" lines."""
+
+    def score(text: str | None) -> tuple[int, int]:
+        lines = (text or "").splitlines()
+        hints = sum(1 for x in lines if "KUBE-IPTABLES-HINT" in x or "KUBE-KUBELET-CANARY" in x)
+        return (hints, sum(1 for x in lines if x[:3] == "-A "))
+
+    if legacy is None:
+        return "nft"
+    if nft is None:
+        return "legacy"
+    lscore, nscore = score(legacy), score(nft)
+    if lscore != nscore and (lscore[0] or nscore[0] or lscore[1] or nscore[1]):
+        return "legacy" if lscore > nscore else "nft"
+    return "nft" if works else "legacy"
+
+
+def _names() -> tuple[str, str]:
+    found = []
+    for name in ("ip_tables_names", "ip6_tables_names"):
+        try:
+            with open(f"/proc/thread-self/net/{name}") as names:
+                found.append(names.read())
+        except FileNotFoundError:
+            found.append("")
+    return found[0], found[1]
+
+
+async def _counts(backend: str) -> Counts | None:
+    return legacy_counts() if backend == "legacy" else await nft_counts()
+
+
+async def _restore(backend: str, family: Family, text: str) -> None:
+    tool = "ip6tables" if family is Family.V6 else "iptables"
+    await run_command([f"{tool}-{backend}-restore", "-w", "5"], text)
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+async def test_backend_counts_are_what_the_saves_print(
+    real: bool, netns: None, backend: str
+) -> None:
+    """Rules and hint chains read from the kernel, as both families' saves print them."""
+    if not real:
+        pytest.skip("reads the kernel")
+    if backend == "nft" and not await nft_works():
+        assert await _counts("nft") == Counts(0, 0) == _saved_counts(await _saves("nft") or "")
+        pytest.skip("this kernel's nf_tables takes no ip tables (user-mode-linux 6.1)")
+    assert await _counts(backend) == Counts(0, 0)
+    for family, rules in ((Family.V4, 7), (Family.V6, 4)):
+        await _restore(backend, family, _program(family, hints=True, rules=rules))
+        saved = await _saves(backend)
+        assert saved is not None
+        assert await _counts(backend) == _saved_counts(saved)
+    assert await _counts(backend) == Counts(hints=2 * 4, rules=7 + 4)
+
+
+# (hints, rules) programmed into legacy, into nft (both families if "both"), and the choice
+# when it does not depend on the kernel.
+SCENARIOS = {
+    "neither holds any": (None, None, None),
+    "rules in legacy": ((False, 5), None, "legacy"),
+    "rules in nft": (None, (False, 3), "nft"),
+    "hints in legacy, more rules in nft": ((True, 3), (False, 9), "legacy"),
+    "hints in nft, more rules in legacy": ((False, 9), (True, 3), "nft"),
+    "as many rules in both": ((False, 4), (False, 4), None),
+    "more rules in nft, both families": ((False, 4), (False, 5), "nft"),
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+async def test_detection_decides_as_the_saves_and_the_probe_did(
+    real: bool, netns: None, scenario: str
+) -> None:
+    if not real:
+        pytest.skip("reads the kernel")
+    legacy, nft, expected = SCENARIOS[scenario]
+    if nft is not None and not await nft_works():
+        pytest.skip("this kernel's nf_tables takes no ip tables (user-mode-linux 6.1)")
+    families = [Family.V4, Family.V6] if "both" in scenario else [Family.V4]
+    for backend, program in (("legacy", legacy), ("nft", nft)):
+        for family in families if program is not None else []:
+            await _restore(backend, family, _program(family, hints=program[0], rules=program[1]))
+    chosen = await detect_backend()
+    old_legacy, old_nft = await _saves("legacy"), await _saves("nft")
+    undecided = _old_choice(old_legacy, old_nft, True) != _old_choice(old_legacy, old_nft, False)
+    assert chosen == _old_choice(old_legacy, old_nft, undecided and await _old_probe())
+    assert chosen == (expected or chosen)
+
+
+async def test_the_reads_and_the_nft_check_leave_the_kernel_as_it_was(
+    real: bool, netns: None
+) -> None:
+    """No x_tables table is created by reading (only listed ones are opened), and the nft
+    check commits nothing; it answers as the old probe, which commits, does."""
+    if not real:
+        pytest.skip("reads the kernel")
+    names = _names()
+    assert legacy_counts() == Counts(0, 0)
+    assert _names() == names
+    works = await nft_works()
+    assert await NetlinkNftables().tables() == set()
+    assert works == await _old_probe()

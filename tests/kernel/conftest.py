@@ -46,7 +46,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
     if os.geteuid() != 0:
         pytest.exit("the kernel tests must run as root", returncode=3)
-    # In a namespace of its own: detection may probe by creating a chain.
+    # In a fresh namespace, as each test starts in one (detection reads only its tables).
     with fresh_netns():
         backend = asyncio.run(detect_backend())
     line = f"iptables backend: {backend}"

@@ -1,4 +1,4 @@
-"""The pure rule text and the backend choice."""
+"""The pure rule text (the backend choice: test_iptables_backend.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 from ipvsproxy.core.local_traffic import LocalDetector, local_detectors
 from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import InvalidValueError
-from ipvsproxy.dataplane.iptables import choose_backend
 from ipvsproxy.dataplane.iptables_fixups import table_fixups
 from ipvsproxy.dataplane.iptables_rules import (
     OWNED_CHAINS,
@@ -194,19 +193,3 @@ def test_node_originated_lb_traffic_is_marked_and_dropped() -> None:
 def test_bad_config_is_a_typed_error(config: RulesConfig) -> None:
     with pytest.raises(InvalidValueError):
         build_restore(config, Family.V4, None)
-
-
-@pytest.mark.parametrize(
-    ("legacy", "nft", "works", "expected"),
-    [
-        ("", "", True, "nft"),
-        ("", "", False, "legacy"),
-        (None, "", False, "nft"),
-        ("", None, True, "legacy"),
-        ("-A INPUT -j ACCEPT\n", "", True, "legacy"),
-        ("-A INPUT -j ACCEPT\n", "-A X -j A\n-A Y -j B\n", False, "nft"),
-        (":KUBE-IPTABLES-HINT - [0:0]\n", "-A X -j A\n-A Y -j B\n", True, "legacy"),
-    ],
-)
-def test_backend_choice(legacy: str | None, nft: str | None, works: bool, expected: str) -> None:
-    assert choose_backend(legacy, nft, works) == expected
