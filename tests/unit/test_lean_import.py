@@ -1,4 +1,5 @@
-"""kubernetes_asyncio and pyroute2 through lazy stand-ins: only what is used is imported."""
+"""kubernetes_asyncio, pyroute2 and prometheus_client through lazy stand-ins: only what is
+used is imported."""
 
 from __future__ import annotations
 
@@ -70,6 +71,29 @@ def test_pyroute2_loads_what_the_dataplane_uses_and_the_rest_on_demand() -> None
     kind, ndb, before, service, more = out.split()
     assert (kind, ndb, service, more) == ("LazyPackage", "False", "IPVSService", "True")
     assert int(before) < 140  # 163 with the package's own __init__
+
+
+def test_prometheus_exposition_loads_at_the_first_scrape_only() -> None:
+    out = _run(
+        "import asyncio, sys\n"
+        "from ipvsproxy import lean_import\n"
+        "lean_import.install_dependencies()\n"
+        "import ipvsproxy.app\n"
+        "import prometheus_client\n"
+        "from aiohttp.test_utils import TestClient, TestServer\n"
+        "from ipvsproxy.http.metrics_server import make_metrics_app\n"
+        "from ipvsproxy.metrics import Metrics\n"
+        "loaded = lambda: 'prometheus_client.exposition' in sys.modules\n"
+        "before = loaded()\n"
+        "async def scrape():\n"
+        "    async with TestClient(TestServer(make_metrics_app(Metrics()))) as client:\n"
+        "        return (await (await client.get('/metrics')).text()).count('kubeproxy_')\n"
+        "found = asyncio.run(scrape())\n"
+        # A name the real __init__ imports relatively (from .exposition import ...).
+        "print(type(prometheus_client).__name__, before, found > 0, loaded(),"
+        " prometheus_client.generate_latest.__name__)\n"
+    )
+    assert out.split() == ["LazyPackage", "False", "True", "True", "generate_latest"]
 
 
 def test_an_imported_package_is_left_alone() -> None:
