@@ -19,6 +19,8 @@ from kubernetes_asyncio import client, config
 # kubernetes_asyncio before lean_import has run.
 from kubernetes_asyncio.config.config_exception import ConfigException as ConfigException
 
+from ipvsproxy.kube.calls import create_event
+
 log = structlog.get_logger(__name__)
 
 
@@ -149,8 +151,7 @@ class EventPoster:
         host: str = "",
         remember: int = 1024,
     ) -> None:
-        # Any: the generated method is typed to take and return models; we pass dicts.
-        self._core: Any = client.CoreV1Api(api)
+        self._api = api
         self.component = component
         self.host = host
         self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
@@ -208,12 +209,7 @@ class EventPoster:
 
     async def _send(self, namespace: str, body: dict[str, Any]) -> None:
         try:
-            resp = await self._core.create_namespaced_event(
-                namespace,
-                body,
-                _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(total=10),
-            )
+            resp = await create_event(self._api, namespace, body, aiohttp.ClientTimeout(total=10))
             status = resp.status
             text = await resp.read()
             resp.release()

@@ -9,6 +9,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from ipvsproxy.kube.cache import ChangeListener, ClusterCache
+from ipvsproxy.kube.calls import ENDPOINT_SLICES, NODES, SERVICES, list_call
 from ipvsproxy.kube.client import EventPoster
 from ipvsproxy.kube.objects import Obj, trim_endpoint_slice, trim_node, trim_service
 from ipvsproxy.kube.reflector import Reflector, ReflectorSettings
@@ -48,12 +49,10 @@ class ClusterWatcher:
         # where a connection to the proxy says nothing of the server.
         configuration = api.configuration
         probe = None if configuration.proxy else ServerProbe.for_url(configuration.host or "")
-        core = client.CoreV1Api(api)
-        disc = client.DiscoveryV1Api(api)
         self.reflectors = [
             Reflector(
                 "services",
-                core.list_service_for_all_namespaces,
+                list_call(api, SERVICES),
                 trim_service,
                 self.cache.service_store,
                 label_selector=PROXY_LABEL_SELECTOR,
@@ -63,7 +62,7 @@ class ClusterWatcher:
             ),
             Reflector(
                 "endpointslices",
-                disc.list_endpoint_slice_for_all_namespaces,
+                list_call(api, ENDPOINT_SLICES),
                 trim_endpoint_slice,
                 self.cache.slice_store,
                 label_selector=PROXY_LABEL_SELECTOR,
@@ -73,7 +72,7 @@ class ClusterWatcher:
             ),
             Reflector(
                 "node",
-                core.list_node,
+                list_call(api, NODES),
                 trim_node,
                 self.cache.node_store,
                 field_selector=f"metadata.name={node_name}",
