@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,8 +79,23 @@ class PlannedServers(Mapping[RealServerKey, RealServerStatus]):
     def __len__(self) -> int:
         return len(self._flat) // 2
 
+    def items(self) -> ItemsView[RealServerKey, RealServerStatus]:
+        # Mapping's own items() looks each key up again (a scan of the tuple); diff reads
+        # every plan's servers this way.
+        return _PlannedItems(self)
+
     def __repr__(self) -> str:
         return repr(dict(self))
+
+
+class _PlannedItems(ItemsView[RealServerKey, RealServerStatus]):
+    _mapping: PlannedServers
+
+    def __iter__(self) -> Iterator[tuple[RealServerKey, RealServerStatus]]:
+        flat = self._mapping._flat
+        for i in range(0, len(flat), 2):
+            key = RealServerKey(flat[i], flat[i + 1])
+            yield key, RealServerStatus(RealServer(key, 1))
 
 
 def planned_servers(keys: Iterable[RealServerKey]) -> RealServers:

@@ -153,7 +153,12 @@ def _endpoint(
     )
 
 
+_NO_HINTS: frozenset[str] = frozenset()
+
+
 def _hint_names(raw: Any) -> frozenset[str]:
+    if not raw:
+        return _NO_HINTS  # most endpoints have no hints: no new sets for them
     names = set()
     for item in as_list(raw):
         hint = as_dict(item)
