@@ -47,7 +47,8 @@ def test_planned_servers_read_as_the_dict() -> None:
         servers[RealServerKey("10.244.0.2", 1)]
     assert servers.keys() - {A} == {B, A_OTHER_PORT}
     assert list(servers.items()) == list(expected.items())  # its own items(): one scan
-    assert (A, expected[A]) in servers.items() and len(servers.items()) == 3
+    assert (A, expected[A]) in servers.items()
+    assert len(servers.items()) == 3
     assert servers.items() == expected.items()
     assert repr(servers) == repr(expected)
     assert PlannedServers() == {}
