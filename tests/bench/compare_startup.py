@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Start-up of this tree against another revision's, in one kernel boot, runs alternated.
+
+    python3 tests/bench/compare_startup.py REVISION [--services N] [--runs K]
+
+``startup_to_first_sync_s`` (bench_e2e) from one run says little on a shared machine:
+the same code started 6 s or 13 s apart under user-mode-linux within the hour. This
+checks REVISION out into a temporary worktree, compiles both trees' bytecode (the
+images ship it compiled), then in one boot starts each tree's proxy K times, in turn,
+against the test API server holding N Services, each in a fresh network namespace, and
+prints every time and the medians (the first run of each tree pays the cold caches). The
+proxies run from a directory that holds neither tree: ``python -m`` puts the working
+directory first on sys.path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _measure(trees: list[str], services: int, runs: int) -> None:
+    """Inside the kernel: alternate the trees' start-ups."""
+    sys.path.insert(0, str(ROOT))
+    from tests.bench import bench_e2e
+    from tests.support import builders
+    from tests.support.switching import start_proxy
+
+    os.chdir(tempfile.mkdtemp(prefix="startup-cwd-"))
+    workroot = Path(tempfile.mkdtemp(prefix="startup-"))
+    times: dict[str, list[float]] = {tree: [] for tree in trees}
+
+    async def once(tree: str, workdir: Path) -> None:
+        server = await bench_e2e.loaded_server(services)
+        started = time.time()
+        proxy = await start_proxy(server, workdir, builders.NODE)
+        try:
+            times[tree].append(await bench_e2e.wait_first_sync(proxy) - started)
+        finally:
+            await proxy.stop()
+            await server.stop()
+
+    for run in range(runs):
+        for i, tree in enumerate(trees):
+            os.environ["PYTHONPATH"] = tree
+            workdir = workroot / f"{run}-{i}"
+            bench_e2e.in_fresh_netns(lambda w, t=tree: once(t, w), workdir)
+            print(f"run {run} {tree}: {times[tree][-1]:.2f} s", flush=True)
+    for tree, got in times.items():
+        rounded, median = [round(t, 2) for t in got], statistics.median(got)
+        print(f"STARTUP {tree} services={services}: {rounded} median {median:.2f} s")
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--inside"]:
+        _measure(argv[3:], int(argv[1]), int(argv[2]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("revision", help="the revision to compare with (e.g. a49dbb6)")
+    parser.add_argument("--services", type=int, default=1_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="startup-before-") as before:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", before, args.revision],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            for tree in (before, str(ROOT)):
+                compileall.compile_dir(Path(tree) / "ipvsproxy", quiet=1)
+            inside = [sys.executable, __file__, "--inside", str(args.services), str(args.runs)]
+            command = [sys.executable, str(ROOT / "tests/vm/in_kernel.py"), "--mem", "2G"]
+            command += ["--timeout", str(600 + 120 * args.runs)]
+            return subprocess.call([*command, "--", *inside, before, str(ROOT)], cwd=ROOT)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", before])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
