@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from ipvsproxy.dataplane.ipset_specs import SetOptions
 from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.reconciler import Reconciler, Settings
 from tests.support.builders import NODE_V4, endpoint, endpoint_slice, port, service
+from tests.support.clock import FakeClock
 from tests.support.fake_dataplane import fake_dataplane
 from tests.support.kube_proxy_state import default_values, fixture
 from tests.support.strategies import colliding_ips
@@ -44,7 +46,12 @@ def slice_for(name: str, ips: list[str], target: int = 8080, proto: str = "TCP")
 class World:
     """A cluster cache, the fakes, and a reconciler wired together as in the proxy."""
 
-    def __init__(self, ipvs: FakeIpvs | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        ipvs: FakeIpvs | None = None,
+        clock: Callable[[], float] | None = None,
+        **settings: Any,
+    ) -> None:
         self.dataplane = fake_dataplane(ipvs=ipvs)
         self.ipvs = self.dataplane.ipvs
         self.addresses = self.dataplane.addresses
@@ -53,7 +60,10 @@ class World:
         self.conntrack = self.dataplane.conntrack
         defaults: dict[str, Any] = {"node_name": "node-a"}
         self.reconciler = Reconciler(
-            ClusterCache(), self.dataplane, Settings(**(defaults | settings))
+            ClusterCache(),
+            self.dataplane,
+            Settings(**(defaults | settings)),
+            clock=clock or time.monotonic,
         )
         self.cache = ClusterCache(listener=self.reconciler)
         self.reconciler.cluster = self.cache
@@ -455,3 +465,28 @@ async def _programmed(world: World, key: VirtualServerKey, address: str) -> None
             return
         await asyncio.sleep(0.001)
     raise AssertionError(f"{address} not programmed")
+
+
+async def test_a_resync_due_under_a_storm_waits_for_the_queued_changes() -> None:
+    """The periodic resync runs after the queued Services are programmed, batch by batch,
+    or one period late at the most."""
+    clock = FakeClock()
+    world = World(max_batch=100, clock=clock)
+    period = world.reconciler.settings.sync_period
+    await world.reconciler.sync_once()  # the first, full sync of an empty cluster
+    for i in range(250):
+        world.add_service(f"s{i}", f"10.96.1.{i + 1}", [f"10.244.1.{i + 1}"])
+    clock.now += period + 1  # the resync is due
+    kinds = []
+    for _ in range(4):
+        result = await world.reconciler.sync_once()
+        assert result is not None
+        kinds.append((result.full, result.services))
+    assert kinds == [(False, 100), (False, 100), (False, 50), (True, 0)]
+
+    for i in range(250, 500):
+        world.add_service(f"s{i}", f"10.96.2.{i - 249}", [f"10.244.2.{i - 249}"])
+    clock.now += 2 * period + 1  # a period late: it waits no longer
+    result = await world.reconciler.sync_once()
+    assert result is not None
+    assert (result.full, result.services) == (True, 250)
