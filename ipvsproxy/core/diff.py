@@ -78,11 +78,13 @@ def diff(observed: DataplaneState, desired: DataplaneState) -> list[Op]:
     for key in wanted:
         want_rs = desired.servers_of(key)
         have_rs = observed.servers_of(key) if key in observed.virtual_servers else {}
-        live = frozenset(rkey for rkey, s in want_rs.items() if s.server.weight > 0)
-        if _flushable(key) and live and not any(s.server.weight > 0 for s in have_rs.values()):
-            ops.append(FlushUdpConntrack(key.address, key.port, keep=live))
-        for rkey in sorted(want_rs):
-            target = want_rs[rkey].server
+        if _flushable(key):
+            live = frozenset(rkey for rkey, s in want_rs.items() if s.server.weight > 0)
+            if live and not any(s.server.weight > 0 for s in have_rs.values()):
+                ops.append(FlushUdpConntrack(key.address, key.port, keep=live))
+        # Items, not keys then lookups: a plan's servers are a flat tuple (state.py).
+        for rkey, wanted in sorted(want_rs.items()):
+            target = wanted.server
             current = have_rs.get(rkey)
             if current is None:
                 servers.append(AddRealServer(key, target))
