@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start-up of this tree against another revision's, in one kernel boot, runs alternated.
 
-    python3 tests/bench/compare_startup.py REVISION [--services N] [--runs K]
+    .tox/bench/bin/python tests/bench/compare_startup.py REVISION [--services N] [--runs K]
 
 ``startup_to_first_sync_s`` (bench_e2e) from one run says little on a shared machine:
 the same code started 6 s or 13 s apart under user-mode-linux within the hour. This
