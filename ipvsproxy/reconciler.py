@@ -15,10 +15,11 @@ as changes arrive; each marks work and wakes the loop. The loop:
   Services are programmed as they come, batch after batch;
 * every ``sync_period`` runs a full sync: re-reads the kernel and heals drift
   (a virtual server deleted behind the proxy's back comes back); one that falls due
-  while changes are queued waits until they are synced (one period at most). When nothing changed
-  the read is skipped: each subsystem's fingerprint (``kernel_fingerprint``) equal to
-  the one seen when the kernel last matched the mirror, and no op applied since, means
-  the mirror is the kernel; the iptables rules likewise. A full sync makes
+  while changes are queued waits until they are synced (one period at most). When
+  nothing changed the read is skipped: each subsystem's fingerprint
+  (``kernel_fingerprint``) equal to the one seen when the kernel last matched the
+  mirror, and no op applied since, means the mirror is the kernel; the iptables rules
+  likewise. A full sync makes
   kube-ipvs0 and the sets exist first (rebuilding a set with other options in place),
   programs IPVS, addresses and set entries, and only then, once all of that succeeded,
   rewrites the constant iptables rules and removes what kube-proxy's other modes left
@@ -362,8 +363,8 @@ class Reconciler:
         full = self._full_due or (now >= self._next_full and not self._resync_waits(now))
         try:
             try:
-                # Its objects form no cycles, and collections walked the whole cache:
-                # a third of a first sync's time (gc_pause).
+                # A sync's objects form no cycles, and collections walked the whole
+                # cache: a third of a first sync's time (gc_pause).
                 with gc_pause.paused():
                     result = await (self._full_sync() if full else self._partial_sync())
             except (DataplaneError, OSError) as err:
