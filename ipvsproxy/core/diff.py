@@ -83,8 +83,8 @@ def diff(observed: DataplaneState, desired: DataplaneState) -> list[Op]:
             if live and not any(s.server.weight > 0 for s in have_rs.values()):
                 ops.append(FlushUdpConntrack(key.address, key.port, keep=live))
         # Items, not keys then lookups: a plan's servers are a flat tuple (state.py).
-        for rkey, wanted in sorted(want_rs.items()):
-            target = wanted.server
+        for rkey, status in sorted(want_rs.items()):
+            target = status.server
             current = have_rs.get(rkey)
             if current is None:
                 servers.append(AddRealServer(key, target))
