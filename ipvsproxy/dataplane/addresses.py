@@ -28,16 +28,23 @@ from typing import NamedTuple
 
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.interfaces import DUMMY_INTERFACE
-from ipvsproxy.dataplane.netlink import NLMSGHDR, attrs, dump, nla, request_all
+from ipvsproxy.dataplane.netlink import (
+    NETLINK_ROUTE,
+    NLA_F_NESTED,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLMSGHDR,
+    attrs,
+    dump,
+    nla,
+    request_all,
+)
 
 IFA_F_NODAD = 0x02
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND = 3, 18, 1
-NLA_F_NESTED = 0x8000
-NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
-NETLINK_ROUTE = 0
 _EEXIST, _EADDRNOTAVAIL, _ENODEV = 17, 99, 19
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, link index
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, (pad), type, index, flags, change mask

@@ -55,6 +55,9 @@ from ipvsproxy.dataplane.ipset_specs import (
     create_revision,
 )
 from ipvsproxy.dataplane.netlink import (
+    NETLINK_NETFILTER,
+    NLA_F_NESTED,
+    NLA_F_NET_BYTEORDER,
     NLM_F_CREATE,
     NLMSGHDR,
     DumpError,
@@ -66,10 +69,6 @@ from ipvsproxy.dataplane.netlink import (
     payload_checksum,
     request_all,
 )
-
-NETLINK_NETFILTER = 12
-NLA_F_NESTED = 0x8000
-NLA_F_NET_BYTEORDER = 0x4000
 
 NFNL_SUBSYS_IPSET = 6
 NFNETLINK_V0 = 0

@@ -27,10 +27,18 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from ipvsproxy.core.model import Family
-from ipvsproxy.dataplane.netlink import NLMSGHDR, Message, attrs, dump, nla
+from ipvsproxy.dataplane.netlink import (
+    NETLINK_NETFILTER,
+    NLA_F_NESTED,
+    NLM_F_CREATE,
+    NLMSGHDR,
+    Message,
+    attrs,
+    dump,
+    nla,
+)
 from ipvsproxy.dataplane.nftables import (
     FAMILIES,
-    NETLINK_NETFILTER,
     NFT_MSG_NEWTABLE,
     NFTA_TABLE_NAME,
     NftablesError,
@@ -47,8 +55,6 @@ IPTABLES_TABLES = frozenset((b"filter", b"nat", b"mangle", b"raw", b"security"))
 _NFT_FAMILIES = frozenset((FAMILIES["ip"], FAMILIES["ip6"]))
 
 # linux/netfilter/nf_tables.h
-NLM_F_CREATE = 0x400
-NLA_F_NESTED = 0x8000
 NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN, NFT_MSG_NEWRULE, NFT_MSG_GETRULE = 3, 4, 6, 7
 NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_HOOK, NFTA_CHAIN_TYPE = 1, 3, 4, 7
 NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY = 1, 2

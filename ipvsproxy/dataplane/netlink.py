@@ -15,6 +15,8 @@ import zlib
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
+NETLINK_ROUTE = 0
+NETLINK_NETFILTER = 12
 NETLINK_GENERIC = 16
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # error ACKs carry only the failed header, not the whole message
@@ -24,7 +26,10 @@ NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
 NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
+NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
+NLA_F_NESTED = 0x8000
+NLA_F_NET_BYTEORDER = 0x4000
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 

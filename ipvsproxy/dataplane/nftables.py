@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from ipvsproxy.dataplane.errors import DataplaneError
 from ipvsproxy.dataplane.netlink import (
+    NETLINK_NETFILTER,
     NLM_F_ACK,
     NLM_F_REQUEST,
     NLMSG_ERROR,
@@ -40,7 +41,6 @@ from ipvsproxy.dataplane.netlink import (
     split,
 )
 
-NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN = 16
 NFNL_MSG_BATCH_END = 17

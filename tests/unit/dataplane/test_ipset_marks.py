@@ -25,7 +25,6 @@ from ipvsproxy.dataplane.ipset_netlink import (
     ATTR_SKBMARK,
     ATTR_TYPENAME,
     NFPROTO_IPV6,
-    NLA_F_NET_BYTEORDER,
     SetHeader,
     _header,
     adt_payloads,
@@ -42,7 +41,7 @@ from ipvsproxy.dataplane.ipset_specs import (
     wanted_options,
 )
 from ipvsproxy.dataplane.ipsets import rebuild_lines, temporary_name
-from ipvsproxy.dataplane.netlink import Message, attrs, nla
+from ipvsproxy.dataplane.netlink import NLA_F_NET_BYTEORDER, Message, attrs, nla
 from tests.support.ipset_save import parse_save
 
 HIPP = "hash:ip,port"
