@@ -190,13 +190,14 @@ def entry_data(parts: EntryParts, with_mark: bool = True) -> bytes:
     return nla(ATTR_DATA | NLA_F_NESTED, out)
 
 
+def _command_head(nfgen_family: int = NFPROTO_UNSPEC) -> bytes:
+    """The nfgenmsg and IPSET_ATTR_PROTOCOL every ipset command starts with."""
+    return _NFGENMSG.pack(nfgen_family, NFNETLINK_V0, 0) + nla(ATTR_PROTOCOL, bytes([PROTOCOL]))
+
+
 def _head(name: str) -> bytes:
     # nfgen_family is not read by add/del/header; the set decides the family.
-    return (
-        _NFGENMSG.pack(NFPROTO_UNSPEC, NFNETLINK_V0, 0)
-        + nla(ATTR_PROTOCOL, bytes([PROTOCOL]))
-        + nla(ATTR_SETNAME, name.encode() + b"\0")
-    )
+    return _command_head() + nla(ATTR_SETNAME, name.encode() + b"\0")
 
 
 def adt_payloads(name: str, entries: Sequence[EntryParts], with_mark: bool = True) -> list[bytes]:
@@ -271,6 +272,11 @@ async def apply(changes: Sequence[SetChange]) -> None:
 # ------------------------------------------------------------ creating sets
 
 
+# The nfgen_family ``ipset create`` and its type query send (AF_INET); the kernel takes
+# the set's family from IPSET_ATTR_FAMILY.
+_TOOL_NFGEN_FAMILY = NFPROTO_IPV4
+
+
 def nfproto(spec: IpsetSpec) -> int:
     """The family a set is created with: a bitmap:port set has none (its entries are ports;
     ``ipset create`` sends NFPROTO_UNSPEC for it)."""
@@ -279,16 +285,10 @@ def nfproto(spec: IpsetSpec) -> int:
     return NFPROTO_IPV6 if spec.family is Family.V6 else NFPROTO_IPV4
 
 
-def _command_head() -> bytes:
-    # nfgen_family AF_INET as the tool sends it; the kernel takes the set's family from
-    # IPSET_ATTR_FAMILY.
-    return _NFGENMSG.pack(NFPROTO_IPV4, NFNETLINK_V0, 0) + nla(ATTR_PROTOCOL, bytes([PROTOCOL]))
-
-
 def type_payload(typename: str, family: int) -> bytes:
     """IPSET_CMD_TYPE: which revisions of ``typename`` the kernel supports for ``family``."""
     return (
-        _command_head()
+        _command_head(_TOOL_NFGEN_FAMILY)
         + nla(ATTR_TYPENAME, typename.encode() + b"\0")
         + nla(ATTR_FAMILY, bytes([family]))
     )
@@ -322,7 +322,7 @@ def create_payload(spec: IpsetSpec, revision: int, options: SetOptions) -> bytes
         data += nla(ATTR_HASHSIZE | NLA_F_NET_BYTEORDER, _BE32.pack(KUBE_PROXY_HASHSIZE))
         data += nla(ATTR_MAXELEM | NLA_F_NET_BYTEORDER, _BE32.pack(options.maxelem))
     return (
-        _command_head()
+        _command_head(_TOOL_NFGEN_FAMILY)
         + nla(ATTR_SETNAME, spec.name.encode() + b"\0")
         + nla(ATTR_TYPENAME, spec.type.encode() + b"\0")
         + nla(ATTR_REVISION, bytes([revision]))
@@ -396,11 +396,7 @@ class SetHeader(NamedTuple):
 
 
 def _list_payload(flags: int) -> bytes:
-    return (
-        _NFGENMSG.pack(NFPROTO_UNSPEC, NFNETLINK_V0, 0)
-        + nla(ATTR_PROTOCOL, bytes([PROTOCOL]))
-        + nla(ATTR_FLAGS | NLA_F_NET_BYTEORDER, _BE32.pack(flags))
-    )
+    return _command_head() + nla(ATTR_FLAGS | NLA_F_NET_BYTEORDER, _BE32.pack(flags))
 
 
 async def _list(flags: int, name: str | None = None) -> list[Message]:
