@@ -58,16 +58,22 @@ def ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(text)
 
 
+def packed_ipv4(text: str) -> bytes | None:
+    """``text``'s four bytes if it is an IPv4 address, else None.
+
+    What inet_pton takes as IPv4 (four decimal octets, no leading zeros, nothing else) is
+    exactly what ipaddress takes, already in normal form (property-tested), at a tenth of
+    the cost: most addresses the proxy reads are IPv4, so each check tries this first.
+    """
+    try:
+        return socket.inet_pton(socket.AF_INET, text)
+    except (OSError, TypeError, ValueError):
+        return None
+
+
 def parse_ip(text: str) -> str:
     """Return ``text`` as a normalised address string, or raise ValueError."""
-    try:
-        # What inet_pton takes as IPv4 (four decimal octets, no leading zeros, nothing
-        # else) is exactly what ipaddress takes, already in normal form, at a tenth of
-        # the cost: most addresses a sync reads are IPv4.
-        socket.inet_pton(socket.AF_INET, text)
-    except (OSError, TypeError, ValueError):
-        return _normalised(text)
-    return text
+    return text if packed_ipv4(text) is not None else _normalised(text)
 
 
 @functools.lru_cache(maxsize=8192)

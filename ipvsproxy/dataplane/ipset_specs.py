@@ -17,7 +17,6 @@ it again (``-exist``) overwrites the mark; deleting needs only the key.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from typing import NamedTuple
 
 from ipvsproxy.core import ipset_catalog
@@ -31,7 +30,7 @@ from ipvsproxy.core.ipset_catalog import (
     TYPES,
     IpsetSpec,
 )
-from ipvsproxy.core.model import Family, IpProtocol, ip_address
+from ipvsproxy.core.model import Family, IpProtocol, ip_address, packed_ipv4
 from ipvsproxy.dataplane.errors import InvalidValueError
 
 _PROTOCOLS = {ipset_catalog.protocol_text(p): p for p in IpProtocol}
@@ -189,14 +188,11 @@ class EntryParts(NamedTuple):
 
 
 def _ip(text: str, family: Family, field: str) -> IpAddress:
-    if family is Family.V4:
-        try:
-            # inet_pton takes exactly the IPv4 texts ipaddress takes (model.parse_ip),
-            # and an address made from its four bytes skips parsing the text a second
-            # time: a sync of 500 new Services checks some 3,500 entries.
-            return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
-        except (OSError, ValueError, TypeError):
-            pass  # not IPv4: the general path says what it is
+    # An address made from the four bytes skips parsing the text a second time: a sync
+    # of 500 new Services checks some 3,500 entries. Anything else: the general path
+    # says what it is.
+    if family is Family.V4 and (packed := packed_ipv4(text)) is not None:
+        return ipaddress.IPv4Address(packed)
     try:
         addr = ip_address(text)
     except ValueError:
