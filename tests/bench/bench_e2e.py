@@ -113,9 +113,11 @@ def full_syncs(log: str) -> list[tuple[float, float]]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU time of ``pid`` (utime and stime), with ``children`` that of the processes it
+    waited for too (cutime and cstime): fields 14-17 of proc(5), 11-14 after the name."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11 : 15 if children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_first_sync(proxy: ProxyProcess, timeout: float = 600) -> float:

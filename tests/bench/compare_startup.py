@@ -49,7 +49,7 @@ def _measure(trees: list[str], services: int, runs: int) -> None:
             # Less at the mercy of the machine's other load than the wall time: the CPU
             # the proxy and the processes it waited for used until then (the log is read
             # every 50 ms, so a little of what follows the first sync may count).
-            cpu[tree].append(_cpu_with_children(proxy.process.pid))
+            cpu[tree].append(bench_e2e.cpu_seconds(proxy.process.pid, children=True))
         finally:
             await proxy.stop()
             await server.stop()
@@ -66,12 +66,6 @@ def _measure(trees: list[str], services: int, runs: int) -> None:
         print(f"STARTUP {tree} services={services}: {rounded} median {median:.2f} s")
         used = statistics.median(cpu[tree])
         print(f"STARTUP_CPU {tree} services={services}: median {used:.2f} s")
-
-
-def _cpu_with_children(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # utime, stime, cutime, cstime: fields 14-17 of proc(5), 11-14 after the command.
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str]) -> int:
