@@ -9,6 +9,11 @@ the same kernel), growing no faster per Service. The imports alone would take ha
 of that, and the proxy uses a handful of their modules. A third, ``prometheus_client``,
 imports its exposition code (http.server, urllib.request, wsgiref) with its metric
 classes: 0.4 s of every start under user-mode-linux, for code the first scrape needs.
+And kubernetes_asyncio's client imports, at its top, three libraries for code the proxy
+never runs: ``urllib3`` (for basic-auth headers), ``dateutil.parser`` (to read dates into
+models) and ``multiprocessing.pool`` (for ``async_req`` calls). With what only they pull
+in, that is 78 of the 551 modules a start loaded, and 1,150 of its 7,730 system
+calls; under user-mode-linux every system call and every module counts.
 
 ``install_dependencies()`` puts lazy stand-ins for those libraries' packages in
 ``sys.modules``; the program's entry point (``ipvsproxy.cli.main``) and the tests'
@@ -20,16 +25,22 @@ when the name is first used: a kubernetes_asyncio model still loads, alone, if a
 response is ever deserialized into one. Anything unexpected (another layout, the
 library already imported, a needed module failing to import) leaves the normal
 import in place, and says why.
+
+A ``Deferred`` module is the other kind of stand-in: it is in ``sys.modules`` only while
+a library's needed modules import, so they bind it in place of the real module, which it
+imports when first used (an attribute read, or a call of a name taken from it with
+``from M import N``). Then it leaves ``sys.modules``: any other import gets the real one.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.util
 import sys
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -89,11 +100,16 @@ def _constants(tree: ast.Module) -> dict[str, Any]:
     return found
 
 
-def install(root: str, packages: Sequence[str], needed: Sequence[str]) -> str | None:
+def install(
+    root: str,
+    packages: Sequence[str],
+    needed: Sequence[str],
+    deferred: Sequence[Deferred] = (),
+) -> str | None:
     """Stand-ins for ``packages`` (``root`` and subpackages of it, parents first), then
-    ``needed`` imported through them. None once installed; otherwise why not, with the
-    normal import left to happen (``root`` imported already, or anything that does not
-    fit)."""
+    ``needed`` imported through them, with ``deferred`` standing in for modules not
+    imported yet. None once installed; otherwise why not, with the normal import left to
+    happen (``root`` imported already, or anything that does not fit)."""
     if root in sys.modules:
         return "imported already"
     spec = importlib.util.find_spec(root)
@@ -111,8 +127,9 @@ def install(root: str, packages: Sequence[str], needed: Sequence[str]) -> str | 
             parent, _, child = name.rpartition(".")
             if parent:
                 setattr(sys.modules[parent], child, package)
-        for name in needed:
-            importlib.import_module(name)
+        with _standing_in(deferred):
+            for name in needed:
+                importlib.import_module(name)
     except Exception as err:
         for name in [m for m in sys.modules if m == root or m.startswith(f"{root}.")]:
             del sys.modules[name]
@@ -120,10 +137,58 @@ def install(root: str, packages: Sequence[str], needed: Sequence[str]) -> str | 
     return None
 
 
+@contextlib.contextmanager
+def _standing_in(deferred: Sequence[Deferred]) -> Iterator[None]:
+    """``deferred`` modules not imported yet are stand-ins while the block runs."""
+    stand_ins = [DeferredModule(d) for d in deferred if d.module not in sys.modules]
+    for stand_in in stand_ins:
+        sys.modules[stand_in.__name__] = stand_in
+    try:
+        yield
+    finally:
+        for stand_in in stand_ins:
+            if sys.modules.get(stand_in.__name__) is stand_in:
+                del sys.modules[stand_in.__name__]
+
+
+class Deferred(NamedTuple):
+    module: str
+    calls: tuple[str, ...] = ()  # names taken with ``from module import name``: callables
+
+
+class DeferredModule(types.ModuleType):
+    """Stands for ``module`` while a library imports: the real one loads on first use."""
+
+    def __init__(self, deferred: Deferred) -> None:
+        super().__init__(deferred.module)
+        for name in deferred.calls:
+            setattr(self, name, _call_later(self, name))
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):  # a probe (inspect, pickle, copy): never loads it
+            raise AttributeError(f"module {self.__name__!r} has no {attr!r}")
+        return getattr(_real(self), attr)
+
+
+def _real(stand_in: DeferredModule) -> types.ModuleType:
+    if sys.modules.get(stand_in.__name__) is stand_in:  # used while the library imports
+        del sys.modules[stand_in.__name__]
+    return importlib.import_module(stand_in.__name__)
+
+
+def _call_later(stand_in: DeferredModule, name: str) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(_real(stand_in), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
 class Library(NamedTuple):
     root: str
     packages: tuple[str, ...]  # whose __init__ is not run, parents first
     needed: tuple[str, ...]  # imported through the stand-ins at once
+    deferred: tuple[Deferred, ...] = ()  # stand in while ``needed`` imports
 
 
 DEPENDENCIES = (
@@ -137,6 +202,11 @@ DEPENDENCIES = (
             "kubernetes_asyncio.client.models",
         ),
         ("kubernetes_asyncio.client.api_client", "kubernetes_asyncio.config"),
+        (
+            Deferred("urllib3"),  # configuration.py: basic-auth headers
+            Deferred("dateutil.parser", ("parse",)),  # api_client.py: dates into models
+            Deferred("multiprocessing.pool", ("ThreadPool",)),  # api_client.py: async_req
+        ),
     ),
     # Only the iproute and conntrack parts, not IPDB, NDB and every other netlink family.
     Library("pyroute2", ("pyroute2",), ("pyroute2.netlink.exceptions",)),
@@ -155,7 +225,7 @@ def install_dependencies() -> dict[str, str]:
     whose normal import stands, why (the caller logs it)."""
     fallbacks = {}
     for library in DEPENDENCIES:
-        reason = install(library.root, library.packages, library.needed)
+        reason = install(library.root, library.packages, library.needed, library.deferred)
         if reason is not None:
             fallbacks[library.root] = reason
     return fallbacks

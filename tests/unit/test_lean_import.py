@@ -96,6 +96,62 @@ def test_prometheus_exposition_loads_at_the_first_scrape_only() -> None:
     assert out.split() == ["LazyPackage", "False", "True", "True", "generate_latest"]
 
 
+def test_the_client_s_unused_libraries_load_when_first_used_and_not_before() -> None:
+    out = _run(
+        "import asyncio, sys\n"
+        "from ipvsproxy import lean_import\n"
+        "lean_import.install_dependencies()\n"
+        "import ipvsproxy.app\n"
+        "from kubernetes_asyncio.client import api_client, configuration\n"
+        "names = ('urllib3', 'dateutil.parser', 'multiprocessing.pool')\n"
+        "loaded = lambda: ','.join(str(n in sys.modules) for n in names)\n"
+        "print(loaded())\n"
+        "config = configuration.Configuration()\n"
+        "config.username, config.password = 'a', 'b'\n"
+        "print(config.get_basic_auth_token(), loaded())\n"
+        "print(api_client.parse('2020-01-02T03:04:05Z').isoformat(), loaded())\n"
+        "async def pool():\n"
+        "    client = api_client.ApiClient()\n"
+        "    kind = type(client.pool).__name__\n"
+        "    await client.close()\n"
+        "    return kind\n"
+        "print(asyncio.run(pool()), loaded())\n"
+        # An import made elsewhere gets the real module, not a stand-in.
+        "import urllib3, dateutil.parser, multiprocessing.pool\n"
+        "print(type(urllib3).__name__, configuration.urllib3.util is urllib3.util)\n"
+    )
+    lines = out.splitlines()
+    assert lines[0] == "False,False,False"
+    assert lines[1] == "Basic YTpi True,False,False"
+    assert lines[2] == "2020-01-02T03:04:05+00:00 True,True,False"
+    assert lines[3] == "ThreadPool True,True,True"
+    assert lines[4] == "module True"
+
+
+def test_a_deferred_module_leaves_sys_modules_once_the_library_has_imported(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "heavy.py").write_text("LOADS = []\ndef work(x):\n    return x * 2\n")
+    package = tmp_path / "user"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('not run')\n")
+    (package / "part.py").write_text("import heavy as h\nfrom heavy import work\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        deferred = (lean_import.Deferred("heavy", ("work",)),)
+        assert lean_import.install("user", ("user",), ("user.part",), deferred) is None
+        part = sys.modules["user.part"]
+        assert "heavy" not in sys.modules  # bound in user.part, gone from sys.modules
+        assert type(part.h).__name__ == "DeferredModule"
+        assert part.work(21) == 42  # the first call imports the real module
+        assert "heavy" in sys.modules
+        assert part.h.LOADS is sys.modules["heavy"].LOADS  # attributes read through
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [m for m in sys.modules if m in ("heavy", "user") or m.startswith("user.")]:
+            del sys.modules[name]
+
+
 def test_an_imported_package_is_left_alone() -> None:
     # This session imported both already (tests/conftest.py installed them, tests used them).
     assert "kubernetes_asyncio" in sys.modules
