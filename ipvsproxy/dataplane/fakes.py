@@ -314,6 +314,13 @@ class FakeIptables:
             table: await self.save(family, table) for f, table in list(self.tables) if f is family
         }
 
+    async def user_chains(self, family: Family) -> dict[str, frozenset[str]]:
+        return {
+            table: frozenset(c for c in chains if c not in _BUILTIN[table])
+            for (f, table), chains in self.tables.items()
+            if f is family
+        }
+
     async def cleanup(self, family: Family, tables: Sequence[str] | None = None) -> None:
         await iptables_cleanup(self, family, tables)
 

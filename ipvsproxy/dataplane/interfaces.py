@@ -138,6 +138,11 @@ class Iptables(Protocol):
         kernel has not made yet is missing."""
         ...
 
+    async def user_chains(self, family: Family) -> dict[str, frozenset[str]]:
+        """The user chains of each table ``save_tables`` would print, by table name (a table
+        with none may be missing), read without a save: no process for the real one."""
+        ...
+
     async def cleanup(self, family: Family, tables: Sequence[str] | None = None) -> None:
         """In ``tables`` (default: all the proxy writes), remove the proxy's chains and the
         leftovers of kube-proxy's other modes, with every jump to them; nothing else."""

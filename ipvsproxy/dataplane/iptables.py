@@ -18,10 +18,21 @@ from ipvsproxy.core.model import Family
 from ipvsproxy.dataplane.errors import InvalidValueError
 from ipvsproxy.dataplane.interfaces import Iptables
 from ipvsproxy.dataplane.ipsets import run_command
-from ipvsproxy.dataplane.iptables_backend import Counts, legacy_counts, nft_counts, nft_works
+from ipvsproxy.dataplane.iptables_backend import (
+    Counts,
+    legacy_counts,
+    nft_counts,
+    nft_works,
+    user_chains,
+)
 from ipvsproxy.dataplane.iptables_checksum import legacy_checksum
-from ipvsproxy.dataplane.iptables_fixups import cleanup_restore, table_fixups
-from ipvsproxy.dataplane.iptables_rules import RULE_TABLES, RulesConfig, build_restore
+from ipvsproxy.dataplane.iptables_fixups import cleanup_restore, is_leftover, table_fixups
+from ipvsproxy.dataplane.iptables_rules import (
+    OWNED_CHAINS,
+    RULE_TABLES,
+    RulesConfig,
+    build_restore,
+)
 from ipvsproxy.dataplane.nftables import generation
 
 TABLES = ("nat", "filter", "mangle", "raw", "security")
@@ -79,6 +90,9 @@ class IptablesCli:
         # One process for every table: under user-mode-linux each start costs ~0.5 s.
         return split_save(await run_command([_tool(self.backend, family, "save")]))
 
+    async def user_chains(self, family: Family) -> dict[str, frozenset[str]]:
+        return await user_chains(self.backend, family)
+
     async def cleanup(self, family: Family, tables: Sequence[str] | None = None) -> None:
         await cleanup(self, family, tables)
 
@@ -125,6 +139,12 @@ class RulesSyncer:
     saves the tables, to fix the jumps from the built-in chains and remove other modes'
     leftovers (``iptables_fixups``) in the same restore. Later syncs trust the last
     successful restore and skip the saves.
+
+    A save is skipped too when no table holds a chain of ours or a leftover (read from
+    the kernel, no process): nothing can jump to a chain that does not exist, so every
+    fixup is then a jump to insert, as the save of such tables would have said. That is
+    every first start on a freshly booted node: one process fewer (0.2-0.3 s under
+    user-mode-linux).
     """
 
     def __init__(self, iptables: Iptables, family: Family) -> None:
@@ -135,10 +155,26 @@ class RulesSyncer:
     async def sync(self, config: RulesConfig, verify: bool = False) -> str:
         fixups: dict[str, list[str]] | None = None
         if verify or not self._verified:
-            saved = await self._iptables.save_tables(self._family)
+            saved = await self._saved_tables()
             fixups = {table: table_fixups(table, table_text(saved, table)) for table in RULE_TABLES}
         text = build_restore(config, self._family, fixups)
         self._verified = False
         await self._iptables.restore(self._family, text)
         self._verified = True
         return text
+
+    async def _saved_tables(self) -> dict[str, str]:
+        """The tables' save, or none when it could not change the fixups (see above)."""
+        try:
+            chains = await self._iptables.user_chains(self._family)
+        except OSError:  # a kernel that refuses the reads: the save says it all
+            return await self._iptables.save_tables(self._family)
+        if any(_ours_or_leftover(table, names) for table, names in chains.items()):
+            return await self._iptables.save_tables(self._family)
+        return {}
+
+
+def _ours_or_leftover(table: str, chains: frozenset[str]) -> bool:
+    return not chains.isdisjoint(OWNED_CHAINS.get(table, ())) or any(
+        is_leftover(table, chain) for chain in chains
+    )

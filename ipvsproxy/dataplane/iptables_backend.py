@@ -1,5 +1,5 @@
-"""What each iptables backend holds, read from the kernel with no process started (for
-``iptables.detect_backend``).
+"""What each iptables backend holds, read from the kernel with no process started: for
+``iptables.detect_backend``, and the user chains a sync checks for before it saves.
 
 Each backend is counted as its ``iptables-save`` and ``ip6tables-save`` would print it:
 the kube hint chains among the user chains, and the rules ("-A" lines). Reading the kernel
@@ -122,6 +122,26 @@ def count_nft(chains: Iterable[Message], rules: Iterable[Message]) -> Counts:
     return Counts(hints, count)
 
 
+def legacy_table_chains(blob: bytes, family: Family) -> frozenset[str]:
+    """The user chains of one x_tables table, from its entries: each opens with an ERROR
+    entry naming it; the table's last entry, an ERROR one too, opens none."""
+    heads = [entry.data for entry in walk(blob, family) if entry.target == "ERROR"]
+    return frozenset(head.split(b"\0", 1)[0].decode(errors="replace") for head in heads[:-1])
+
+
+def nft_table_chains(chains: Iterable[Message]) -> dict[str, frozenset[str]]:
+    """The user chains of iptables-nft's tables by table name, from an NFT_MSG_GETCHAIN
+    dump; a base chain (one with a hook) is a built-in one."""
+    found: dict[str, set[str]] = {}
+    for chain in chains:
+        got = _iptables_attrs(chain, NFT_MSG_NEWCHAIN)
+        if got is not None:
+            names = found.setdefault(got[NFTA_CHAIN_TABLE].rstrip(b"\0").decode(), set())
+            if NFTA_CHAIN_HOOK not in got:
+                names.add(got.get(NFTA_CHAIN_NAME, b"").rstrip(b"\0").decode())
+    return {table: frozenset(names) for table, names in found.items()}
+
+
 def probe_requests() -> list[tuple[int, int, bytes]]:
     """A table of family ip with a base chain hooked as iptables-nft's mangle PREROUTING
     is: the least iptables-nft needs of the kernel."""
@@ -173,6 +193,21 @@ async def nft_counts() -> Counts | None:
     except OSError:  # DumpError included: e.g. a kernel without nf_tables
         return None
     return count_nft(chains, rules)
+
+
+async def user_chains(backend: str, family: Family) -> dict[str, frozenset[str]]:
+    """The user chains of ``family``'s tables in ``backend``, by table name, as its save
+    would list them; a table with none may be missing. Raises OSError if the kernel
+    refuses the reads."""
+    if backend == "nft":
+        head = nfgen_head(FAMILIES["ip6" if family is Family.V6 else "ip"])
+        return nft_table_chains(await dump(NETLINK_NETFILTER, nft_kind(NFT_MSG_GETCHAIN), head))
+    found = {}
+    for table in table_names(family):
+        read = read_table(family, table)
+        if read is not None:  # else gone since it was listed
+            found[table] = legacy_table_chains(read[1], family)
+    return found
 
 
 async def nft_works() -> bool:

@@ -18,7 +18,7 @@ from ipvsproxy.dataplane.errors import CommandError
 from ipvsproxy.dataplane.fakes import FakeIpsets, FakeIptables
 from ipvsproxy.dataplane.interfaces import Ipsets, Iptables
 from ipvsproxy.dataplane.ipsets import IpsetCli, run_command
-from ipvsproxy.dataplane.iptables import IptablesCli, RulesSyncer, detect_backend
+from ipvsproxy.dataplane.iptables import IptablesCli, RulesSyncer, detect_backend, table_text
 from ipvsproxy.dataplane.iptables_backend import (
     HINT_CHAINS,
     Counts,
@@ -26,13 +26,19 @@ from ipvsproxy.dataplane.iptables_backend import (
     nft_counts,
     nft_works,
 )
-from ipvsproxy.dataplane.iptables_fixups import is_leftover, saved_chains, saved_rules
+from ipvsproxy.dataplane.iptables_fixups import (
+    is_leftover,
+    saved_chains,
+    saved_rules,
+    table_fixups,
+)
 from ipvsproxy.dataplane.iptables_rules import (
     BUILTIN_CHAINS,
     JUMPS,
     OWNED_CHAINS,
     RULE_TABLES,
     RulesConfig,
+    build_restore,
 )
 from ipvsproxy.dataplane.nftables import NetlinkNftables
 from tests.support.kube_proxy_state import IPTABLES_MODES, IPVS_MODES, default_values, fixture
@@ -202,6 +208,68 @@ async def test_all_tables_in_one_save_read_as_each_alone(
     assert set(RULE_TABLES) <= set(every)
     for table in RULE_TABLES:
         assert _body(every[table]) == _body(await iptables.save(family, table))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+async def test_user_chains_are_those_the_save_lists(
+    iptables: Iptables, ipsets: Ipsets, family: Family
+) -> None:
+    await RulesSyncer(iptables, family).sync(RulesConfig())
+    await iptables.restore(family, "*filter\n:OPERATOR-CHAIN - [0:0]\nCOMMIT\n")
+    await iptables.restore(family, "*nat\n:KUBE-SVC-LEFTOVER - [0:0]\nCOMMIT\n")
+    saved = await iptables.save_tables(family)
+    listed = {
+        table: frozenset(saved_chains(text) - set(BUILTIN_CHAINS.get(table, ())))
+        for table, text in saved.items()
+    }
+    read = await iptables.user_chains(family)
+    assert {t: c for t, c in read.items() if c} == {t: c for t, c in listed.items() if c}
+    assert "OPERATOR-CHAIN" in read["filter"]
+    assert "KUBE-SVC-LEFTOVER" in read["nat"]
+    assert set(OWNED_CHAINS["nat"]) <= read["nat"]
+
+
+class _CountedSaves:
+    """An Iptables that counts its ``save_tables`` calls."""
+
+    def __init__(self, inner: Iptables) -> None:
+        self.inner = inner
+        self.saves = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def save_tables(self, family: Family) -> dict[str, str]:
+        self.saves += 1
+        return await self.inner.save_tables(family)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+async def test_a_first_sync_saves_only_when_a_table_holds_ours_or_a_leftover(
+    iptables: Iptables, ipsets: Ipsets, family: Family
+) -> None:
+    """No chain of ours and no leftover: the save could only say "insert every jump", so
+    the first sync writes exactly what it would have written after one, without it."""
+    await iptables.restore(
+        family, f"*filter\n:OPERATOR-CHAIN - [0:0]\n-A INPUT {OPERATOR_RULE[family]}\nCOMMIT\n"
+    )
+    saved = await iptables.save_tables(family)
+    expected = build_restore(
+        RulesConfig(), family, {t: table_fixups(t, table_text(saved, t)) for t in RULE_TABLES}
+    )
+    counted = _CountedSaves(iptables)
+    assert await RulesSyncer(counted, family).sync(RulesConfig()) == expected
+    assert counted.saves == 0
+    assert set((await _jumps(iptables, family)).values()) == {1}
+    # Our chains are there now: the next first sync (a restart) saves.
+    await RulesSyncer(counted, family).sync(RulesConfig())
+    assert counted.saves == 1
+    # A leftover alone (kube-proxy's iptables mode) is enough to save, and it is removed.
+    await iptables.cleanup(family)
+    await iptables.restore(family, "*nat\n:KUBE-SVC-LEFTOVER - [0:0]\nCOMMIT\n")
+    await RulesSyncer(counted, family).sync(RulesConfig())
+    assert counted.saves == 2
+    assert "KUBE-SVC-LEFTOVER" not in (await iptables.user_chains(family))["nat"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
