@@ -144,9 +144,10 @@ _BE64 = struct.Struct(">Q")
 
 # An ADT nest's length is a u16: keep each message's entries well below 64 KiB.
 MAX_ADT_BYTES = 60_000
-# Requests per sendmsg: their answers (ACKs, or a header reply and an ACK) must fit
-# in the receive buffer, and the buffer in the send buffer (without CAP_NET_ADMIN the
-# buffers stop at net.core.[rw]mem_max, 208 KiB by default).
+# Requests per sendmsg: their answers (header replies, errors, the last one's ACK; at
+# worst an answer for each) must fit in the receive buffer, and the buffer in the send
+# buffer (without CAP_NET_ADMIN the buffers stop at net.core.[rw]mem_max, 208 KiB by
+# default).
 MAX_IN_FLIGHT = 16
 MAX_SEND_BYTES = 128 * 1024
 

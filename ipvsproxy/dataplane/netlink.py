@@ -12,7 +12,7 @@ import asyncio
 import socket
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 NETLINK_ROUTE = 0
@@ -176,25 +176,29 @@ async def request_all(
     in_flight: int = 16,
     max_bytes: int = 128 * 1024,
 ) -> list[tuple[int, list[Message]]]:
-    """Send (message type, payload) requests in order, several per sendmsg, each asking
-    for an ACK; return (errno, replies) per request, 0 = done. Every request is
-    attempted. ``flags`` adds NLM_F_* flags per request. The socket is opened for the
-    call, in the calling thread's network namespace, and closed after it; the event loop
-    runs other tasks between sends (the kernel does a send's work inside sendmsg)."""
+    """Send (message type, payload) requests in order, several per sendmsg; return
+    (errno, replies) per request, 0 = done. Every request is attempted. ``flags`` adds
+    NLM_F_* flags per request. The socket is opened for the call, in the calling thread's
+    network namespace, and closed after it; the event loop runs other tasks between sends
+    (the kernel does a send's work inside sendmsg).
+
+    Only the last request of a sendmsg asks for an ACK. The kernel handles a sendmsg's
+    requests in order and answers a failed one whether asked or not, so that ACK means
+    every request before it is done, and each failure has come with its errno: one
+    receive per sendmsg instead of one per request (each answer is a datagram of its
+    own), which is most of the system calls of binding a thousand addresses."""
     results: list[tuple[int, list[Message]]] = [(0, []) for _ in requests]
-    if not requests:
-        return results
-    sock = open_socket(protocol)
+    sock = open_socket(protocol) if requests else None
     try:
         seq = start = 0
-        while start < len(requests):
+        while sock is not None and start < len(requests):
             by_seq: dict[int, int] = {}
             frames: list[bytes] = []
             size = 0
             for i in range(start, min(start + in_flight, len(requests))):
                 kind, payload = requests[i]
                 extra = flags[i] if flags is not None else 0
-                framed = frame(kind, NLM_F_REQUEST | NLM_F_ACK | extra, seq + 1, payload)
+                framed = frame(kind, NLM_F_REQUEST | extra, seq + 1, payload)
                 if frames and size + len(framed) > max_bytes:
                     break
                 seq += 1
@@ -202,21 +206,39 @@ async def request_all(
                 frames.append(framed)
                 size += len(framed)
             start += len(frames)
+            frames[-1] = _asking_ack(frames[-1])
             await asyncio.sleep(0)
             await send(sock, b"".join(frames))
-            while by_seq:
-                for message in split(await receive(sock)):
-                    i = by_seq.get(message.seq, -1)
-                    if i < 0:
-                        continue
-                    if message.kind == NLMSG_ERROR:
-                        del by_seq[message.seq]
-                        results[i] = (error_code(message), results[i][1])
-                    else:
-                        results[i][1].append(message)
+            await _answers(sock, by_seq, seq, results)
     finally:
-        sock.close()
+        if sock is not None:
+            sock.close()
     return results
+
+
+def _asking_ack(framed: bytes) -> bytes:
+    length, kind, flags, seq, pid = NLMSGHDR.unpack_from(framed)
+    return NLMSGHDR.pack(length, kind, flags | NLM_F_ACK, seq, pid) + framed[NLMSGHDR.size :]
+
+
+async def _answers(
+    sock: socket.socket,
+    by_seq: Mapping[int, int],
+    last: int,
+    results: list[tuple[int, list[Message]]],
+) -> None:
+    """Read one sendmsg's answers into ``results`` until the ACK (or error) of ``last``."""
+    while True:
+        for message in split(await receive(sock)):
+            i = by_seq.get(message.seq, -1)
+            if i < 0:
+                continue
+            if message.kind == NLMSG_ERROR:
+                results[i] = (error_code(message), results[i][1])
+                if message.seq == last:
+                    return
+            else:
+                results[i][1].append(message)
 
 
 class DumpError(OSError):
