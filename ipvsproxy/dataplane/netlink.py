@@ -188,10 +188,12 @@ async def request_all(
     receive per sendmsg instead of one per request (each answer is a datagram of its
     own), which is most of the system calls of binding a thousand addresses."""
     results: list[tuple[int, list[Message]]] = [(0, []) for _ in requests]
-    sock = open_socket(protocol) if requests else None
+    if not requests:
+        return results
+    sock = open_socket(protocol)
     try:
         seq = start = 0
-        while sock is not None and start < len(requests):
+        while start < len(requests):
             by_seq: dict[int, int] = {}
             frames: list[bytes] = []
             size = 0
@@ -211,8 +213,7 @@ async def request_all(
             await send(sock, b"".join(frames))
             await _answers(sock, by_seq, seq, results)
     finally:
-        if sock is not None:
-            sock.close()
+        sock.close()
     return results
 
 
