@@ -11,12 +11,18 @@ against the test API server holding N Services, each in a fresh network namespac
 prints every time and the medians (the first run of each tree pays the cold caches). The
 proxies run from a directory that holds neither tree: ``python -m`` puts the working
 directory first on sys.path.
+
+Each run is also split where the proxy's JSON log allows, in seconds from exec: its first
+line (the interpreter, the imports and most of the node set-up are before it), "starting"
+(the API client and the HTTP servers made), the last list done, and the first full sync's
+start and end (its end less its duration).
 """
 
 from __future__ import annotations
 
 import argparse
 import compileall
+import datetime
 import os
 import statistics
 import subprocess
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,12 +40,13 @@ def _measure(trees: list[str], services: int, runs: int) -> None:
     sys.path.insert(0, str(ROOT))
     from tests.bench import bench_e2e
     from tests.support import builders
-    from tests.support.switching import start_proxy
+    from tests.support.switching import log_records, start_proxy
 
     os.chdir(tempfile.mkdtemp(prefix="startup-cwd-"))
     workroot = Path(tempfile.mkdtemp(prefix="startup-"))
     times: dict[str, list[float]] = {tree: [] for tree in trees}
     cpu: dict[str, list[float]] = {tree: [] for tree in trees}
+    steps: dict[str, list[dict[str, float]]] = {tree: [] for tree in trees}
 
     async def once(tree: str, workdir: Path) -> None:
         server = await bench_e2e.loaded_server(services)
@@ -46,6 +54,7 @@ def _measure(trees: list[str], services: int, runs: int) -> None:
         proxy = await start_proxy(server, workdir, builders.NODE)
         try:
             times[tree].append(await bench_e2e.wait_first_sync(proxy) - started)
+            steps[tree].append(startup_steps(log_records(proxy.output()), started))
             # Less at the mercy of the machine's other load than the wall time: the CPU
             # the proxy and the processes it waited for used until then (the log is read
             # every 50 ms, so a little of what follows the first sync may count).
@@ -61,11 +70,44 @@ def _measure(trees: list[str], services: int, runs: int) -> None:
             bench_e2e.in_fresh_netns(lambda w, t=tree: once(t, w), workdir)
             took, used = times[tree][-1], cpu[tree][-1]
             print(f"run {run} {tree}: {took:.2f} s, cpu {used:.2f} s", flush=True)
+            print(f"  {_steps_text(steps[tree][-1])}", flush=True)
     for tree, got in times.items():
         rounded, median = [round(t, 2) for t in got], statistics.median(got)
         print(f"STARTUP {tree} services={services}: {rounded} median {median:.2f} s")
         used = statistics.median(cpu[tree])
         print(f"STARTUP_CPU {tree} services={services}: median {used:.2f} s")
+        names = set.intersection(*(set(s) for s in steps[tree]))
+        medians = {n: statistics.median(s[n] for s in steps[tree]) for n in names}
+        print(f"STARTUP_STEPS {tree}: medians {_steps_text(medians)}")
+
+
+STEPS = ("first log line", "starting", "lists done", "first sync starts", "first sync ends")
+
+
+def startup_steps(records: list[dict[str, Any]], started: float) -> dict[str, float]:
+    """Seconds from exec to each of STEPS the proxy's log shows (see the module doc)."""
+
+    def at(record: dict[str, Any]) -> float:
+        return datetime.datetime.fromisoformat(record["timestamp"]).timestamp() - started
+
+    found: dict[str, float] = {}
+    for record in records:
+        event = record.get("event")
+        if "timestamp" not in record or "first sync ends" in found:
+            continue
+        found.setdefault("first log line", at(record))
+        if event == "starting":
+            found["starting"] = at(record)
+        elif event == "synced" and "resource" in record:
+            found["lists done"] = at(record)  # the last list's line wins
+        elif event == "synced" and record.get("full"):
+            found["first sync ends"] = at(record)
+            found["first sync starts"] = at(record) - float(record["duration_ms"]) / 1000
+    return found
+
+
+def _steps_text(steps: dict[str, float]) -> str:
+    return ", ".join(f"{name} {steps[name]:.2f}" for name in STEPS if name in steps)
 
 
 def main(argv: list[str]) -> int:
