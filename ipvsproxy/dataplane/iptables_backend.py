@@ -46,7 +46,7 @@ from ipvsproxy.dataplane.nftables import (
     nfgen_head,
     nft_kind,
 )
-from ipvsproxy.dataplane.xtables import policy_offsets, read_table, table_names, walk
+from ipvsproxy.dataplane.xtables import policy_offsets, read_tables, walk
 
 HINT_CHAINS = frozenset(("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"))
 # The tables iptables-nft-save prints (and the families it keeps them in); any other
@@ -170,10 +170,8 @@ def legacy_counts() -> Counts | None:
     for family in (Family.V4, Family.V6):
         counts = Counts(0, 0)
         try:
-            for table in table_names(family):
-                read = read_table(family, table)
-                if read is not None:  # else gone since it was listed
-                    counts = counts.plus(count_legacy_table(*read, family))
+            for _table, info, blob in read_tables(family):
+                counts = counts.plus(count_legacy_table(info, blob, family))
         except OSError:
             if family is Family.V4:
                 return None
@@ -202,12 +200,7 @@ async def user_chains(backend: str, family: Family) -> dict[str, frozenset[str]]
     if backend == "nft":
         head = nfgen_head(FAMILIES["ip6" if family is Family.V6 else "ip"])
         return nft_table_chains(await dump(NETLINK_NETFILTER, nft_kind(NFT_MSG_GETCHAIN), head))
-    found = {}
-    for table in table_names(family):
-        read = read_table(family, table)
-        if read is not None:  # else gone since it was listed
-            found[table] = legacy_table_chains(read[1], family)
-    return found
+    return {table: legacy_table_chains(blob, family) for table, _info, blob in read_tables(family)}
 
 
 async def nft_works() -> bool:

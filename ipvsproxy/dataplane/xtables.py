@@ -91,6 +91,15 @@ def table_names(family: Family) -> list[str]:
         return []
 
 
+def read_tables(family: Family) -> Iterator[tuple[str, bytes, bytes]]:
+    """(name, IPT_SO_GET_INFO answer, entries) of each table x_tables holds in this
+    namespace; a table gone since it was listed is skipped."""
+    for table in table_names(family):
+        read = read_table(family, table)
+        if read is not None:
+            yield table, *read
+
+
 def _getsockopt(sock: socket.socket, level: int, option: int, request: bytes, size: int) -> bytes:
     buffer = ctypes.create_string_buffer(request, size)
     length = ctypes.c_uint32(size)

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from ipvsproxy.core.model import Family
-from ipvsproxy.dataplane import iptables, iptables_backend
+from ipvsproxy.dataplane import iptables, iptables_backend, xtables
 from ipvsproxy.dataplane.iptables import choose_backend, detect_backend
 from ipvsproxy.dataplane.iptables_backend import (
     Counts,
@@ -174,7 +174,7 @@ def test_a_backend_without_its_tool_cannot_run(monkeypatch: pytest.MonkeyPatch) 
 
 def test_legacy_counts_of_no_loaded_tables_are_zero(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(iptables_backend.shutil, "which", lambda name: f"/usr/sbin/{name}")
-    monkeypatch.setattr(iptables_backend, "table_names", lambda _family: [])
+    monkeypatch.setattr(xtables, "table_names", lambda _family: [])
     assert legacy_counts() == Counts(0, 0)
 
 
@@ -192,8 +192,8 @@ def test_a_failing_ipv4_read_is_none_and_a_failing_ipv6_one_is_skipped(
         Family.V6: _table(Family.V6, {"KUBE-KUBELET-CANARY": [], "INPUT": []}),
     }
     monkeypatch.setattr(iptables_backend.shutil, "which", lambda name: f"/usr/sbin/{name}")
-    monkeypatch.setattr(iptables_backend, "table_names", names)
-    monkeypatch.setattr(iptables_backend, "read_table", lambda f, _t: reads[f])
+    monkeypatch.setattr(xtables, "table_names", names)
+    monkeypatch.setattr(xtables, "read_table", lambda f, _t: reads[f])
     assert legacy_counts() == expected
 
 
