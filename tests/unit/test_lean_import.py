@@ -5,9 +5,26 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from ipvsproxy import lean_import
+
+
+@pytest.fixture
+def on_path(tmp_path: Path) -> Iterator[Path]:
+    """A directory first on sys.path for a test's own modules; afterwards neither it nor
+    any module named after what the test put in it (stand-ins included) is left."""
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield tmp_path
+    finally:
+        sys.path.remove(str(tmp_path))
+        tops = {entry.stem for entry in tmp_path.iterdir()}
+        for name in [m for m in sys.modules if m.split(".")[0] in tops]:
+            del sys.modules[name]
 
 
 def _run(code: str) -> str:
@@ -129,27 +146,21 @@ def test_the_client_s_unused_libraries_load_when_first_used_and_not_before() -> 
 
 
 def test_a_deferred_module_leaves_sys_modules_once_the_library_has_imported(
-    tmp_path: Path,
+    on_path: Path,
 ) -> None:
-    (tmp_path / "heavy.py").write_text("LOADS = []\ndef work(x):\n    return x * 2\n")
-    package = tmp_path / "user"
+    (on_path / "heavy.py").write_text("LOADS = []\ndef work(x):\n    return x * 2\n")
+    package = on_path / "user"
     package.mkdir()
     (package / "__init__.py").write_text("raise RuntimeError('not run')\n")
     (package / "part.py").write_text("import heavy as h\nfrom heavy import work\n")
-    sys.path.insert(0, str(tmp_path))
-    try:
-        deferred = (lean_import.Deferred("heavy", ("work",)),)
-        assert lean_import.install("user", ("user",), ("user.part",), deferred) is None
-        part = sys.modules["user.part"]
-        assert "heavy" not in sys.modules  # bound in user.part, gone from sys.modules
-        assert type(part.h).__name__ == "DeferredModule"
-        assert part.work(21) == 42  # the first call imports the real module
-        assert "heavy" in sys.modules
-        assert part.h.LOADS is sys.modules["heavy"].LOADS  # attributes read through
-    finally:
-        sys.path.remove(str(tmp_path))
-        for name in [m for m in sys.modules if m in ("heavy", "user") or m.startswith("user.")]:
-            del sys.modules[name]
+    deferred = (lean_import.Deferred("heavy", ("work",)),)
+    assert lean_import.install("user", ("user",), ("user.part",), deferred) is None
+    part = sys.modules["user.part"]
+    assert "heavy" not in sys.modules  # bound in user.part, gone from sys.modules
+    assert type(part.h).__name__ == "DeferredModule"
+    assert part.work(21) == 42  # the first call imports the real module
+    assert "heavy" in sys.modules
+    assert part.h.LOADS is sys.modules["heavy"].LOADS  # attributes read through
 
 
 def test_an_imported_package_is_left_alone() -> None:
@@ -159,26 +170,20 @@ def test_an_imported_package_is_left_alone() -> None:
     assert reason == "imported already"
 
 
-def test_a_needed_module_that_fails_leaves_the_normal_import(tmp_path: Path) -> None:
-    package = tmp_path / "bulky"
+def test_a_needed_module_that_fails_leaves_the_normal_import(on_path: Path) -> None:
+    package = on_path / "bulky"
     package.mkdir()
     (package / "__init__.py").write_text("from bulky.part import Thing\nLOADED = True\n")
     (package / "part.py").write_text("class Thing:\n    pass\n")
-    sys.path.insert(0, str(tmp_path))
-    try:
-        reason = lean_import.install("bulky", ("bulky",), needed=("bulky.missing",))
-        assert reason == "ModuleNotFoundError: No module named 'bulky.missing'"
-        assert "bulky" not in sys.modules
-        assert lean_import.install("bulky", ("bulky",), needed=("bulky.part",)) is None
-        import bulky  # type: ignore[import-not-found]
+    reason = lean_import.install("bulky", ("bulky",), needed=("bulky.missing",))
+    assert reason == "ModuleNotFoundError: No module named 'bulky.missing'"
+    assert "bulky" not in sys.modules
+    assert lean_import.install("bulky", ("bulky",), needed=("bulky.part",)) is None
+    import bulky  # type: ignore[import-not-found]
 
-        assert type(bulky).__name__ == "LazyPackage"
-        assert bulky.LOADED is True  # a literal constant of its __init__
-        assert bulky.Thing.__name__ == "Thing"  # an export, imported on first use
-    finally:
-        sys.path.remove(str(tmp_path))
-        for name in [m for m in sys.modules if m == "bulky" or m.startswith("bulky.")]:
-            del sys.modules[name]
+    assert type(bulky).__name__ == "LazyPackage"
+    assert bulky.LOADED is True  # a literal constant of its __init__
+    assert bulky.Thing.__name__ == "Thing"  # an export, imported on first use
 
 
 def test_importing_the_package_installs_nothing() -> None:
