@@ -29,8 +29,6 @@ Prints `BENCH <name> <value> <unit>` lines; asserts nothing about the numbers.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import json
 import os
 import random
 import statistics
@@ -55,7 +53,7 @@ from tests.apiserver.server import ApiServer
 from tests.bench.reconcile_common import bench
 from tests.support import builders
 from tests.support.netns import fresh_netns
-from tests.support.switching import ProxyProcess, start_proxy
+from tests.support.switching import ProxyProcess, log_records, logged_at, start_proxy
 
 NEEDS_KERNEL = True
 NODE_IP = "192.168.1.10"
@@ -101,16 +99,11 @@ async def add_node_address() -> None:
 
 def full_syncs(log: str) -> list[tuple[float, float]]:
     """(end time, duration ms) of each full sync the proxy logged."""
-    found = []
-    for line in log.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == "synced" and record.get("full"):
-            when = datetime.datetime.fromisoformat(record["timestamp"]).timestamp()
-            found.append((when, float(record.get("duration_ms", 0.0))))
-    return found
+    return [
+        (logged_at(record), float(record.get("duration_ms", 0.0)))
+        for record in log_records(log)
+        if record.get("event") == "synced" and record.get("full")
+    ]
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import datetime
 import os
 import statistics
 import subprocess
@@ -86,9 +85,10 @@ STEPS = ("first log line", "starting", "lists done", "first sync starts", "first
 
 def startup_steps(records: list[dict[str, Any]], started: float) -> dict[str, float]:
     """Seconds from exec to each of STEPS the proxy's log shows (see the module doc)."""
+    from tests.support.switching import logged_at  # importable once _measure set the path
 
     def at(record: dict[str, Any]) -> float:
-        return datetime.datetime.fromisoformat(record["timestamp"]).timestamp() - started
+        return logged_at(record) - started
 
     found: dict[str, float] = {}
     for record in records:

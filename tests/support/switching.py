@@ -135,10 +135,15 @@ def log_records(log: str) -> list[dict[str, Any]]:
     return records
 
 
+def logged_at(record: dict[str, Any]) -> float:
+    """When the proxy logged ``record`` (wall clock, seconds)."""
+    return datetime.datetime.fromisoformat(record["timestamp"]).timestamp()
+
+
 def full_syncs(log: str) -> list[float]:
     """When each of the proxy's full syncs ended (wall clock), from its JSON log."""
     return [
-        datetime.datetime.fromisoformat(record["timestamp"]).timestamp()
+        logged_at(record)
         for record in log_records(log)
         if record.get("event") == "synced" and record.get("full")
     ]
