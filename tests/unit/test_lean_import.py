@@ -3,6 +3,8 @@ used is imported."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -43,11 +45,14 @@ def test_the_proxy_loads_no_model_and_a_model_still_loads_when_asked_for() -> No
         "from kubernetes_asyncio import client\n"
         "count = lambda: sum(m.startswith('kubernetes_asyncio.') for m in sys.modules)\n"
         "before = count()\n"
+        "models = sys.modules['kubernetes_asyncio.client.models']\n"
+        "unread = '_init_names' not in vars(models)\n"
         "pod = client.ApiClient.__new__(client.ApiClient)\n"
         "value = pod._ApiClient__deserialize({'metadata': {'name': 'p'}}, 'V1Pod')\n"
-        "print(before, count(), type(value).__name__, value.metadata.name)\n"
+        "print(before, count(), type(value).__name__, value.metadata.name, unread)\n"
     )
-    before, after, kind, name = out.split()
+    before, after, kind, name, unread = out.split()
+    assert unread == "True"  # nor were the models' 768 names read
     # 859 modules with the package's own __init__; a few dozen here.
     assert int(before) < 40
     assert int(after) <= int(before) + 10  # V1Pod and the models it refers to
@@ -64,13 +69,88 @@ def test_names_the_real_init_exports_resolve() -> None:
         " client.DiscoveryV1Api.__name__, config.load_kube_config.__name__,"
         " watch.Watch.__name__, kubernetes_asyncio.__version__)\n"
     )
-    assert out.split()[:5] == [
+    assert out.split() == [
         "LazyPackage",
         "CoreV1Api",
         "DiscoveryV1Api",
         "load_kube_config",
         "Watch",
+        importlib.metadata.version("kubernetes_asyncio"),  # a constant of its __init__
     ]
+
+
+def _init_source(package: str) -> str:
+    init = importlib.import_module(package).__file__  # a stand-in has the real one's
+    assert init is not None
+    return Path(init).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "kubernetes_asyncio",
+        "kubernetes_asyncio.client",
+        "kubernetes_asyncio.client.api",
+        "kubernetes_asyncio.client.models",
+    ],
+)
+def test_kubernetes_client_inits_are_read_without_a_parse_and_to_the_same_names(
+    package: str,
+) -> None:
+    source = _init_source(package)
+    read = lean_import._read_generated(source)
+    assert read is not None  # the generator's form: no AST built at start
+    assert read == lean_import._read_any(source, package)
+    assert "__all__" in read.constants
+
+
+GENERATED = """# coding: utf-8
+
+\"\"\"
+    A docstring, with "quotes" and from x import y
+\"\"\"
+\"\"\"One line.\"\"\"
+from __future__ import absolute_import
+from pkg.sub import Thing
+from pkg.other import Thing as Alias  # a comment
+import pkg.more as more
+__version__ = "1.2.3"
+NAME = 'name'
+__all__ = ["Thing", 'Alias',
+    "more",
+]
+SHORT = ["a", "b"]
+EMPTY = []
+"""
+
+
+def test_the_generated_form_reads_as_the_parse_does() -> None:
+    read = lean_import._read_generated(GENERATED)
+    assert read is not None
+    assert read == lean_import._read_any(GENERATED, "pkg")
+    assert read.exports["Alias"] == ("pkg.other", "Thing")
+    assert read.constants["__all__"] == ["Thing", "Alias", "more"]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from pkg import (\n    Thing,\n)\n",  # parenthesized
+        "from .sub import Thing\n",  # relative
+        "from pkg import a, b\n",  # several names
+        "try:\n    from pkg import Thing\nexcept ImportError:\n    pass\n",
+        'X = "with \\" escape"\n',
+        "X = 1\n",  # a literal, but not a string
+        '__all__ = ["a", b]\n',  # not only strings
+        '__all__ = [\n    "a",\n',  # never closed
+        '"""never closed\n',
+        '"""doc""" + X\n',
+        '"""doc\n""" + X\n',
+        '"""a \\ backslash"""\n',
+    ],
+)
+def test_any_other_form_is_left_to_the_parse(source: str) -> None:
+    assert lean_import._read_generated(source) is None
 
 
 def test_pyroute2_loads_what_the_dataplane_uses_and_the_rest_on_demand() -> None:
