@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -264,6 +265,79 @@ def test_a_needed_module_that_fails_leaves_the_normal_import(on_path: Path) -> N
     assert type(bulky).__name__ == "LazyPackage"
     assert bulky.LOADED is True  # a literal constant of its __init__
     assert bulky.Thing.__name__ == "Thing"  # an export, imported on first use
+
+
+SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def _run_with_ca_environment(env: dict[str, str], code: str) -> str:
+    """_run, with OpenSSL's CA variables as ``env`` says (absent unless in it)."""
+    ours = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=ours | env,
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(not SYSTEM_BUNDLE.is_file(), reason="no system CA bundle to leave out")
+@pytest.mark.parametrize("environment", [{}, {"SSL_CERT_FILE": str(SYSTEM_BUNDLE)}])
+def test_aiohttp_s_default_contexts_trust_nothing_and_the_rest_of_the_process_is_as_before(
+    environment: dict[str, str],
+) -> None:
+    # Unset, the system's default location applies; set, it is kept as it was.
+    env = {"SSL_CERT_DIR": "/nonexistent", **environment}
+    out = _run_with_ca_environment(
+        env,
+        "import os, ssl\n"
+        "from ipvsproxy import lean_import\n"
+        "print(lean_import.install_dependencies())\n"
+        "import aiohttp.connector as c\n"
+        "print(c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'],"
+        " c._SSL_CONTEXT_UNVERIFIED.cert_store_stats()['x509_ca'])\n"
+        "print(ssl.create_default_context().cert_store_stats()['x509_ca'] > 0)\n"
+        "print(os.environ.get('SSL_CERT_FILE'), os.environ.get('SSL_CERT_DIR'))\n",
+    )
+    assert out.splitlines() == [
+        "{}",
+        "0 0",  # aiohttp's: no certificate, so no verification passes through them
+        "True",  # any other default context: the system's bundle, as ever
+        f"{environment.get('SSL_CERT_FILE')} /nonexistent",
+    ]
+
+
+@pytest.mark.skipif(not SYSTEM_BUNDLE.is_file(), reason="no certificate to use as a CA")
+def test_the_api_client_brings_its_own_context_so_aiohttp_s_are_never_used(
+    tmp_path: Path,
+) -> None:
+    # One certificate of the system's bundle stands for a cluster's CA.
+    bundle = SYSTEM_BUNDLE.read_text()
+    end = "-----END CERTIFICATE-----"
+    (tmp_path / "ca.crt").write_text(bundle[bundle.index("-----BEGIN") : bundle.index(end)] + end)
+    (tmp_path / "kubeconfig").write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:1',"
+        f" certificate-authority: '{tmp_path / 'ca.crt'}'}}}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    out = _run(
+        "import asyncio, ssl\n"
+        "from ipvsproxy import lean_import\n"
+        "lean_import.install_dependencies()\n"
+        "from ipvsproxy.kube.client import make_api_client\n"
+        "async def main():\n"
+        f"    api = await make_api_client({str(tmp_path / 'kubeconfig')!r})\n"
+        "    context = api.rest_client.pool_manager.connector._ssl\n"
+        "    print(isinstance(context, ssl.SSLContext), context.cert_store_stats()['x509_ca'])\n"
+        "    await api.close()\n"
+        "asyncio.run(main())\n"
+    )
+    assert out.split() == ["True", "1"]  # the kubeconfig's CA, and only it
 
 
 def test_importing_the_package_installs_nothing() -> None:
