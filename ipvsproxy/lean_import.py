@@ -363,7 +363,10 @@ def import_aiohttp_client() -> str | None:
     if "aiohttp.connector" in sys.modules:
         return "imported already"
     with _no_default_ca_bundle():
-        importlib.import_module("aiohttp.connector")
+        try:
+            importlib.import_module("aiohttp.connector")
+        except ImportError as err:  # the proxy's own import will say it again
+            return f"{type(err).__name__}: {err}"
     return None
 
 
