@@ -113,6 +113,15 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     return sum(int(f) for f in fields[11 : 15 if children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
+def page_faults(pid: int, children: bool = False) -> int:
+    """Minor page faults of ``pid``, with ``children`` those of the processes it waited for
+    too: fields 10 and 11 of proc(5), 7 and 8 after the name. Under user-mode-linux a
+    fault costs about a third of a millisecond, and unlike time, their count does not
+    depend on how busy the machine is."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[7]) + (int(fields[8]) if children else 0)
+
+
 async def wait_first_sync(proxy: ProxyProcess, timeout: float = 600) -> float:
     while not full_syncs(proxy.output()):
         if proxy.process.returncode is not None or time.monotonic() - proxy.started > timeout:

@@ -12,6 +12,10 @@ prints every time and the medians (the first run of each tree pays the cold cach
 proxies run from a directory that holds neither tree: ``python -m`` puts the working
 directory first on sys.path.
 
+With each time come the CPU and the minor page faults of the proxy and the processes it
+waited for (a count the machine's load does not move; under user-mode-linux a fault
+costs about a third of a millisecond, and they are half of a start).
+
 Each run is also split where the proxy's JSON log allows, in seconds from exec: its first
 line (the interpreter, the imports and most of the node set-up are before it), "starting"
 (the API client and the HTTP servers made), the last list done, and the first full sync's
@@ -45,6 +49,7 @@ def _measure(trees: list[str], services: int, runs: int) -> None:
     workroot = Path(tempfile.mkdtemp(prefix="startup-"))
     times: dict[str, list[float]] = {tree: [] for tree in trees}
     cpu: dict[str, list[float]] = {tree: [] for tree in trees}
+    faults: dict[str, list[int]] = {tree: [] for tree in trees}
     steps: dict[str, list[dict[str, float]]] = {tree: [] for tree in trees}
 
     async def once(tree: str, workdir: Path) -> None:
@@ -55,9 +60,11 @@ def _measure(trees: list[str], services: int, runs: int) -> None:
             times[tree].append(await bench_e2e.wait_first_sync(proxy) - started)
             steps[tree].append(startup_steps(log_records(proxy.output()), started))
             # Less at the mercy of the machine's other load than the wall time: the CPU
-            # the proxy and the processes it waited for used until then (the log is read
-            # every 50 ms, so a little of what follows the first sync may count).
+            # the proxy and the processes it waited for used until then, and their page
+            # faults (the log is read every 50 ms, so a little of what follows the first
+            # sync may count).
             cpu[tree].append(bench_e2e.cpu_seconds(proxy.process.pid, children=True))
+            faults[tree].append(bench_e2e.page_faults(proxy.process.pid, children=True))
         finally:
             await proxy.stop()
             await server.stop()
@@ -67,14 +74,16 @@ def _measure(trees: list[str], services: int, runs: int) -> None:
             os.environ["PYTHONPATH"] = tree
             workdir = workroot / f"{run}-{i}"
             bench_e2e.in_fresh_netns(lambda w, t=tree: once(t, w), workdir)
-            took, used = times[tree][-1], cpu[tree][-1]
-            print(f"run {run} {tree}: {took:.2f} s, cpu {used:.2f} s", flush=True)
+            took, used, faulted = times[tree][-1], cpu[tree][-1], faults[tree][-1]
+            print(f"run {run} {tree}: {took:.2f} s, cpu {used:.2f} s, {faulted} page faults")
             print(f"  {_steps_text(steps[tree][-1])}", flush=True)
     for tree, got in times.items():
         rounded, median = [round(t, 2) for t in got], statistics.median(got)
         print(f"STARTUP {tree} services={services}: {rounded} median {median:.2f} s")
         used = statistics.median(cpu[tree])
         print(f"STARTUP_CPU {tree} services={services}: median {used:.2f} s")
+        typical = statistics.median(faults[tree])
+        print(f"STARTUP_PAGE_FAULTS {tree} services={services}: median {typical:.0f}")
         names = set.intersection(*(set(s) for s in steps[tree]))
         medians = {n: statistics.median(s[n] for s in steps[tree]) for n in names}
         print(f"STARTUP_STEPS {tree}: medians {_steps_text(medians)}")
