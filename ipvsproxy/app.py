@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import signal
 import socket
@@ -263,6 +264,13 @@ async def _run_on_dataplane(
 
 
 def run(config: Config) -> int:
+    # What was imported lives as long as the proxy: in the collector's permanent
+    # generation, no collection walks it again. A start's first full collection (during
+    # the lists or the first sync) walked those 45,000 objects: on a host 20-25 ms, and
+    # each young collection after it a little more; freezing costs nothing, and leaves
+    # only the few garbage cycles the imports made and no collection had found yet (29
+    # objects, 6 KB).
+    gc.freeze()
     return asyncio.run(serve(config))
 
 

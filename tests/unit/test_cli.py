@@ -338,6 +338,23 @@ def test_main_cleanup_returns_app_cleanup_code(
     assert [c for c, _ in fake_app] == ["cleanup"]
 
 
+def test_the_proxy_runs_with_what_it_imported_frozen_out_of_collections() -> None:
+    # In a process of its own: freezing this session's objects would outlive the test.
+    code = (
+        "import gc, sys\n"
+        "from ipvsproxy import app, cli\n"
+        "async def serve(config):\n"
+        "    print(gc.get_freeze_count() > 20_000, 'ipvsproxy.reconciler' in sys.modules)\n"
+        "    return 0\n"
+        "app.serve = serve\n"
+        "sys.exit(cli.main(['--log-format=json']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["True", "True"]
+
+
 def warnings(err: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in err.splitlines()]
     return [line for line in lines if line["level"] == "warning"]
