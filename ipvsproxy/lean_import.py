@@ -61,10 +61,10 @@ class LazyPackage(types.ModuleType):
 
     def __init__(self, name: str, directory: Path) -> None:
         super().__init__(name)
-        self.__path__ = [str(directory)]
-        self.__file__ = str(directory / "__init__.py")
-        self.__package__ = name
         self._init_file = directory / "__init__.py"
+        self.__path__ = [str(directory)]
+        self.__file__ = str(self._init_file)
+        self.__package__ = name
 
     def _names(self) -> InitNames:
         """The ``__init__``'s names, read when the first one is looked up: a start looks
@@ -131,14 +131,7 @@ def _read_generated(source: str) -> InitNames | None:
         line = line.rstrip()
         if in_list is not None:
             in_list[1].append(line)
-            if line == "]":
-                listed = _string_list(in_list[1])
-                if listed is None:
-                    return None
-                constants[in_list[0]] = listed
-                in_list = None
-            continue
-        if in_string or line.startswith('"""'):
+        elif in_string or line.startswith('"""'):
             quotes = line.count('"""')
             if "\\" in line or (quotes and not line.endswith('"""')):
                 return None
@@ -151,27 +144,26 @@ def _read_generated(source: str) -> InitNames | None:
             elif quotes != 2 or len(line) < 6:  # otherwise opened and closed here
                 return None
             continue
-        found = _GENERATED_LINE.fullmatch(line)
-        if found is None:
+        elif (found := _GENERATED_LINE.fullmatch(line)) is None:
             return None
-        if found["module"]:
+        elif found["module"]:
             exports[found["alias"] or found["name"]] = (found["module"], found["name"])
         elif found["value"]:
             constants[found["constant"]] = found["value"][1:-1]
         elif found["constant"]:
             in_list = (found["constant"], [found["items"]])
-            if found["items"].endswith("]"):
-                listed = _string_list(in_list[1])
-                if listed is None:
-                    return None
-                constants[in_list[0]] = listed
-                in_list = None
+        # A line ending in "]" closes the list: no string here can hold it at its end.
+        if in_list is not None and in_list[1][-1].endswith("]"):
+            if (listed := _string_list(in_list[1])) is None:
+                return None
+            constants[in_list[0]] = listed
+            in_list = None
     return None if in_string or in_list else InitNames(exports, constants)
 
 
 def _string_list(lines: list[str]) -> list[str] | None:
-    """The strings of a list literal's inside and closing ``]`` (its lines after ``[``);
-    None unless it holds string literals only."""
+    """The strings of a list literal from after its ``[`` to its closing ``]``; None
+    unless it holds string literals only."""
     inside = "\n".join(lines).removesuffix("]")
     if _STRINGS.fullmatch(inside) is None:
         return None
@@ -354,8 +346,8 @@ def import_aiohttp_client() -> str | None:
     """Import aiohttp's client without the system's CA bundle in its default contexts.
 
     aiohttp makes two TLS contexts when imported, for requests that bring none, and
-    each reads and parses every certificate of the system's bundle: 0.5-0.7 s of a start
-    under user-mode-linux (two thirds of it CPU, the rest 500 page faults). The proxy
+    each reads and parses every certificate of the system's bundle: 60 ms of the
+    imports on a host, about 0.6 s under user-mode-linux (500 page faults of it). The proxy
     never uses them: its only client, kubernetes_asyncio's, always brings its own
     context, made from the kubeconfig's or the cluster's CA. Made here, they trust no
     certificate: were anything to use them, it would fail verification, never pass one.

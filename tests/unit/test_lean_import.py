@@ -122,6 +122,8 @@ __all__ = ["Thing", 'Alias',
 ]
 SHORT = ["a", "b"]
 EMPTY = []
+TAIL = [
+    "x", "y]"]
 """
 
 
@@ -131,6 +133,7 @@ def test_the_generated_form_reads_as_the_parse_does() -> None:
     assert read == lean_import._read_any(GENERATED, "pkg")
     assert read.exports["Alias"] == ("pkg.other", "Thing")
     assert read.constants["__all__"] == ["Thing", "Alias", "more"]
+    assert read.constants["TAIL"] == ["x", "y]"]
 
 
 @pytest.mark.parametrize(
