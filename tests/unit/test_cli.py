@@ -15,6 +15,7 @@ import yaml
 
 from ipvsproxy import __version__, app, cli
 from ipvsproxy.config import Config, FileReport, load_config_file
+from tests.support.python_process import run_python
 
 KUBE_PROXY_FIXTURES = Path(__file__).parent / "fixtures" / "kube_proxy"
 
@@ -349,10 +350,7 @@ def test_the_proxy_runs_with_what_it_imported_frozen_out_of_collections() -> Non
         "app.serve = serve\n"
         "sys.exit(cli.main(['--log-format=json']))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.split() == ["True", "True"]
+    assert run_python(code).stdout.split() == ["True", "True"]
 
 
 def warnings(err: str) -> list[dict[str, Any]]:

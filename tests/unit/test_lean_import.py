@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ipvsproxy import lean_import
+from tests.support.python_process import run_python
 
 
 @pytest.fixture
@@ -30,11 +31,8 @@ def on_path(tmp_path: Path) -> Iterator[Path]:
             del sys.modules[name]
 
 
-def _run(code: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    return done.stdout.strip()
+def _run(code: str, env: dict[str, str] | None = None) -> str:
+    return run_python(code, env).stdout.strip()
 
 
 def test_the_proxy_loads_no_model_and_a_model_still_loads_when_asked_for() -> None:
@@ -276,15 +274,7 @@ SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 def _run_with_ca_environment(env: dict[str, str], code: str) -> str:
     """_run, with OpenSSL's CA variables as ``env`` says (absent unless in it)."""
     ours = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env=ours | env,
-    )
-    return done.stdout.strip()
+    return _run(code, ours | env)
 
 
 @pytest.mark.skipif(not SYSTEM_BUNDLE.is_file(), reason="no system CA bundle to leave out")
@@ -361,9 +351,7 @@ def test_the_entry_point_says_why_a_library_keeps_its_own_import(tmp_path: Path)
         "app.run = lambda config: 0\n"
         "sys.exit(cli.main(['--v=1', '--log-format=json', '--kubeconfig=x']))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    done = run_python(code)
     assert '"library": "pyroute2"' in done.stderr + done.stdout
     assert "imported already" in done.stderr + done.stdout
 

@@ -5,13 +5,11 @@ mark computed differently would re-create each of those servers, dropping its co
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from ipvsproxy.core.fwmark import FLAG, MASK, mark_for, protocol_of
 from ipvsproxy.core.model import IpProtocol
+from tests.support.python_process import run_python
 
 # Values computed once and written down, not by the function under test.
 PINNED = [
@@ -39,11 +37,5 @@ def test_marks_do_not_depend_on_the_process() -> None:
         f"print([mark_for(a, IpProtocol[p], n) for a, p, n in {keys}])"
     )
     for seed in ("1", "2"):
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={"PYTHONHASHSEED": seed, "PATH": ""},
-        ).stdout
+        out = run_python(code, env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout
         assert out.strip() == str([m for *_, m in PINNED])
