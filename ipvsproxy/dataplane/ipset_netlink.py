@@ -41,7 +41,7 @@ import errno
 import ipaddress
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from ipvsproxy.core.ipset_catalog import BITMAP_PORT, IpsetSpec
@@ -201,7 +201,7 @@ def _head(name: str) -> bytes:
     return _command_head() + nla(ATTR_SETNAME, name.encode() + b"\0")
 
 
-def adt_payloads(name: str, entries: Sequence[EntryParts], with_mark: bool = True) -> list[bytes]:
+def adt_payloads(name: str, entries: Iterable[EntryParts], with_mark: bool = True) -> list[bytes]:
     """Add or delete payloads for ``entries`` of set ``name``, as few as the nest allows.
 
     LINENO must accompany an ADT nest; entries carry no line number of their own, so a
@@ -252,8 +252,8 @@ async def exchange(requests: Sequence[Request], flags: int = 0) -> list[tuple[in
 
 class SetChange(NamedTuple):
     name: str
-    delete: Sequence[EntryParts]
-    add: Sequence[EntryParts]
+    delete: Iterable[EntryParts]
+    add: Iterable[EntryParts]
 
 
 async def apply(changes: Sequence[SetChange]) -> None:

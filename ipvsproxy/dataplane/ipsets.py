@@ -35,6 +35,7 @@ import asyncio
 import errno
 import hashlib
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import NamedTuple
 
 from ipvsproxy.core.ipset_catalog import BITMAP_PORT, IpsetSpec
@@ -222,27 +223,30 @@ class IpsetCli:
 
     async def update(self, changes: Mapping[str, tuple[set[str], set[str]]]) -> None:
         names = list(changes)
-        parsed: list[SetChange] = []
-        for name, info in zip(names, await self._info(names), strict=True):
-            add, delete = changes[name]
-            # Deletes first, so an entry both removed and re-added ends up present (with
-            # the added entry's mark: the mark is not part of the key).
-            parsed.append(
-                SetChange(
-                    name,
-                    [_parse(info, name, e) for e in sorted(delete)],
-                    [_parse(info, name, e) for e in sorted(add)],
-                )
-            )
-        size = sum(len(c.delete) + len(c.add) for c in parsed)
+        infos = await self._info(names)
+        size = sum(len(add) + len(delete) for add, delete in changes.values())
         if size > self._netlink_limit:
             lines: list[str] = []
-            for c in parsed:
+            for name, info in zip(names, infos, strict=True):
+                add, delete = changes[name]
+                # Deletes first, so an entry both removed and re-added ends up present
+                # (with the added entry's mark: the mark is not part of the key).
                 # ``ipset del`` takes no skbmark option: the key alone.
-                lines += [f"del {c.name} {e.key_text()}" for e in c.delete]
-                lines += [f"add {c.name} {e.text()}" for e in c.add]
+                lines += [f"del {name} {_parse(info, name, e).key_text()}" for e in sorted(delete)]
+                lines += [f"add {name} {_parse(info, name, e).text()}" for e in sorted(add)]
             await self._restore(lines)
         elif size:
+            # Each entry is parsed as its message is encoded, and dropped: a first sync
+            # of 1,000 Services held 7,000 parsed entries at once (1.8 MB) otherwise.
+            # Every entry is still checked before the first message is sent.
+            parsed = [
+                SetChange(
+                    name,
+                    map(partial(_parse, info, name), sorted(changes[name][1])),
+                    map(partial(_parse, info, name), sorted(changes[name][0])),
+                )
+                for name, info in zip(names, infos, strict=True)
+            ]
             try:
                 await apply(parsed)
             except IpsetNetlinkError as err:
