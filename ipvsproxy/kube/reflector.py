@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -29,6 +30,7 @@ import structlog
 
 from ipvsproxy import gc_pause
 from ipvsproxy.kube.cache import Store
+from ipvsproxy.kube.list_body import read_list
 from ipvsproxy.kube.objects import MalformedObject, Obj
 from ipvsproxy.kube.server_probe import ServerProbe
 
@@ -196,6 +198,11 @@ class Reflector:
                 self._on_malformed(raw, str(e))
             return None
 
+    def _keep(self, items: list[Obj], raw: Any) -> None:
+        obj = self._accept(raw)
+        if obj is not None:
+            items.append(obj)
+
     async def _list(self) -> None:
         items: list[Obj] = []
         token: str | None = None
@@ -225,12 +232,8 @@ class Reflector:
             if resp.status != 200:
                 raise ApiStatusError(resp.status, body)
             with gc_pause.paused():  # nothing parsed here forms cycles
-                page = json.loads(body)
+                page = read_list(body, partial(self._keep, items))
                 del body
-                for raw in page.get("items") or ():
-                    obj = self._accept(raw)
-                    if obj is not None:
-                        items.append(obj)
             meta = page.get("metadata") or {}
             token = meta.get("continue") or None
             if not token:
