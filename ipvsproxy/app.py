@@ -33,8 +33,8 @@ from ipvsproxy.dataplane.iptables import IptablesCli, detect_backend
 from ipvsproxy.dataplane.ipvs import NetlinkIpvs
 from ipvsproxy.dataplane.nftables import KUBE_PROXY_TABLES, NetlinkNftables
 from ipvsproxy.dataplane.sysctl import ProcSysctls
-from ipvsproxy.http.health import ProxyHealth, make_health_app
-from ipvsproxy.http.metrics_server import make_metrics_app
+from ipvsproxy.http.health import ProxyHealth, health_routes
+from ipvsproxy.http.metrics_server import metrics_routes
 from ipvsproxy.http.serve import Listener
 from ipvsproxy.http.service_health import ServiceHealthServers
 from ipvsproxy.kube.cache import ClusterCache
@@ -110,15 +110,15 @@ async def start_servers(
     start. An empty address (--healthz-port=0, --metrics-port=0) means no server."""
     wanted = [
         (config.healthz_bind_address, "healthz-bind-address", "FailedToStartProxierHealthcheck",
-         lambda: make_health_app(health, metrics)),
+         health_routes(health, metrics)),
         (config.metrics_bind_address, "metrics-bind-address", "FailedToStartMetricServer",
-         lambda: make_metrics_app(metrics, configz)),
+         metrics_routes(metrics, configz)),
     ]  # fmt: skip
     started: list[Listener] = []
-    for address, setting, reason, make_app in wanted:
+    for address, setting, reason, routes in wanted:
         if not address:
             continue
-        listener = Listener(make_app, address, setting)
+        listener = Listener(routes, address, setting)
         error = await listener.start(retry=not config.bind_address_hard_fail)
         if error is not None and config.bind_address_hard_fail:
             log.error("cannot listen", setting=setting, address=address, error=str(error))

@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from aiohttp import web
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import Response
 
+from ipvsproxy.http.routes import Routes
 from ipvsproxy.metrics import Metrics
 
 TO_BE_DELETED_TAINT = "ToBeDeletedByClusterAutoscaler"
@@ -114,7 +116,7 @@ class ProxyHealth:
         )
 
 
-def _respond(status: HealthStatus, healthy: bool) -> web.Response:
+def _respond(status: HealthStatus, healthy: bool) -> Response:
     # As kube-proxy: a healthy answer reports lastUpdated as now (older releases
     # updated it on every loop, and clients came to expect a recent value).
     last = status.current_time if healthy else status.last_updated
@@ -123,7 +125,7 @@ def _respond(status: HealthStatus, healthy: bool) -> web.Response:
         "currentTime": go_time(status.current_time),
         "nodeEligible": status.node_eligible,
     }
-    return web.Response(
+    return Response(
         status=200 if healthy else 503,
         text=json.dumps(body),
         content_type="application/json",
@@ -131,23 +133,20 @@ def _respond(status: HealthStatus, healthy: bool) -> web.Response:
     )
 
 
-def make_health_app(health: ProxyHealth, metrics: Metrics | None = None) -> web.Application:
+def health_routes(health: ProxyHealth, metrics: Metrics | None = None) -> Routes:
     """/healthz (sync health and node eligibility) and /livez (sync health only)."""
 
-    async def healthz(_request: web.Request) -> web.Response:
+    async def healthz(_request: BaseRequest) -> Response:
         status = health.status()
         ok = status.healthy and status.node_eligible
         if metrics is not None:
             metrics.healthz_total.labels("200" if ok else "503").inc()
         return _respond(status, ok)
 
-    async def livez(_request: web.Request) -> web.Response:
+    async def livez(_request: BaseRequest) -> Response:
         status = health.status()
         if metrics is not None:
             metrics.livez_total.labels("200" if status.healthy else "503").inc()
         return _respond(status, status.healthy)
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/livez", livez)
-    return app
+    return Routes({"/healthz": healthz, "/livez": livez})

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import cast
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import Response, StreamResponse
 
+from ipvsproxy.http.routes import Handler, Routes
 from ipvsproxy.metrics import Metrics
 
 PROXY_MODE = "ipvs"
@@ -23,41 +25,43 @@ PROXY_MODE = "ipvs"
 CONFIGZ_NAME = "kubeproxy.config.k8s.io"
 
 
-def make_metrics_app(
-    metrics: Metrics, configz: Callable[[], object] | None = None
-) -> web.Application:
+def metrics_routes(metrics: Metrics, configz: Callable[[], object] | None = None) -> Routes:
     """``configz``: the effective configuration, asked for at each request (parts of it,
     such as the primary NodePort addresses, follow the Node)."""
 
-    async def proxy_mode(_request: web.Request) -> web.Response:
-        return web.Response(text=PROXY_MODE)
+    async def proxy_mode(_request: BaseRequest) -> Response:
+        return Response(text=PROXY_MODE)
 
-    async def configz_handler(_request: web.Request) -> web.Response:
+    async def configz_handler(_request: BaseRequest) -> Response:
         body = {CONFIGZ_NAME: configz() if configz is not None else None}
-        return web.Response(
+        return Response(
             text=json.dumps(body),
             content_type="application/json",
             headers={"X-Content-Type-Options": "nosniff"},
         )
 
-    async def healthz(_request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+    async def healthz(_request: BaseRequest) -> Response:
+        return Response(text="ok")
 
     exposition: list[Handler] = []
 
-    async def metrics_handler(request: web.Request) -> web.StreamResponse:
+    async def metrics_handler(request: BaseRequest) -> StreamResponse:
         if not exposition:
             # prometheus_client's exposition code (http.server, urllib.request, wsgiref)
             # is loaded by the first scrape: at start-up it cost 0.4 s under
             # user-mode-linux, before the first sync.
             from prometheus_client.aiohttp import make_aiohttp_handler
 
-            exposition.append(make_aiohttp_handler(metrics.registry))
+            # Typed for aiohttp.web's Request: it reads the headers and the query,
+            # which the low-level server's requests have.
+            exposition.append(cast(Handler, make_aiohttp_handler(metrics.registry)))
         return await exposition[0](request)
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/proxyMode", proxy_mode)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/configz", configz_handler)
-    return app
+    return Routes(
+        {
+            "/metrics": metrics_handler,
+            "/proxyMode": proxy_mode,
+            "/healthz": healthz,
+            "/configz": configz_handler,
+        }
+    )

@@ -1,4 +1,4 @@
-"""Start and stop an aiohttp application on one port (shared by the HTTP servers).
+"""Serve a request handler on one port (shared by the HTTP servers).
 
 An unspecified host (``0.0.0.0``, ``::`` or empty) means every address of both families, as
 in kube-proxy: Go's ``net.Listen("tcp", "0.0.0.0:10256")`` takes one socket that accepts
@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from aiohttp import web
+from aiohttp.web_server import Server as HttpServer
 
 from ipvsproxy.config import parse_host_port
+from ipvsproxy.http.routes import Handler
 from ipvsproxy.logging import get_logger
 
 log = get_logger(__name__)
@@ -29,15 +30,29 @@ WILDCARDS = ("", "0.0.0.0", "::")
 RETRY_PERIOD = 5.0  # kube-proxy's wait.Until period for its servers
 
 
-class Server:
-    """A running aiohttp application. ``port`` is the bound port (useful with port 0)."""
+# How long a closing server waits for the requests it is answering (aiohttp's default).
+SHUTDOWN_TIMEOUT = 60.0
+BACKLOG = 128  # aiohttp's sites' listen backlog
 
-    def __init__(self, runner: web.AppRunner, port: int) -> None:
-        self.runner = runner
+
+class Server:
+    """A handler served on one port, at one or more addresses. ``port`` is the bound port
+    (useful with port 0)."""
+
+    def __init__(self, http: HttpServer, listeners: list[asyncio.Server], port: int) -> None:
+        self._http = http
+        self._listeners = listeners
         self.port = port
 
     async def close(self) -> None:
-        await self.runner.cleanup()
+        """Stop listening, then close the connections once their requests are answered
+        (aiohttp's runner's order)."""
+        for listener in self._listeners:
+            listener.close()
+        # Requests that came in before the close start being handled first.
+        await asyncio.sleep(0)
+        self._http.pre_shutdown()
+        await self._http.shutdown(SHUTDOWN_TIMEOUT)
 
 
 def _every_address(port: int) -> socket.socket:
@@ -61,56 +76,56 @@ def _every_address(port: int) -> socket.socket:
     return sock
 
 
-async def start_app(app: web.Application, hosts: str | Sequence[str], port: int) -> Server:
-    """Listen on ``port`` at each host (an empty or unspecified host, or none, means every
-    address of both families).
+async def start_app(handler: Handler, hosts: str | Sequence[str], port: int) -> Server:
+    """Serve ``handler`` on ``port`` at each host (an empty or unspecified host, or none,
+    means every address of both families).
 
     Raises OSError if an address cannot be bound (port in use, address not
     local), after releasing whatever was already set up.
     """
     host_list = [hosts] if isinstance(hosts, str) else list(hosts)
+    loop = asyncio.get_running_loop()
     # No access log: a probe every few seconds would drown the sync events.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    http = HttpServer(handler, access_log=None)
+    listeners: list[asyncio.Server] = []
     try:
         for host in host_list or [""]:
-            site: web.BaseSite
             if host in WILDCARDS:
-                site = web.SockSite(runner, _every_address(port))
+                listener = await loop.create_server(
+                    http, sock=_every_address(port), backlog=BACKLOG
+                )
             else:
-                site = web.TCPSite(runner, host, port, reuse_address=True)
-            await site.start()
+                listener = await loop.create_server(
+                    http, host, port, reuse_address=True, backlog=BACKLOG
+                )
+            listeners.append(listener)
             # With port 0 the kernel picks one: later hosts take the same one.
-            if port == 0 and runner.addresses:
-                port = int(runner.addresses[0][1])
+            if port == 0 and listener.sockets:
+                port = int(listener.sockets[0].getsockname()[1])
     except BaseException:
-        await runner.cleanup()
+        for listener in listeners:
+            listener.close()
         raise
-    bound = int(runner.addresses[0][1]) if runner.addresses else port
-    return Server(runner, bound)
+    return Server(http, listeners, port)
 
 
-async def start_at(app: web.Application, address: str, setting: str) -> Server:
+async def start_at(handler: Handler, address: str, setting: str) -> Server:
     """Listen on a ``HOST:PORT`` setting such as ``0.0.0.0:10256``."""
     host, port = parse_host_port(address, setting)
-    return await start_app(app, host, port)
+    return await start_app(handler, host, port)
 
 
 class Listener:
-    """A server at a ``HOST:PORT`` setting that keeps trying to listen.
-
-    ``make_app`` builds the application afresh for every attempt (an aiohttp application
-    serves one runner, and a failed attempt has cleaned its runner up).
-    """
+    """A server at a ``HOST:PORT`` setting that keeps trying to listen."""
 
     def __init__(
         self,
-        make_app: Callable[[], web.Application],
+        handler: Handler,
         address: str,
         setting: str,
         retry_period: float = RETRY_PERIOD,
     ) -> None:
-        self._make_app = make_app
+        self._handler = handler
         self._host, self._port = parse_host_port(address, setting)
         self.address = address
         self.setting = setting
@@ -120,7 +135,7 @@ class Listener:
 
     async def _attempt(self) -> OSError | None:
         try:
-            self.server = await start_app(self._make_app(), self._host, self._port)
+            self.server = await start_app(self._handler, self._host, self._port)
         except OSError as err:
             return err
         return None

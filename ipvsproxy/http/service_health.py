@@ -19,23 +19,25 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from aiohttp import web
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import Response
 
 from ipvsproxy.core.model import ServiceKey
 from ipvsproxy.http.health import ProxyHealth
+from ipvsproxy.http.routes import Handler
 from ipvsproxy.http.serve import Server, start_app
 from ipvsproxy.logging import get_logger
 
 log = get_logger(__name__)
 
 
-def health_response(key: ServiceKey, local_endpoints: int, proxy_healthy: bool) -> web.Response:
+def health_response(key: ServiceKey, local_endpoints: int, proxy_healthy: bool) -> Response:
     body = {
         "service": {"namespace": key.namespace, "name": key.name},
         "localEndpoints": local_endpoints,
         "serviceProxyHealthy": proxy_healthy,
     }
-    return web.Response(
+    return Response(
         status=200 if local_endpoints > 0 and proxy_healthy else 503,
         text=json.dumps(body),
         content_type="application/json",
@@ -77,13 +79,13 @@ class ServiceHealthServers:
         """Service -> the port it is being served on right now."""
         return {key: port for key, (port, _) in self._servers.items()}
 
-    def _app(self, key: ServiceKey) -> web.Application:
-        async def handle(_request: web.Request) -> web.Response:
+    def _handler(self, key: ServiceKey) -> Handler:
+        """Every path, every method: kube-proxy's service health server answers them all."""
+
+        async def handle(_request: BaseRequest) -> Response:
             return health_response(key, self._endpoints.get(key, 0), self._health.is_healthy())
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        return app
+        return handle
 
     async def sync(self, services: Mapping[ServiceKey, tuple[int, int]]) -> None:
         """Make the listeners match ``{service: (healthCheckNodePort, local endpoints)}``."""
@@ -108,7 +110,7 @@ class ServiceHealthServers:
                 )
                 continue
             try:
-                server = await start_app(self._app(key), self._hosts, port)
+                server = await start_app(self._handler(key), self._hosts, port)
             except OSError as exc:
                 log.warning(
                     "health check port not opened; retrying on next sync",

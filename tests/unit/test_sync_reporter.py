@@ -7,12 +7,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 from prometheus_client import generate_latest
 
 from ipvsproxy.core.model import Family, IpProtocol, Stats, VirtualServerKey
 from ipvsproxy.dataplane.fake_ipvs import FakeIpvs
-from ipvsproxy.http.health import ProxyHealth, make_health_app
+from ipvsproxy.http.health import ProxyHealth, health_routes
 from ipvsproxy.kube.cache import ClusterCache
 from ipvsproxy.metrics import Metrics
 from ipvsproxy.reconciler import Reconciler, Settings
@@ -193,7 +193,7 @@ async def test_service_counters_are_read_when_someone_scrapes_them() -> None:
 
 async def test_healthz_fails_while_the_reconciler_is_stalled_and_recovers() -> None:
     proxy = Proxy()
-    client = TestClient(TestServer(make_health_app(proxy.health, proxy.metrics)))
+    client = TestClient(RawTestServer(health_routes(proxy.health, proxy.metrics)))
     await client.start_server()
     try:
         assert (await client.get("/healthz")).status == 200  # healthy at start
@@ -241,7 +241,7 @@ async def test_syncs_that_keep_failing_are_loud_and_recovery_too() -> None:
     Warning Event on the Node once per streak; all back when a sync succeeds."""
     proxy = Proxy()
     proxy.cache.node_store.upsert(builders.node("node-a"))
-    client = TestClient(TestServer(make_health_app(proxy.health, proxy.metrics)))
+    client = TestClient(RawTestServer(health_routes(proxy.health, proxy.metrics)))
     await client.start_server()
     try:
         service, endpoints = web(["10.244.1.2"])

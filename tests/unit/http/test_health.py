@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 
-from ipvsproxy.http.health import ProxyHealth, go_time, make_health_app, node_eligible
+from ipvsproxy.http.health import ProxyHealth, go_time, health_routes, node_eligible
 from ipvsproxy.metrics import Metrics
 from tests.support.clock import FakeClock
 
@@ -31,7 +31,7 @@ def metrics() -> Metrics:
 
 @pytest.fixture
 async def client(health: ProxyHealth, metrics: Metrics) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
-    async with TestClient(TestServer(make_health_app(health, metrics))) as c:
+    async with TestClient(RawTestServer(health_routes(health, metrics))) as c:
         yield c
 
 

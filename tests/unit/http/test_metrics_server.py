@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import ClientSession
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 import ipvsproxy
 from ipvsproxy.core.model import Family, IpProtocol, ServiceKey, Stats, VirtualServerKey
-from ipvsproxy.http.metrics_server import make_metrics_app
+from ipvsproxy.http.metrics_server import metrics_routes
 from ipvsproxy.http.serve import start_app, start_at
 from ipvsproxy.metrics import NETWORK_PROGRAMMING_BUCKETS, Metrics
 
@@ -38,7 +38,7 @@ def metrics() -> Metrics:
 
 @pytest.fixture
 async def client(metrics: Metrics) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
-    async with TestClient(TestServer(make_metrics_app(metrics))) as c:
+    async with TestClient(RawTestServer(metrics_routes(metrics))) as c:
         yield c
 
 
@@ -71,7 +71,7 @@ async def test_configz_serves_the_configuration_as_component_base() -> None:
         asked.append(True)
         return {"Mode": "ipvs", "NodePortAddresses": ["192.168.1.10/32"]}
 
-    async with TestClient(TestServer(make_metrics_app(Metrics(), configz))) as c:
+    async with TestClient(RawTestServer(metrics_routes(Metrics(), configz))) as c:
         resp = await c.get("/configz")
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("application/json")
@@ -228,7 +228,7 @@ def test_each_metrics_object_has_its_own_registry() -> None:
 
 
 async def test_served_on_a_real_socket(metrics: Metrics) -> None:
-    server = await start_app(make_metrics_app(metrics), "127.0.0.1", 0)
+    server = await start_app(metrics_routes(metrics), "127.0.0.1", 0)
     try:
         async with ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{server.port}/proxyMode") as resp:
@@ -243,13 +243,13 @@ async def test_served_on_a_real_socket(metrics: Metrics) -> None:
 
 
 async def test_bind_failure_raises_oserror(metrics: Metrics) -> None:
-    server = await start_app(make_metrics_app(metrics), "127.0.0.1", 0)
+    server = await start_app(metrics_routes(metrics), "127.0.0.1", 0)
     try:
         # reuse_address does not allow two listeners on one port.
         with pytest.raises(OSError, match="address already in use"):
-            await start_at(make_metrics_app(metrics), f"127.0.0.1:{server.port}", "x")
+            await start_at(metrics_routes(metrics), f"127.0.0.1:{server.port}", "x")
         # An address that is not local (TEST-NET-1).
         with pytest.raises(OSError, match="assign requested address"):
-            await start_at(make_metrics_app(metrics), "192.0.2.1:10249", "x")
+            await start_at(metrics_routes(metrics), "192.0.2.1:10249", "x")
     finally:
         await server.close()

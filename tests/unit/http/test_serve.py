@@ -8,18 +8,18 @@ import socket
 
 import aiohttp
 import pytest
-from aiohttp import web
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import Response
 
+from ipvsproxy.http.routes import Routes
 from ipvsproxy.http.serve import Listener, start_app
 
 
-def app() -> web.Application:
-    async def hello(_request: web.Request) -> web.Response:
-        return web.Response(text="hello")
+def app() -> Routes:
+    async def hello(_request: BaseRequest) -> Response:
+        return Response(text="hello")
 
-    application = web.Application()
-    application.router.add_get("/", hello)
-    return application
+    return Routes({"/": hello})
 
 
 async def get(host: str, port: int) -> str:
@@ -71,7 +71,7 @@ def held_port() -> socket.socket:
 async def test_a_port_in_use_is_tried_again_until_it_is_free() -> None:
     holder = held_port()
     port = holder.getsockname()[1]
-    listener = Listener(app, f"127.0.0.1:{port}", "healthz-bind-address", retry_period=0.05)
+    listener = Listener(app(), f"127.0.0.1:{port}", "healthz-bind-address", retry_period=0.05)
     try:
         error = await listener.start()
         assert isinstance(error, OSError)
@@ -91,7 +91,7 @@ async def test_a_port_in_use_is_tried_again_until_it_is_free() -> None:
 async def test_without_retry_the_error_is_all() -> None:
     holder = held_port()
     port = holder.getsockname()[1]
-    listener = Listener(app, f"127.0.0.1:{port}", "metrics-bind-address", retry_period=0.01)
+    listener = Listener(app(), f"127.0.0.1:{port}", "metrics-bind-address", retry_period=0.01)
     try:
         assert await listener.start(retry=False) is not None
         holder.close()
@@ -104,7 +104,7 @@ async def test_without_retry_the_error_is_all() -> None:
 
 async def test_close_stops_the_retries() -> None:
     holder = held_port()
-    listener = Listener(app, f"127.0.0.1:{holder.getsockname()[1]}", "x", retry_period=0.01)
+    listener = Listener(app(), f"127.0.0.1:{holder.getsockname()[1]}", "x", retry_period=0.01)
     await listener.start()
     await listener.close()
     holder.close()
