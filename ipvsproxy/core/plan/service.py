@@ -123,11 +123,25 @@ def _plan(service: Any, slices: list[Any], node: Any, config: PlanConfig) -> Ser
         state=builder.state(),
         health_check_node_port=spec.health_check_node_port,
         local_endpoints=len(local_ready),
-        no_local_internal=frozenset(no_local if spec.internal_local else ()),
-        no_local_external=frozenset(no_local if spec.external_local else ()),
+        no_local_internal=family_set(no_local if spec.internal_local else ()),
+        no_local_external=family_set(no_local if spec.external_local else ()),
         problems=tuple(builder.problems),
-        families=frozenset(families),
+        families=family_set(families),
     )
+
+
+# The four sets of families a plan can hold, shared by every plan: a frozenset costs 216
+# bytes, and a plan keeps three for its life (at 10,000 Services, 6 MB of copies).
+_FAMILY_SETS = {
+    members: members
+    for members in map(frozenset, ((), (Family.V4,), (Family.V6,), (Family.V4, Family.V6)))
+}
+
+
+def family_set(families: Iterable[Family]) -> frozenset[Family]:
+    """``frozenset(families)``, shared with every equal one."""
+    members = frozenset(families)
+    return _FAMILY_SETS.get(members, members)
 
 
 class _Builder:

@@ -188,3 +188,13 @@ def test_plan_is_deterministic_whatever_the_slice_order() -> None:
     assert plan_service(service(), [a, b], None, CONFIG) == plan_service(
         service(), [b, a], None, CONFIG
     )
+
+
+def test_plans_share_their_sets_of_families() -> None:
+    one = plan_service(service("a"), EPS, None, CONFIG)
+    other = plan_service(service("b", cluster_ips=("10.96.0.11",)), EPS, None, CONFIG)
+    assert one.families == {Family.V4}
+    assert one.no_local_internal == one.no_local_external == frozenset()
+    # The same objects, not equal copies: each plan keeps them for its life.
+    assert one.families is other.families
+    assert one.no_local_internal is other.no_local_external
