@@ -434,7 +434,10 @@ class Reconciler:
     async def _observe(self) -> None:
         self.mirror.reset(await read_owned(self.dataplane, self._exclude))
 
-    def _replan(self, keys: set[ServiceKey]) -> tuple[Scope, dict[ServiceKey, ServicePlan | None]]:
+    def _replan(
+        self, keys: set[ServiceKey], scoped: bool = True
+    ) -> tuple[Scope, dict[ServiceKey, ServicePlan | None]]:
+        """Plan ``keys``; the plans, and with ``scoped`` what they touched."""
         scope = Scope()
         plans: dict[ServiceKey, ServicePlan | None] = {}
         node = self.cluster.node
@@ -445,7 +448,10 @@ class Reconciler:
             plan = None
             if service is not None:
                 plan = plan_service(service, self.cluster.slices_for(key), node, self.plan_config)
-            scope.update(self.index.set_plan(key, plan))
+            if scoped:
+                scope.update(self.index.set_plan(key, plan))
+            else:
+                self.index.replace_plan(key, plan)
             lost = self.index.lost_claims(key)
             if plan is not None and lost:
                 # Reported like the plan's own problems (a log line and an Event).
@@ -485,7 +491,7 @@ class Reconciler:
         keys, times = self._take_dirty()
         # Services that vanished while the proxy was down or behind are planned as gone.
         keys |= set(self.cluster.services) ^ set(self.index.plans)
-        _, plans = self._replan(keys)
+        _, plans = self._replan(keys, scoped=False)  # the diff below compares everything
         ops: list[Op] = []
         if not trusted:
             self.full_reads += 1

@@ -62,18 +62,26 @@ class DesiredIndex:
     def set_plan(self, key: ServiceKey, plan: ServicePlan | None) -> Scope:
         """Record ``key``'s new plan (None: the Service is gone); return what it touched."""
         scope = Scope()
-        old = self.plans.pop(key, None)
+        old = self.plans.get(key)
         if old is not None:
             scope.add_state(old.state)
-            self._release(key, old.state)
         if plan is not None:
-            self.plans[key] = plan
             scope.add_state(plan.state)
-            self._claim(key, plan.state)
+        self.replace_plan(key, plan)
         for vs in [vs for vs in scope.virtual_servers if vs.fwmark]:
             for owner in _listed(self._vs_owners.get(vs)):
                 scope.entries.update(self._marked_entries(owner, vs))
         return scope
+
+    def replace_plan(self, key: ServiceKey, plan: ServicePlan | None) -> None:
+        """``set_plan`` without working out what the change touched: for a full sync, which
+        compares everything (at 1,000 Services that scope was 7,000 entries, 0.6 MB)."""
+        old = self.plans.pop(key, None)
+        if old is not None:
+            self._release(key, old.state)
+        if plan is not None:
+            self.plans[key] = plan
+            self._claim(key, plan.state)
 
     def _marked_entries(self, key: ServiceKey, vs: VirtualServerKey) -> Iterable[IpsetEntry]:
         name = ipset_catalog.set_name(ipset_catalog.EXTERNAL_LOCAL_FWMARK, vs.family)

@@ -77,3 +77,22 @@ def test_the_service_that_lost_a_claim_is_told_why() -> None:
     index.set_plan(B, _plan("bb", FIRST, "10.244.1.6"))
     reasons = index.lost_claims(B)
     assert f"TCP {FIRST}:80 is Service default/a's, which claimed it first" in reasons
+
+
+def test_replace_plan_leaves_the_index_as_set_plan_does() -> None:
+    # The same history both ways, colliding marks included: a full sync records plans
+    # with replace_plan, a partial one with set_plan, and both read the same index.
+    steps: list[tuple[ServiceKey, ServicePlan | None]] = [
+        (A, _plan("a", FIRST, "10.244.1.5")),
+        (B, _plan("bb", SECOND, "10.244.1.6")),
+        (A, _plan("a", FIRST, "10.244.1.7")),
+        (A, None),
+        (A, _plan("a", FIRST, "10.244.1.5")),
+    ]
+    scoped, unscoped = DesiredIndex(), DesiredIndex()
+    for key, plan in steps:
+        scoped.set_plan(key, plan)
+        unscoped.replace_plan(key, plan)
+        assert unscoped.plans == scoped.plans
+        assert unscoped.desired() == scoped.desired()
+        assert [unscoped.lost_claims(k) for k in (A, B)] == [scoped.lost_claims(k) for k in (A, B)]
