@@ -5,10 +5,11 @@ stats the directory of every ``sys.path`` entry it tries, to see whether it chan
 since it listed it, then stats each candidate file (a package's ``__init__`` is tried
 with the three extension-module suffixes before ``.py``); the loader then reads the
 bytecode through a buffered file object, which costs an fstat, an ioctl (is it a
-terminal?) and two seeks besides the open, read and close. On a host that is 6,400
-system calls and about 10 ms. Where a system call is dear it is most of the imports:
-under user-mode-linux each costs 0.12-0.3 ms, and the imports of a start took 3.8 s
-there, against 3.2 s with this finder (3,350 system calls).
+terminal?) and two seeks besides the open, read and close. A start's imports made 6,400
+system calls; on a host that is lost in the noise (about 0.26 s of imports either way),
+but where a system call is dear it is not: under user-mode-linux each costs 0.12-0.16 ms,
+and the imports of a start took 3.8 s there, against 3.2 s with this finder (3,600
+system calls).
 
 ``ListedFinder`` answers what ``FileFinder`` answers, from a listing of each directory
 read once with ``os.scandir`` (whose entries say file or directory without a stat).
