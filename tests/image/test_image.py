@@ -104,7 +104,7 @@ def test_kube_proxy_is_ipvsproxy_at_kubeadms_path(rootfs: Path) -> None:
         assert os.readlink(link) == f"{VENV}/bin/ipvsproxy"
     script = (rootfs / VENV.lstrip("/") / "bin" / "ipvsproxy").read_text()
     assert script.startswith(f"#!{VENV}/bin/python")
-    assert "from ipvsproxy.cli import main" in script
+    assert "from ipvsproxy.__main__ import main" in script  # which installs listed_finder
 
 
 def test_the_tools_the_proxy_drives_are_there(rootfs: Path) -> None:
