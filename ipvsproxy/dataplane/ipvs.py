@@ -417,7 +417,7 @@ class NetlinkIpvs:
         validate_ops(ops)
         for name in sorted(schedulers_of(ops)):
             await ensure_scheduler(name)
-        codes = await self._sock.execute([encode_op(op) for op in ops])
+        codes = await self._sock.execute(map(encode_op, ops))  # encoded batch by batch
         failures = [(op, failure_of(op, code)) for op, code in zip(ops, codes, strict=True) if code]
         if failures:
             raise IpvsBatchError(failures)

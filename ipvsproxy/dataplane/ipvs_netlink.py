@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ipvsproxy.dataplane.netlink import (
     BE16,
@@ -270,37 +270,41 @@ class GenlSocket:
             raise OSError(code, f"resolving generic netlink family {name}: {errno.errorcode[code]}")
         return u16(genl_attrs(replies[0].data)[CTRL_ATTR_FAMILY_ID])
 
-    async def execute(self, payloads: Sequence[bytes]) -> list[int]:
+    async def execute(self, payloads: Iterable[bytes]) -> list[int]:
         """Run commands in order, in as few sendmsg calls as the limits allow.
 
-        Returns one errno per command (0 = done). Every command is attempted.
+        Returns one errno per command (0 = done). Every command is attempted. The
+        payloads are taken one batch at a time: a first sync at 1,000 Services encodes
+        6,000 commands, and they need not all be in memory at once.
         """
-        results = [0] * len(payloads)
-        start = 0
-        while start < len(payloads):
-            end, size = start, 0
-            while end < len(payloads) and end - start < MAX_BATCH_MESSAGES:
-                size += len(payloads[end]) + NLMSGHDR.size
-                if size > MAX_BATCH_BYTES and end > start:
-                    break
-                end += 1
-            await self._execute_chunk(payloads, start, end, results)
-            start = end
+        results: list[int] = []
+        batch: list[bytes] = []
+        size = 0
+        for payload in payloads:
+            length = len(payload) + NLMSGHDR.size
+            if batch and (len(batch) == MAX_BATCH_MESSAGES or size + length > MAX_BATCH_BYTES):
+                results += await self._execute_batch(batch)
+                batch, size = [], 0
+            batch.append(payload)
+            size += length
+        if batch:
+            results += await self._execute_batch(batch)
         return results
 
-    async def _execute_chunk(
-        self, payloads: Sequence[bytes], start: int, end: int, results: list[int]
-    ) -> None:
+    async def _execute_batch(self, payloads: Sequence[bytes]) -> list[int]:
+        """Send ``payloads`` in one sendmsg; the errno of each."""
+        count = len(payloads)
+        results = [0] * count
         first = self._next_seq()
         parts = []
-        for i in range(start, end):
-            seq = first if i == start else self._next_seq()
-            flags = NLM_F_REQUEST | (NLM_F_ACK if i == end - 1 else 0)
-            parts.append(self._frame(self.family, flags, seq, payloads[i]))
+        for i, payload in enumerate(payloads):
+            seq = first if i == 0 else self._next_seq()
+            flags = NLM_F_REQUEST | (NLM_F_ACK if i == count - 1 else 0)
+            parts.append(self._frame(self.family, flags, seq, payload))
         last = self._seq
-        index = {(first + k) & 0xFFFFFFFF or 1: start + k for k in range(end - start)}
-        # Sequence numbers of this chunk are contiguous unless they wrapped; map them.
-        if len(index) != end - start:  # pragma: no cover - wraps once per 4G messages
+        index = {(first + k) & 0xFFFFFFFF or 1: k for k in range(count)}
+        # Sequence numbers of this batch are contiguous unless they wrapped; map them.
+        if len(index) != count:  # pragma: no cover - wraps once per 4G messages
             raise RuntimeError("netlink sequence wrapped inside a batch")
         await self._send(b"".join(parts))
         while True:
@@ -310,11 +314,9 @@ class GenlSocket:
                 if exc.errno != errno.ENOBUFS:
                     raise
                 # Some error ACKs were dropped: we no longer know which ops failed.
-                # Report the whole chunk as failed; a re-read of the kernel heals it.
-                for i in range(start, end):
-                    results[i] = results[i] or errno.ENOBUFS
+                # Report the whole batch as failed; a re-read of the kernel heals it.
                 await self._drain()
-                return
+                return [code or errno.ENOBUFS for code in results]
             for message in split(datagram):
                 if message.kind != NLMSG_ERROR or message.seq not in index:
                     continue  # a leftover of an earlier, abandoned exchange
@@ -322,7 +324,7 @@ class GenlSocket:
                 if code:
                     results[index[message.seq]] = code
                 if message.seq == last:
-                    return
+                    return results
 
     async def _drain(self) -> None:
         while True:
