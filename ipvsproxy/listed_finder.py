@@ -100,13 +100,19 @@ class WholeFileLoader(SourceFileLoader):
 
 Loaders = Sequence[tuple[type[Any], list[str]]]
 
+# FileFinder's loaders, in its order, as Python's own path hook is made with them.
+PYTHON_LOADERS: Loaders = (
+    (ExtensionFileLoader, EXTENSION_SUFFIXES),
+    (SourceFileLoader, SOURCE_SUFFIXES),
+    (SourcelessFileLoader, BYTECODE_SUFFIXES),
+)
+
 
 def loader_details() -> Loaders:
-    """FileFinder's loaders, in its order, with the source loader replaced."""
-    return (
-        (ExtensionFileLoader, EXTENSION_SUFFIXES),
-        (WholeFileLoader, SOURCE_SUFFIXES),
-        (SourcelessFileLoader, BYTECODE_SUFFIXES),
+    """PYTHON_LOADERS with the source loader replaced."""
+    return tuple(
+        (WholeFileLoader if loader is SourceFileLoader else loader, suffixes)
+        for loader, suffixes in PYTHON_LOADERS
     )
 
 

@@ -5,30 +5,28 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from importlib import _bootstrap_external
 from importlib.machinery import (
-    BYTECODE_SUFFIXES,
     EXTENSION_SUFFIXES,
-    SOURCE_SUFFIXES,
-    ExtensionFileLoader,
     FileFinder,
     ModuleSpec,
     PathFinder,
     SourceFileLoader,
-    SourcelessFileLoader,
 )
 from pathlib import Path
 
 import pytest
 
 from ipvsproxy import listed_finder
-from ipvsproxy.listed_finder import ListedFinder, WholeFileLoader, loader_details, read_whole
+from ipvsproxy.listed_finder import (
+    PYTHON_LOADERS,
+    ListedFinder,
+    WholeFileLoader,
+    loader_details,
+    read_whole,
+)
 from tests.support.python_process import run_python
 
-PYTHONS = (
-    (ExtensionFileLoader, EXTENSION_SUFFIXES),
-    (SourceFileLoader, SOURCE_SUFFIXES),
-    (SourcelessFileLoader, BYTECODE_SUFFIXES),
-)
 # The packages a start imports from, beyond the standard library's top level.
 PACKAGES = ("aiohttp", "kubernetes_asyncio", "pyroute2", "structlog", "yaml", "ipvsproxy")
 
@@ -38,6 +36,16 @@ def _fresh_listings() -> Iterator[None]:
     listed_finder._listings.clear()
     yield
     listed_finder._listings.clear()
+
+
+def test_python_loaders_are_python_s_own() -> None:
+    # What the finders below are compared against is what Python's path hook is made with.
+    assert list(PYTHON_LOADERS) == _bootstrap_external._get_supported_file_loaders()
+    assert [loader for loader, _ in loader_details()] == [
+        PYTHON_LOADERS[0][0],
+        WholeFileLoader,
+        PYTHON_LOADERS[2][0],
+    ]
 
 
 def answer(spec: ModuleSpec | None) -> tuple[object, ...] | None:
@@ -51,7 +59,7 @@ def answer(spec: ModuleSpec | None) -> tuple[object, ...] | None:
 
 
 def assert_same_answers(directory: str, names: set[str]) -> int:
-    theirs = FileFinder(directory, *PYTHONS)
+    theirs = FileFinder(directory, *PYTHON_LOADERS)
     ours = ListedFinder(directory, *loader_details())
     for name in sorted(names):
         assert answer(ours.find_spec(name)) == answer(theirs.find_spec(name)), name
