@@ -239,14 +239,11 @@ class IpsetCli:
             # Each entry is parsed as its message is encoded, and dropped: a first sync
             # of 1,000 Services held 7,000 parsed entries at once (1.8 MB) otherwise.
             # Every entry is still checked before the first message is sent.
-            parsed = [
-                SetChange(
-                    name,
-                    map(partial(_parse, info, name), sorted(changes[name][1])),
-                    map(partial(_parse, info, name), sorted(changes[name][0])),
-                )
-                for name, info in zip(names, infos, strict=True)
-            ]
+            parsed = []
+            for name, info in zip(names, infos, strict=True):
+                add, delete = changes[name]
+                check = partial(_parse, info, name)
+                parsed.append(SetChange(name, map(check, sorted(delete)), map(check, sorted(add))))
             try:
                 await apply(parsed)
             except IpsetNetlinkError as err:
