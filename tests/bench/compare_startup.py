@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
-"""Start-up of this tree against another revision's, in one kernel boot, runs alternated.
+"""Start-up of this tree against other revisions', in one kernel boot, runs alternated.
 
-    .tox/bench/bin/python tests/bench/compare_startup.py REVISION [--services N] [--runs K]
+    .tox/bench/bin/python tests/bench/compare_startup.py REVISION... [--services N] [--runs K]
 
 ``startup_to_first_sync_s`` (bench_e2e) from one run says little on a shared machine:
 the same code started 6 s or 13 s apart under user-mode-linux within the hour. This
-checks REVISION out into a temporary worktree, compiles both trees' bytecode (the
+checks each REVISION out into a temporary worktree, compiles every tree's bytecode (the
 images ship it compiled), then in one boot starts each tree's proxy K times, in turn,
 against the test API server holding N Services, each in a fresh network namespace, and
 prints every time and the medians (the first run of each tree pays the cold caches). The
-proxies run from a directory that holds neither tree: ``python -m`` puts the working
+proxies run from a directory that holds no tree: ``python -m`` puts the working
 directory first on sys.path.
 
 With each time come the CPU and the minor page faults of the proxy and the processes it
@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,25 +126,36 @@ def main(argv: list[str]) -> int:
         _measure(argv[3:], int(argv[1]), int(argv[2]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("revision", help="the revision to compare with (e.g. a49dbb6)")
+    parser.add_argument(
+        "revisions", nargs="+", metavar="revision", help="the revisions to compare with"
+    )
     parser.add_argument("--services", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="startup-before-") as before:
+    with contextlib.ExitStack() as stack:
+        trees = [stack.enter_context(_worktree(revision)) for revision in args.revisions]
+        trees.append(str(ROOT))
+        for tree in trees:
+            compileall.compile_dir(Path(tree) / "ipvsproxy", quiet=1)
+        inside = [sys.executable, __file__, "--inside", str(args.services), str(args.runs)]
+        command = [sys.executable, str(ROOT / "tests/vm/in_kernel.py"), "--mem", "2G"]
+        command += ["--timeout", str(600 + 60 * len(trees) * args.runs)]
+        return subprocess.call([*command, "--", *inside, *trees], cwd=ROOT)
+
+
+@contextlib.contextmanager
+def _worktree(revision: str) -> Iterator[str]:
+    """``revision`` checked out in a temporary directory, for as long as the block runs."""
+    with tempfile.TemporaryDirectory(prefix="startup-before-") as tree:
         subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", before, args.revision],
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", tree, revision],
             check=True,
             capture_output=True,
         )
         try:
-            for tree in (before, str(ROOT)):
-                compileall.compile_dir(Path(tree) / "ipvsproxy", quiet=1)
-            inside = [sys.executable, __file__, "--inside", str(args.services), str(args.runs)]
-            command = [sys.executable, str(ROOT / "tests/vm/in_kernel.py"), "--mem", "2G"]
-            command += ["--timeout", str(600 + 120 * args.runs)]
-            return subprocess.call([*command, "--", *inside, before, str(ROOT)], cwd=ROOT)
+            yield tree
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", before])
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", tree])
 
 
 if __name__ == "__main__":
