@@ -358,6 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
 
+    # Before anything imports structlog, kubernetes_asyncio or pyroute2 (see lean_import).
+    from ipvsproxy import lean_import
+
+    structlog_fallback = lean_import.install_logging()
     from ipvsproxy import logging as plog
 
     plog.configure(inv.config.log_format, inv.config.verbosity)
@@ -378,10 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ipvsproxy.plan_command import run_plan
 
         return run_plan(inv.plan_files, inv.plan_node, inv.config)
-    # Before anything imports kubernetes_asyncio or pyroute2 (see lean_import).
-    from ipvsproxy import lean_import
-
-    for library, reason in lean_import.install_dependencies().items():
+    fallbacks = lean_import.install_dependencies()
+    if structlog_fallback is not None:
+        fallbacks["structlog"] = structlog_fallback
+    for library, reason in fallbacks.items():
         log.debug(
             "lean import not installed; the library's own import stands",
             library=library,

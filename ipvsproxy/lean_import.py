@@ -9,21 +9,24 @@ the same kernel), growing no faster per Service. The imports alone would take ha
 of that, and the proxy uses a handful of their modules. A third, ``prometheus_client``,
 imports its exposition code (http.server, urllib.request, wsgiref) with its metric
 classes: 0.4 s of every start under user-mode-linux, for code the first scrape needs.
-And kubernetes_asyncio's client imports, at its top, three libraries for code the proxy
-never runs: ``urllib3`` (for basic-auth headers), ``dateutil.parser`` (to read dates into
-models) and ``multiprocessing.pool`` (for ``async_req`` calls). With what only they pull
-in, that is 78 of the 551 modules a start loaded, and 1,150 of its 7,730 system
-calls; under user-mode-linux every system call and every module counts.
+A fourth, ``structlog``, imports its testing, thread-local, Twisted and greenlet helpers
+with its logger. And kubernetes_asyncio's client imports, at its top, three libraries
+for code the proxy never runs: ``urllib3`` (for basic-auth headers), ``dateutil.parser``
+(to read dates into models) and ``multiprocessing.pool`` (for ``async_req`` calls). With
+what only they pull in, that is 78 of the 551 modules a start loaded, and 1,150 of its
+7,730 system calls; under user-mode-linux every system call and every module counts.
 
 ``install_dependencies()`` puts lazy stand-ins for those libraries' packages in
 ``sys.modules``; the program's entry point (``ipvsproxy.cli.main``) and the tests'
-(``tests/conftest.py``) call it once, before anything imports them. A stand-in has
-the real package's ``__path__``, so submodules import as usual, and it resolves a
-name its real ``__init__`` exports (``from M import N``; literal constants such as
-``__version__`` are copied) by importing ``M`` when the name is first used: a
-kubernetes_asyncio model still loads, alone, if a response is ever deserialized into
-one. Anything unexpected (another layout, the library already imported, a needed
-module failing to import) leaves the normal import in place, and says why.
+(``tests/conftest.py``) call it once, before anything imports them. The entry point
+installs structlog's first, with ``install_logging()``: it sets its logs up before
+anything else. A stand-in has the real package's ``__path__``, so submodules import as
+usual, and it resolves a name its real ``__init__`` exports (``from M import N``, or a
+submodule: ``from package import N``; literal constants such as ``__version__`` are
+copied) by importing ``M`` when the name is first used: a kubernetes_asyncio model
+still loads, alone, if a response is ever deserialized into one. Anything unexpected
+(another layout, the library already imported, a needed module failing to import)
+leaves the normal import in place, and says why.
 
 A stand-in reads its ``__init__`` when the first name is looked up, and without ``ast``
 when the file has the generator's form (one ``from M import N`` per line).
@@ -36,9 +39,10 @@ a library's needed modules import, so they bind it in place of the real module, 
 imports when first used (an attribute read, or a call of a name taken from it with
 ``from M import N``). Then it leaves ``sys.modules``: any other import gets the real one.
 
-``install_dependencies()`` also imports aiohttp's client first, without the system's CA
-bundle in the two TLS contexts aiohttp makes at import and the proxy never uses (see
-``import_aiohttp_client``).
+``install_dependencies()`` also imports aiohttp's client and server first, without the
+system's CA bundle in the two TLS contexts aiohttp makes at import and the proxy never
+uses, and with six standard modules it imports for code the proxy never runs deferred
+(see ``import_aiohttp``).
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ class LazyPackage(types.ModuleType):
             return self.__dict__[attr]
         if attr.startswith("__"):  # a probe (inspect, pickle, copy): never a submodule
             raise AttributeError(f"module {self.__name__!r} has no {attr!r}")
-        if attr in exports:
+        if attr in exports and exports[attr][0] != self.__name__:
             module, name = exports[attr]
             value = getattr(importlib.import_module(module), name)
         else:
@@ -211,6 +215,8 @@ def install(
     ``needed`` imported through them, with ``deferred`` standing in for modules not
     imported yet. None once installed; otherwise why not, with the normal import left to
     happen (``root`` imported already, or anything that does not fit)."""
+    if isinstance(sys.modules.get(root), LazyPackage):
+        return None  # installed before
     if root in sys.modules:
         return "imported already"
     spec = importlib.util.find_spec(root)
@@ -292,6 +298,12 @@ class Library(NamedTuple):
     deferred: tuple[Deferred, ...] = ()  # stand in while ``needed`` imports
 
 
+STRUCTLOG = Library(
+    "structlog",
+    ("structlog",),
+    ("structlog._config", "structlog.stdlib", "structlog.tracebacks"),
+)
+
 DEPENDENCIES = (
     # No model and no API class but the two the watcher uses is ever loaded.
     Library(
@@ -307,8 +319,13 @@ DEPENDENCIES = (
             Deferred("urllib3"),  # configuration.py: basic-auth headers
             Deferred("dateutil.parser", ("parse",)),  # api_client.py: dates into models
             Deferred("multiprocessing.pool", ("ThreadPool",)),  # api_client.py: async_req
+            Deferred("mimetypes"),  # api_client.py: files sent
+            Deferred("tempfile"),  # api_client.py: files received
         ),
     ),
+    # The logger, its processors and the standard logging bridge; not the testing,
+    # thread-local, Twisted and greenlet helpers (uuid with the first two).
+    STRUCTLOG,
     # Only the iproute and conntrack parts, not IPDB, NDB and every other netlink family.
     Library("pyroute2", ("pyroute2",), ("pyroute2.netlink.exceptions",)),
     # The metric classes, not the exposition code (http.server, urllib.request, wsgiref:
@@ -342,8 +359,22 @@ def _no_default_ca_bundle() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def import_aiohttp_client() -> str | None:
-    """Import aiohttp's client without the system's CA bundle in its default contexts.
+# Imported by aiohttp's modules (and yarl's) at their top, for code the proxy never runs.
+AIOHTTP_DEFERRED = (
+    Deferred("html", ("escape",)),  # web_protocol.py: a traceback in a 500 page
+    Deferred("idna"),  # yarl: hosts that are not ASCII
+    Deferred("mimetypes"),  # payload.py: the type of a file sent
+    Deferred("tempfile", ("SpooledTemporaryFile",)),  # web_request.py: a file uploaded
+    Deferred("urllib.request", ("getproxies", "proxy_bypass")),  # helpers.py: trust_env
+    Deferred("uuid"),  # multipart.py: a multipart boundary
+)
+# The client, and the low-level server the health and metrics servers run on.
+AIOHTTP_NEEDED = ("aiohttp.connector", "aiohttp.web_server")
+
+
+def import_aiohttp() -> str | None:
+    """Import aiohttp's client and server, without the system's CA bundle in the client's
+    default contexts and with AIOHTTP_DEFERRED standing in.
 
     aiohttp makes two TLS contexts when imported, for requests that bring none, and
     each reads and parses every certificate of the system's bundle: 60 ms of the
@@ -354,19 +385,26 @@ def import_aiohttp_client() -> str | None:
     None once done; otherwise why not (aiohttp imported already, so they stand)."""
     if "aiohttp.connector" in sys.modules:
         return "imported already"
-    with _no_default_ca_bundle():
+    with _no_default_ca_bundle(), _standing_in(AIOHTTP_DEFERRED):
         try:
-            importlib.import_module("aiohttp.connector")
+            for name in AIOHTTP_NEEDED:
+                importlib.import_module(name)
         except ImportError as err:  # the proxy's own import will say it again
             return f"{type(err).__name__}: {err}"
     return None
+
+
+def install_logging() -> str | None:
+    """Install structlog's stand-in, before the proxy's logging module imports it.
+    None once installed; otherwise why not (``install_dependencies`` says it again)."""
+    return install(STRUCTLOG.root, STRUCTLOG.packages, STRUCTLOG.needed, STRUCTLOG.deferred)
 
 
 def install_dependencies() -> dict[str, str]:
     """Install the stand-ins of the proxy's big dependencies. Returns, for each library
     whose normal import stands, why (the caller logs it)."""
     fallbacks = {}
-    if (reason := import_aiohttp_client()) is not None:
+    if (reason := import_aiohttp()) is not None:
         fallbacks["aiohttp"] = reason
     for library in DEPENDENCIES:
         reason = install(library.root, library.packages, library.needed, library.deferred)

@@ -6,7 +6,7 @@ import pytest
 
 from ipvsproxy import lean_import
 
-# The proxy imports kubernetes_asyncio and pyroute2 through lazy stand-ins
+# The proxy imports its big dependencies through lazy stand-ins
 # (ipvsproxy/lean_import.py, installed by its entry point); installing them here,
 # before any test module imports those libraries, makes every test run on them too.
 lean_import.install_dependencies()

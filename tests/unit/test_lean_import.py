@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -246,10 +247,80 @@ def test_a_deferred_module_leaves_sys_modules_once_the_library_has_imported(
 
 
 def test_an_imported_package_is_left_alone() -> None:
-    # This session imported both already (tests/conftest.py installed them, tests used them).
-    assert "kubernetes_asyncio" in sys.modules
-    reason = lean_import.install("kubernetes_asyncio", ("kubernetes_asyncio",), ())
-    assert reason == "imported already"
+    assert type(sys.modules["email"]).__name__ == "module"  # imported for real (aiohttp)
+    assert lean_import.install("email", ("email",), ()) == "imported already"
+
+
+def test_installing_again_changes_nothing() -> None:
+    # tests/conftest.py installed the stand-ins, as the entry point does.
+    before = {name: sys.modules[name] for name in ("structlog", "kubernetes_asyncio")}
+    assert {type(module).__name__ for module in before.values()} == {"LazyPackage"}
+    assert lean_import.install_logging() is None
+    for library in lean_import.DEPENDENCIES:
+        assert lean_import.install(*library) is None
+    assert {name: sys.modules[name] for name in before} == before
+
+
+def test_structlog_loads_its_logger_and_its_helpers_on_demand() -> None:
+    done = run_python(
+        "import sys\n"
+        "from ipvsproxy import lean_import\n"
+        "print(lean_import.install_logging())\n"
+        "from ipvsproxy import logging as plog\n"
+        "plog.configure('json', 0)\n"
+        "plog.get_logger('test').info('logged', n=1)\n"
+        "helpers = ('structlog.testing', 'structlog.threadlocal', 'structlog.twisted')\n"
+        "loaded = lambda: [h in sys.modules for h in helpers]\n"
+        "print(type(sys.modules['structlog']).__name__, loaded())\n"
+        "import structlog\n"
+        # Its __init__ imports these as submodules (from structlog import testing, ...).
+        "with structlog.testing.capture_logs() as logs:\n"
+        "    structlog.get_logger().warning('captured')\n"
+        "print(logs[0]['event'], structlog.dev.ConsoleRenderer.__name__, loaded())\n"
+    )
+    assert done.stdout.splitlines() == [
+        "None",
+        "LazyPackage [False, False, False]",
+        "captured ConsoleRenderer [True, False, False]",
+    ]
+    logged = json.loads(done.stderr)
+    assert (logged["logger"], logged["event"], logged["n"]) == ("test", "logged", 1)
+
+
+def test_aiohttp_s_unused_standard_modules_load_when_first_used_and_not_before() -> None:
+    out = _run(
+        "import io, sys\n"
+        "from ipvsproxy import lean_import\n"
+        "lean_import.install_logging()\n"
+        "lean_import.install_dependencies()\n"
+        "import ipvsproxy.app\n"
+        "names = ('html', 'idna', 'mimetypes', 'tempfile', 'urllib.request', 'uuid')\n"
+        "loaded = lambda: ''.join('1' if n in sys.modules else '.' for n in names)\n"
+        "print(loaded())\n"
+        "from aiohttp import helpers, multipart, payload, web_protocol, web_request\n"
+        "from kubernetes_asyncio.client import api_client\n"
+        "from yarl import URL\n"
+        "print(web_protocol.html_escape('<b>'), loaded())\n"
+        "print(URL('http://b\u00fccher.example/').raw_host, loaded())\n"
+        "sent = payload.IOBasePayload(io.BytesIO(b''), filename='a.json')\n"
+        "print(sent.content_type, loaded())\n"
+        "print(type(web_request.SpooledTemporaryFile(1)).__name__, loaded())\n"
+        "print(type(helpers.getproxies()).__name__, loaded())\n"
+        "print(len(multipart.MultipartWriter().boundary), loaded())\n"
+        # An import made elsewhere gets the real module, not a stand-in.
+        "import html, uuid\n"
+        "print(type(html).__name__, web_protocol.html_escape is not html.escape)\n"
+    )
+    assert out.splitlines() == [
+        "......",
+        "&lt;b&gt; 1.....",
+        "xn--bcher-kva.example 11....",
+        "application/json 111...",
+        "SpooledTemporaryFile 1111..",
+        "dict 11111.",
+        "32 111111",
+        "module True",
+    ]
 
 
 def test_a_needed_module_that_fails_leaves_the_normal_import(on_path: Path) -> None:
