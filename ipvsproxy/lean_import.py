@@ -324,7 +324,7 @@ DEPENDENCIES = (
         ),
     ),
     # The logger, its processors and the standard logging bridge; not the testing,
-    # thread-local, Twisted and greenlet helpers (uuid with the first two).
+    # thread-local (and uuid with it), Twisted and greenlet helpers.
     STRUCTLOG,
     # Only the iproute and conntrack parts, not IPDB, NDB and every other netlink family.
     Library("pyroute2", ("pyroute2",), ("pyroute2.netlink.exceptions",)),
@@ -396,8 +396,8 @@ def import_aiohttp() -> str | None:
 
 def install_logging() -> str | None:
     """Install structlog's stand-in, before the proxy's logging module imports it.
-    None once installed; otherwise why not (``install_dependencies`` says it again)."""
-    return install(STRUCTLOG.root, STRUCTLOG.packages, STRUCTLOG.needed, STRUCTLOG.deferred)
+    None once installed; otherwise why not."""
+    return install(*STRUCTLOG)
 
 
 def install_dependencies() -> dict[str, str]:
@@ -407,7 +407,7 @@ def install_dependencies() -> dict[str, str]:
     if (reason := import_aiohttp()) is not None:
         fallbacks["aiohttp"] = reason
     for library in DEPENDENCIES:
-        reason = install(library.root, library.packages, library.needed, library.deferred)
+        reason = install(*library)
         if reason is not None:
             fallbacks[library.root] = reason
     return fallbacks
