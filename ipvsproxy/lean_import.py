@@ -41,7 +41,7 @@ imports when first used (an attribute read, or a call of a name taken from it wi
 
 ``install_dependencies()`` also imports aiohttp's client and server first, without the
 system's CA bundle in the two TLS contexts aiohttp makes at import and the proxy never
-uses, and with six standard modules it imports for code the proxy never runs deferred
+uses, and with four standard modules it imports for code the proxy never runs deferred
 (see ``import_aiohttp``).
 """
 
@@ -320,7 +320,6 @@ DEPENDENCIES = (
             Deferred("dateutil.parser", ("parse",)),  # api_client.py: dates into models
             Deferred("multiprocessing.pool", ("ThreadPool",)),  # api_client.py: async_req
             Deferred("mimetypes"),  # api_client.py: files sent
-            Deferred("tempfile"),  # api_client.py: files received
         ),
     ),
     # The logger, its processors and the standard logging bridge; not the testing,
@@ -364,8 +363,6 @@ AIOHTTP_DEFERRED = (
     Deferred("html", ("escape",)),  # web_protocol.py: a traceback in a 500 page
     Deferred("idna"),  # yarl: hosts that are not ASCII
     Deferred("mimetypes"),  # payload.py: the type of a file sent
-    Deferred("tempfile", ("SpooledTemporaryFile",)),  # web_request.py: a file uploaded
-    Deferred("urllib.request", ("getproxies", "proxy_bypass")),  # helpers.py: trust_env
     Deferred("uuid"),  # multipart.py: a multipart boundary
 )
 # The client, and the low-level server the health and metrics servers run on.
