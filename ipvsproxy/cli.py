@@ -14,9 +14,8 @@ first). The runtime lives in ``ipvsproxy.app``, imported only when needed so tha
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -52,37 +51,7 @@ class UsageError(Exception):
     """A bad command line: the message is the one line to print."""
 
 
-class _FixedWidth(argparse.HelpFormatter):
-    """A formatter that does not ask the terminal its width."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=80)
-
-
 class _Parser(argparse.ArgumentParser):
-    """Adding a flag, argparse checks its metavar with a new formatter, which asks the
-    terminal its width: shutil's import (bz2's and lzma's with it) on every start, 55 ms
-    under user-mode-linux. Checking needs no width; help and usage get the terminal's."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(formatter_class=_FixedWidth, **kwargs)
-
-    def format_usage(self) -> str:
-        with self._to_terminal_width():
-            return super().format_usage()
-
-    def format_help(self) -> str:
-        with self._to_terminal_width():
-            return super().format_help()
-
-    @contextlib.contextmanager
-    def _to_terminal_width(self) -> Iterator[None]:
-        self.formatter_class = argparse.HelpFormatter
-        try:
-            yield
-        finally:
-            self.formatter_class = _FixedWidth
-
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 

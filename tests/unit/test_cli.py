@@ -315,32 +315,6 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--node" in out
 
 
-def test_help_is_as_wide_as_the_terminal(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for argv in (["--help"], ["plan", "--help"], ["hand-back", "--help"]):
-        widest = {}
-        for columns in (60, 200):  # COLUMNS: what shutil.get_terminal_size reads first
-            monkeypatch.setenv("COLUMNS", str(columns))
-            code, out, _ = run_main(capsys, *argv)
-            assert code == 0
-            widest[columns] = max(len(line) for line in out.splitlines())
-        # Narrower, then wider, than the 80 columns the parsers check their flags with
-        # (argparse keeps two free; a long flag may overflow a narrow terminal).
-        assert widest[60] < 80 < widest[200] <= 198, (argv, widest)
-
-
-def test_parsing_a_command_line_asks_the_terminal_nothing() -> None:
-    # argparse's own formatter would import shutil (and bz2 and lzma) for each flag added.
-    out = run_python(
-        "import sys\n"
-        "from ipvsproxy import cli\n"
-        "cli.parse_command_line(['--ipvs-scheduler=lc'])\n"
-        "print(sorted({'shutil', 'bz2', 'lzma'} & set(sys.modules)))\n"
-    ).stdout
-    assert out.strip() == "[]"
-
-
 @pytest.fixture
 def fake_app(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Config]]:
     calls: list[tuple[str, Config]] = []
