@@ -21,7 +21,7 @@ A failing IPv6 side is skipped, as a failing ip6tables-save was.
 
 from __future__ import annotations
 
-import os
+import shutil
 import struct
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -162,20 +162,9 @@ def probe_requests() -> list[tuple[int, int, bytes]]:
 # ---------------------------------------------------------------- kernel reads
 
 
-def installed(command: str) -> bool:
-    """Whether ``command`` is an executable file in a directory of PATH: whether
-    ``shutil.which`` finds it, without importing shutil (and bz2 and lzma with it, for
-    its archives: 55 ms of a start under user-mode-linux)."""
-    for directory in os.get_exec_path():
-        path = os.path.join(directory, command)
-        if os.access(path, os.X_OK) and not os.path.isdir(path):
-            return True
-    return False
-
-
 def legacy_counts() -> Counts | None:
     """The legacy backend's counts in this thread's namespace (see the module docstring)."""
-    if not installed("iptables-legacy-save"):
+    if shutil.which("iptables-legacy-save") is None:
         return None
     total = Counts(0, 0)
     for family in (Family.V4, Family.V6):
@@ -193,7 +182,7 @@ def legacy_counts() -> Counts | None:
 
 async def nft_counts() -> Counts | None:
     """The nft backend's counts in this thread's namespace (see the module docstring)."""
-    if not installed("iptables-nft-save"):
+    if shutil.which("iptables-nft-save") is None:
         return None
     try:
         # Every family at once (two requests, not four); count_nft keeps ip and ip6.

@@ -4,10 +4,7 @@ nf_tables dumps), the dry-run probe's requests, and the choice made from them.""
 from __future__ import annotations
 
 import errno
-import os
-import shutil
 import struct
-from pathlib import Path
 
 import pytest
 
@@ -170,36 +167,13 @@ def test_backend_choice(
     assert choose_backend(legacy, nft, works) == expected
 
 
-def test_installed_answers_as_shutil_which_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first, second = tmp_path / "first", tmp_path / "second"
-    for directory in (first, second):
-        directory.mkdir()
-    (first / "plain").write_text("")  # not executable
-    (first / "tool").write_text("")
-    (first / "tool").chmod(0o755)
-    (second / "plain").write_text("")
-    (second / "plain").chmod(0o755)  # executable in a later directory: found there
-    (first / "folder").mkdir()  # a directory, however executable, is no command
-    (second / "dangling").symlink_to(tmp_path / "nowhere")
-    (second / "linked").symlink_to(first / "tool")
-    monkeypatch.setenv("PATH", f"{first}{os.pathsep}{second}")
-    names = ["plain", "tool", "folder", "dangling", "linked", "absent", "sh"]
-    assert (
-        [iptables_backend.installed(n) for n in names]
-        == [shutil.which(n) is not None for n in names]
-        == [True, True, False, False, True, False, False]
-    )
-
-
 def test_a_backend_without_its_tool_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(iptables_backend, "installed", lambda _name: False)
+    monkeypatch.setattr(iptables_backend.shutil, "which", lambda _name: None)
     assert legacy_counts() is None
 
 
 def test_legacy_counts_of_no_loaded_tables_are_zero(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(iptables_backend, "installed", lambda _name: True)
+    monkeypatch.setattr(iptables_backend.shutil, "which", lambda name: f"/usr/sbin/{name}")
     monkeypatch.setattr(xtables, "table_names", lambda _family: [])
     assert legacy_counts() == Counts(0, 0)
 
@@ -217,7 +191,7 @@ def test_a_failing_ipv4_read_is_none_and_a_failing_ipv6_one_is_skipped(
         Family.V4: _table(Family.V4, {"INPUT": [_verdict(Family.V4, ACCEPT)] * 2}),
         Family.V6: _table(Family.V6, {"KUBE-KUBELET-CANARY": [], "INPUT": []}),
     }
-    monkeypatch.setattr(iptables_backend, "installed", lambda _name: True)
+    monkeypatch.setattr(iptables_backend.shutil, "which", lambda name: f"/usr/sbin/{name}")
     monkeypatch.setattr(xtables, "table_names", names)
     monkeypatch.setattr(xtables, "read_table", lambda f, _t: reads[f])
     assert legacy_counts() == expected
@@ -229,10 +203,10 @@ async def test_nft_counts_are_none_when_nf_tables_does_not_answer(
     async def refused(*_args: object) -> list[Message]:
         raise DumpError(errno.EPROTONOSUPPORT, "no nf_tables")
 
-    monkeypatch.setattr(iptables_backend, "installed", lambda _name: True)
+    monkeypatch.setattr(iptables_backend.shutil, "which", lambda name: f"/usr/sbin/{name}")
     monkeypatch.setattr(iptables_backend, "dump", refused)
     assert await nft_counts() is None
-    monkeypatch.setattr(iptables_backend, "installed", lambda _name: False)
+    monkeypatch.setattr(iptables_backend.shutil, "which", lambda _name: None)
     assert await nft_counts() is None
 
 
