@@ -14,7 +14,8 @@ directory first on sys.path.
 
 With each time come the CPU and the minor page faults of the proxy and the processes it
 waited for (a count the machine's load does not move; under user-mode-linux a fault
-costs about a third of a millisecond, and they are half of a start).
+costs about a third of a millisecond, and they are half of a start), and the share of
+the host's CPU time its hypervisor took meanwhile (``host_steal``).
 
 Each run is also split where the proxy's JSON log allows, in seconds from exec: its first
 line (the interpreter, the imports and most of the node set-up are before it), "starting"
@@ -38,11 +39,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.bench.host_steal import relay
 
 
 def _measure(trees: list[str], services: int, runs: int) -> None:
     """Inside the kernel: alternate the trees' start-ups."""
-    sys.path.insert(0, str(ROOT))
     from tests.bench import bench_e2e
     from tests.support import builders
     from tests.support.switching import log_records, start_proxy
@@ -96,7 +98,7 @@ STEPS = ("first log line", "starting", "lists done", "first sync starts", "first
 
 def startup_steps(records: list[dict[str, Any]], started: float) -> dict[str, float]:
     """Seconds from exec to each of STEPS the proxy's log shows (see the module doc)."""
-    from tests.support.switching import logged_at  # importable once _measure set the path
+    from tests.support.switching import logged_at
 
     def at(record: dict[str, Any]) -> float:
         return logged_at(record) - started
@@ -140,7 +142,10 @@ def main(argv: list[str]) -> int:
         inside = [sys.executable, __file__, "--inside", str(args.services), str(args.runs)]
         command = [sys.executable, str(ROOT / "tests/vm/in_kernel.py"), "--mem", "2G"]
         command += ["--timeout", str(600 + 60 * len(trees) * args.runs)]
-        return subprocess.call([*command, "--", *inside, *trees], cwd=ROOT)
+        # Each run's line followed by the host's steal since the previous one.
+        return relay(
+            [*command, "--", *inside, *trees], ROOT, ends=lambda line: line.startswith("run ")
+        )
 
 
 @contextlib.contextmanager

@@ -7,8 +7,9 @@ A benchmark is a module tests/bench/bench_*.py with a ``main()`` that prints
 ``BENCH <name> <value> <unit>`` lines. One that needs a kernel with IPVS says
 ``NEEDS_KERNEL = True``; those all run in a single user-mode-linux boot (or on
 this host with IPVSPROXY_KERNEL=host). Benchmarks never fail on a number: the
-figures are read from the output. Each benchmark runs in a process of its own.
-This exits non-zero only if one crashed.
+figures are read from the output. Each benchmark runs in a process of its own,
+and its lines are followed by the share of the host's CPU time the hypervisor took
+meanwhile (``host_steal``). This exits non-zero only if one crashed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.bench.host_steal import relay
 
 
 def discover(names: list[str]) -> tuple[list[str], list[str]]:
@@ -70,14 +72,22 @@ def main(argv: list[str]) -> int:
     compileall.compile_dir(ROOT / "ipvsproxy", quiet=1)
     status = 0
     if host:
-        status |= subprocess.call([sys.executable, __file__, "--inside", *host], cwd=ROOT)
+        status |= _with_steal([sys.executable, __file__, "--inside", *host])
     if kernel:
         command = [sys.executable, str(BENCH_DIR / "run.py"), "--inside", *kernel]
-        status |= subprocess.call(
-            [sys.executable, str(ROOT / "tests/vm/in_kernel.py"), "--mem", "2G", "--", *command],
-            cwd=ROOT,
-        )
+        in_kernel = [sys.executable, str(ROOT / "tests/vm/in_kernel.py"), "--mem", "2G"]
+        status |= _with_steal([*in_kernel, "--", *command])
     return status
+
+
+def _with_steal(command: list[str]) -> int:
+    """``command`` run, each benchmark's lines followed by the host's steal during it."""
+    return relay(command, ROOT, ends=_ended, starts=lambda line: line.startswith("--- "))
+
+
+def _ended(line: str) -> bool:
+    """``run_each``'s last line for a benchmark."""
+    return line.startswith("--- ") and (" done in " in line or line.rstrip().endswith(" FAILED"))
 
 
 if __name__ == "__main__":
