@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ipvsproxy import lean_import
+from tests.support.proxy_node import kubeconfig
 from tests.support.python_process import run_python
 
 
@@ -290,13 +291,8 @@ def test_structlog_loads_its_logger_and_its_helpers_on_demand() -> None:
 def test_an_api_request_loads_none_of_the_deferred_modules(tmp_path: Path) -> None:
     # The API client's session trusts the environment: each request reads the proxy
     # settings (urllib.request, which imports tempfile), so neither is deferred; these
-    # four stay out.
-    (tmp_path / "kubeconfig").write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:PORT'}}]\n"
-        "users: [{name: u, user: {}}]\n"
-        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
-    )
+    # four stay out. The server's port is known once it listens, in the child.
+    config = kubeconfig("http://127.0.0.1:PORT", tmp_path)
     out = _run(
         "import asyncio, sys\n"
         "from ipvsproxy import lean_import\n"
@@ -315,7 +311,7 @@ def test_an_api_request_loads_none_of_the_deferred_modules(tmp_path: Path) -> No
         "async def main():\n"
         "    server = await asyncio.start_server(answer, '127.0.0.1', 0)\n"
         "    port = server.sockets[0].getsockname()[1]\n"
-        f"    path = {str(tmp_path / 'kubeconfig')!r}\n"
+        f"    path = {str(config)!r}\n"
         "    text = open(path).read().replace('PORT', str(port))\n"
         "    open(path, 'w').write(text)\n"
         "    api = await make_api_client(path)\n"
