@@ -214,5 +214,11 @@ async def run_demo(say: Say = print, proxy: list[str] | None = None) -> DemoResu
 
 
 def programmed_vips() -> set[str]:
-    """The IPv4 virtual addresses in /proc/net/ip_vs (no process start, unlike ipvsadm)."""
-    return {key.split()[1].rpartition(":")[0] for key in proc_ipvs_table() if key[:3] != "FWM"}
+    """The IPv4 virtual addresses in /proc/net/ip_vs with a real server taking connections
+    (no process start, unlike ipvsadm). Not a virtual server alone: diff binds its VIP
+    only after adding it, so until a real server follows, the VIP may be unreachable."""
+    return {
+        key.split()[1].rpartition(":")[0]
+        for key, servers in proc_ipvs_table().items()
+        if key[:3] != "FWM" and any(servers.values())
+    }
