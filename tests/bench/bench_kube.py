@@ -34,6 +34,7 @@ from ipvsproxy.kube.client import make_api_client
 from ipvsproxy.kube.objects import trim_endpoint_slice, trim_service
 from ipvsproxy.kube.reflector import Reflector
 from ipvsproxy.kube.watcher import PROXY_LABEL_SELECTOR
+from tests.support import proxy_node
 
 
 def trigger(gen: int) -> str:
@@ -168,15 +169,6 @@ async def list_once(api: Any, kind: str, cache: ClusterCache) -> tuple[float, Re
     return time.perf_counter() - start, r
 
 
-def write_kubeconfig(path: Path, url: str) -> None:
-    path.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters: [{{name: b, cluster: {{server: '{url}'}}}}]\n"
-        "users: [{name: b, user: {}}]\n"
-        "contexts: [{name: b, context: {cluster: b, user: b}}]\ncurrent-context: b\n"
-    )
-
-
 async def bench(kubeconfig: Path, count: int, conn: Connection) -> None:
     api = await make_api_client(str(kubeconfig))
     try:
@@ -247,9 +239,7 @@ def main() -> None:
     url = parent.recv()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            kubeconfig = Path(tmp) / "kubeconfig"
-            write_kubeconfig(kubeconfig, url)
-            asyncio.run(bench(kubeconfig, args.count, parent))
+            asyncio.run(bench(proxy_node.kubeconfig(url, Path(tmp)), args.count, parent))
     finally:
         parent.send(0)
         proc.join(10)

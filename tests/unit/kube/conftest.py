@@ -12,18 +12,7 @@ from kubernetes_asyncio import client
 from ipvsproxy.core.model import Family, ServiceKey
 from ipvsproxy.kube.client import make_api_client
 from tests.apiserver import ApiServer
-from tests.support import builders
-
-
-def write_kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters: [{{name: test, cluster: {{server: '{url}'}}}}]\n"
-        "users: [{name: test, user: {token: test-token}}]\n"
-        "contexts: [{name: test, context: {cluster: test, user: test, namespace: default}}]\n"
-        "current-context: test\n"
-    )
-    return path
+from tests.support import builders, proxy_node
 
 
 @pytest.fixture
@@ -36,7 +25,7 @@ async def apiserver() -> AsyncIterator[ApiServer]:
 
 @pytest.fixture
 def kubeconfig(apiserver: ApiServer, tmp_path: Path) -> Path:
-    return write_kubeconfig(tmp_path / "kubeconfig", apiserver.url)
+    return proxy_node.kubeconfig(apiserver.url, tmp_path)
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from ipvsproxy.kube.client import make_api_client
 from tests.apiserver import ApiServer
 from tests.apiserver.selectors import SelectorError, parse_field_selector, parse_label_selector
-from tests.unit.kube.conftest import endpoint_slice, service, write_kubeconfig
+from tests.support import proxy_node
+from tests.unit.kube.conftest import endpoint_slice, service
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -222,7 +223,7 @@ async def test_runs_as_a_process_with_a_state_file(tmp_path: Path) -> None:
             line = (await proc.stdout.readline()).decode()
         assert line.startswith("listening on http://127.0.0.1:")
         url = line.split()[-1]
-        api = await make_api_client(str(write_kubeconfig(tmp_path / "kc", url)))
+        api = await make_api_client(str(proxy_node.kubeconfig(url, tmp_path)))
         try:
             lst = await client.CoreV1Api(api).list_service_for_all_namespaces()
             assert [(s.metadata.name, s.spec.cluster_ip) for s in lst.items] == [
